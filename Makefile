@@ -1,0 +1,106 @@
+# infergate: GNU make, pkg-config for every library.
+#   make            build build/infergate and build/infergate-sim
+#   make test       bootstrap, build, unit + integration tests
+#   make run        bootstrap, build, start the demo (simulated model servers)
+#   make asan       the whole test suite under AddressSanitizer + UBSan
+#   make bench      benchmarks side by side with nginx and HAProxy
+#   make install    PREFIX (default /usr/local) and DESTDIR honoured
+#   make clean
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+VERSION := 0.1.0
+
+PKGS    := libevent libevent_openssl libevent_pthreads openssl jansson hiredis yaml-0.1
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wformat=2 -Wno-unused-parameter -Werror
+OPT     ?= -O2 -g
+SAN     ?=
+CFLAGS_ALL  := -std=gnu11 $(OPT) $(SAN) $(WARN) -D_GNU_SOURCE \
+               -DIG_VERSION='"$(VERSION)"' -Iinclude $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS_ALL  := $(PKG_LIBS) -lhttp_parser -lpthread -lm $(LDLIBS)
+LDFLAGS_ALL := $(SAN) $(LDFLAGS)
+
+# Every .c under the three modules goes into the gateway; main.c holds main().
+LIB_SRC  := $(sort $(filter-out gateway/main.c, \
+              $(wildcard gateway/*.c admission/*.c routing/*.c)))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ := $(BUILD)/obj/gateway/main.o
+SIM_SRC  := $(sort $(wildcard tests/sim/*.c))
+SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+DEPS     := $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(SIM_OBJ:.o=.d) \
+            $(UNIT_SRC:tests/unit/%.c=$(BUILD)/obj/tests/unit/%.d)
+
+PYTEST  ?= /usr/bin/python3 -m pytest
+PYTEST_ARGS ?=
+
+.PHONY: all test unit integration run asan bench install clean bootstrap valgrind
+all: $(BUILD)/infergate $(BUILD)/infergate-sim
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/libinfergate.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/infergate: $(MAIN_OBJ) $(BUILD)/libinfergate.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/infergate-sim: $(SIM_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libinfergate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
+bootstrap:
+	@sh .ci/bootstrap
+
+unit: all $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; (cd tests/unit && ../../$$t); done
+
+integration: all
+	IG_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration $(PYTEST_ARGS)
+
+test: bootstrap
+	$(MAKE) unit
+	$(MAKE) integration
+
+run: bootstrap all
+	@sh tests/demo/run.sh $(abspath $(BUILD))
+
+# The whole suite under AddressSanitizer + UBSan, in its own build tree.
+asan: bootstrap
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
+
+# The integration suite with the gateway under valgrind memcheck.
+valgrind: bootstrap all
+	IG_VALGRIND=1 IG_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration $(PYTEST_ARGS)
+
+bench: bootstrap all
+	/usr/bin/python3 tests/bench/bench.py --build $(abspath $(BUILD)) $(if $(QUICK),--quick)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man8 \
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/etc/infergate/tenants.d
+	install -m 755 $(BUILD)/infergate $(DESTDIR)$(PREFIX)/bin/infergate
+	install -m 755 $(BUILD)/infergate-sim $(DESTDIR)$(PREFIX)/bin/infergate-sim
+	install -m 644 man/infergate.8 $(DESTDIR)$(PREFIX)/share/man/man8/infergate.8
+	install -m 644 man/infergate.yaml.5 $(DESTDIR)$(PREFIX)/share/man/man5/infergate.yaml.5
+	install -m 644 conf/infergate.yaml $(DESTDIR)$(PREFIX)/etc/infergate/infergate.yaml
+	install -m 644 conf/tenants.d/example.yaml $(DESTDIR)$(PREFIX)/etc/infergate/tenants.d/example.yaml
+
+clean:
+	rm -rf build
+
+-include $(DEPS)

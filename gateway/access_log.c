@@ -1,0 +1,91 @@
+/*
+ * One JSON line per request. Ids, names, numbers and timings only: never
+ * the prompt, the completion, or any header value that could carry a key.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <http_parser.h>
+#include <jansson.h>
+
+#include "infergate/log.h"
+#include "gateway.h"
+
+/* Appends s as a JSON string (quoted, escaped, at most 128 bytes of it). */
+static size_t
+alog_str(char *buf, size_t off, size_t cap, const char *s)
+{
+	size_t i;
+
+	if (s == NULL) {
+		if (off + 4 < cap) {
+			memcpy(buf + off, "null", 4);
+			off += 4;
+		}
+		return off;
+	}
+	if (off + 1 < cap)
+		buf[off++] = '"';
+	for (i = 0; s[i] != '\0' && i < 128 && off + 7 < cap; i++) {
+		unsigned char ch = s[i];
+
+		if (ch == '"' || ch == '\\') {
+			buf[off++] = '\\';
+			buf[off++] = ch;
+		} else if (ch < 0x20 || ch == 0x7f)
+			off += snprintf(buf + off, cap - off, "\\u%04x", ch);
+		else
+			buf[off++] = ch;
+	}
+	if (off + 1 < cap)
+		buf[off++] = '"';
+	return off;
+}
+
+void
+access_log_request(const struct ig_request *r)
+{
+	char buf[2048], ts[32];
+	struct timespec now;
+	struct tm tm;
+	uint64_t end = now_ns();
+	json_t *model;
+	size_t off;
+
+	if (!ig_access_enabled())
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	off = snprintf(buf, sizeof(buf), "{\"time\":\"%s.%03ldZ\",\"request_id\":",
+	    ts, now.tv_nsec / 1000000);
+	off = alog_str(buf, off, sizeof(buf), r->id[0] ? r->id : NULL);
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"client\":");
+	off = alog_str(buf, off, sizeof(buf), r->client_ip);
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"method\":\"%s\",\"path\":",
+	    http_method_str(r->method));
+	off = alog_str(buf, off, sizeof(buf), r->path);
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"model\":");
+	model = r->json ? json_object_get(r->json, "model") : NULL;
+	off = alog_str(buf, off, sizeof(buf), r->model ? r->model->conf->name :
+	    json_string_value(model));
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"pool\":");
+	off = alog_str(buf, off, sizeof(buf), r->model && r->model->pool ?
+	    r->model->pool->conf->name : NULL);
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"backend\":");
+	off = alog_str(buf, off, sizeof(buf), r->backend ? r->backend->name : NULL);
+	off += snprintf(buf + off, sizeof(buf) - off,
+	    ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+	    "\"ttfb_ms\":%.3f,\"duration_ms\":%.3f,\"stream\":%s,\"attempts\":%u,"
+	    "\"outcome\":", r->status,
+	    (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
+	    r->t_first_byte ? (r->t_first_byte - r->t_start) / 1e6 : 0.0,
+	    (end - r->t_start) / 1e6, r->stream ? "true" : "false", r->attempts);
+	off = alog_str(buf, off, sizeof(buf), r->outcome ? r->outcome : "ok");
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"error\":");
+	off = alog_str(buf, off, sizeof(buf), r->error_code);
+	if (off + 2 < sizeof(buf))
+		buf[off++] = '}';
+	ig_access_write(buf, off);
+}

@@ -1,0 +1,184 @@
+/*
+ * The admin listener, on the main thread: /health/live, /health/ready,
+ * /metrics. Never served on the client listeners. Not on the request
+ * path, so libevent's evhttp is good enough here.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "infergate/log.h"
+#include "gateway.h"
+
+static struct evhttp	*admin_http;
+static volatile int	 admin_ready;
+uint64_t		 admin_reloads_ok;
+uint64_t		 admin_reloads_failed;
+
+void
+admin_set_ready(bool ready)
+{
+	admin_ready = ready;
+}
+
+static void
+admin_reply(struct evhttp_request *req, int code, const char *reason,
+    const char *ctype, struct evbuffer *body)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", ctype);
+	evhttp_send_reply(req, code, reason, body);
+}
+
+static void
+admin_text(struct evhttp_request *req, int code, const char *reason,
+    const char *text)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (b != NULL)
+		evbuffer_add(b, text, strlen(text));
+	admin_reply(req, code, reason, "text/plain; charset=utf-8", b);
+	if (b != NULL)
+		evbuffer_free(b);
+}
+
+static void
+admin_metric(struct evbuffer *b, const char *name, const char *type,
+    const char *help, uint64_t v)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name,
+	    help, name, type, name, (unsigned long long)v);
+}
+
+/* Prometheus text exposition of the counters summed over the workers. */
+static void
+admin_metrics(struct evhttp_request *req)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (b == NULL) {
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	admin_metric(b, "infergate_connections_accepted_total", "counter",
+	    "Client connections accepted.", workers_stat(ST_CONN_ACCEPTED));
+	admin_metric(b, "infergate_connections_open", "gauge",
+	    "Client connections open now.", workers_stat(ST_CONN_OPEN));
+	admin_metric(b, "infergate_requests_total", "counter",
+	    "Requests started by clients.", workers_stat(ST_REQUESTS));
+	admin_metric(b, "infergate_requests_inflight", "gauge",
+	    "Requests received whole and not yet answered.",
+	    workers_stat(ST_REQ_INFLIGHT));
+	evbuffer_add_printf(b, "# HELP infergate_responses_total Responses by "
+	    "status class.\n# TYPE infergate_responses_total counter\n"
+	    "infergate_responses_total{class=\"2xx\"} %llu\n"
+	    "infergate_responses_total{class=\"4xx\"} %llu\n"
+	    "infergate_responses_total{class=\"5xx\"} %llu\n",
+	    (unsigned long long)workers_stat(ST_RESP_2XX),
+	    (unsigned long long)workers_stat(ST_RESP_4XX),
+	    (unsigned long long)workers_stat(ST_RESP_5XX));
+	admin_metric(b, "infergate_bad_requests_total", "counter",
+	    "Requests refused as malformed or over a client limit.",
+	    workers_stat(ST_BAD_REQUESTS));
+	admin_metric(b, "infergate_client_aborts_total", "counter",
+	    "Requests whose client went away before the response ended.",
+	    workers_stat(ST_CLIENT_ABORTS));
+	admin_metric(b, "infergate_streams_total", "counter",
+	    "Responses passed through as streams.", workers_stat(ST_STREAMS));
+	admin_metric(b, "infergate_upstream_connects_total", "counter",
+	    "New connections opened to backends.", workers_stat(ST_UP_CONNECT));
+	admin_metric(b, "infergate_upstream_reuses_total", "counter",
+	    "Requests sent on a pooled keep-alive backend connection.",
+	    workers_stat(ST_UP_REUSE));
+	admin_metric(b, "infergate_upstream_errors_total", "counter",
+	    "Backend failures (refused, reset, timeout, bad response).",
+	    workers_stat(ST_UP_ERRORS));
+	admin_metric(b, "infergate_upstream_retries_total", "counter",
+	    "Requests sent again after a failure before any response byte.",
+	    workers_stat(ST_UP_RETRIES));
+	admin_metric(b, "infergate_reloads_total", "counter",
+	    "Successful configuration reloads.", admin_reloads_ok);
+	admin_metric(b, "infergate_reload_failures_total", "counter",
+	    "Configuration reloads refused because the new config is invalid.",
+	    admin_reloads_failed);
+	admin_metric(b, "infergate_workers", "gauge", "Worker threads.",
+	    workers_count());
+	admin_reply(req, 200, "OK", "text/plain; version=0.0.4", b);
+	evbuffer_free(b);
+}
+
+static void
+admin_cb(struct evhttp_request *req, void *arg)
+{
+	const char *uri = evhttp_request_get_uri(req);
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	size_t plen = strcspn(uri, "?");
+
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Allow", "GET, HEAD");
+		admin_text(req, 405, "Method Not Allowed", "method not allowed\n");
+	} else if (plen == 12 && strncmp(uri, "/health/live", plen) == 0)
+		admin_text(req, 200, "OK", "ok\n");
+	else if (plen == 13 && strncmp(uri, "/health/ready", plen) == 0) {
+		if (admin_ready)
+			admin_text(req, 200, "OK", "ready\n");
+		else
+			admin_text(req, 503, "Service Unavailable", "not ready\n");
+	} else if (plen == 8 && strncmp(uri, "/metrics", plen) == 0)
+		admin_metrics(req);
+	else
+		admin_text(req, 404, "Not Found", "not found\n");
+}
+
+int
+admin_start(struct event_base *base, const char *address, char **err)
+{
+	char host[128];
+	const char *colon;
+	size_t hl;
+	int port;
+
+	if ((colon = strrchr(address, ':')) == NULL ||
+	    (hl = colon - address) >= sizeof(host))
+		goto bad;
+	memcpy(host, address, hl);
+	host[hl] = '\0';
+	if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
+		memmove(host, host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	}
+	port = atoi(colon + 1);
+	if ((admin_http = evhttp_new(base)) == NULL)
+		goto bad;
+	evhttp_set_allowed_methods(admin_http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+	evhttp_set_gencb(admin_http, admin_cb, NULL);
+	evhttp_set_timeout(admin_http, 10);
+	if (evhttp_bind_socket(admin_http, host, port) == -1) {
+		if (asprintf(err, "admin %s: cannot listen", address) == -1)
+			*err = NULL;
+		evhttp_free(admin_http);
+		admin_http = NULL;
+		return -1;
+	}
+	return 0;
+bad:
+	if (asprintf(err, "admin %s: bad address", address) == -1)
+		*err = NULL;
+	return -1;
+}
+
+void
+admin_stop(void)
+{
+	if (admin_http != NULL)
+		evhttp_free(admin_http);
+	admin_http = NULL;
+}

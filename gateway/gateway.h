@@ -1,0 +1,202 @@
+/*
+ * gateway/ internal interfaces: the worker, the config snapshot, the
+ * request, and the seams between the HTTP server side (http_server.c), the
+ * proxy logic (proxy.c) and the upstream client side (upstream.c).
+ *
+ * Ownership: a client connection (struct hs_conn) owns at most one
+ * struct ig_request at a time; the request owns its upstream connection
+ * while it uses it. A request is freed only by proxy_request_free(),
+ * called by the server side when the response is handed off or the client
+ * is gone.
+ */
+#ifndef INFERGATE_GATEWAY_H
+#define INFERGATE_GATEWAY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include "infergate/config.h"
+#include "infergate/routing.h"
+
+struct event_base;
+struct event;
+struct evbuffer;
+struct evconnlistener;
+struct bufferevent;
+struct json_t;
+struct hs_conn;
+struct up_conn;
+struct up_pool;
+
+/* --- snapshots: one config and everything built from it --------------- */
+
+struct ig_snapshot {
+	atomic_int	 refcnt;
+	uint64_t	 generation;
+	struct ig_config *conf;
+	struct ig_catalog *catalog;
+};
+
+struct ig_snapshot *snapshot_create(struct ig_config *conf, char **err);
+struct ig_snapshot *snapshot_current(void);	/* returns a reference */
+void		 snapshot_publish(struct ig_snapshot *);	/* takes the ref */
+struct ig_snapshot *snapshot_ref(struct ig_snapshot *);
+void		 snapshot_unref(struct ig_snapshot *);
+void		 snapshot_thread_done(void);
+void		 snapshot_clear(void);
+
+/* --- counters, per worker, summed when /metrics is read -------------- */
+
+enum ig_stat {
+	ST_CONN_ACCEPTED, ST_CONN_OPEN, ST_REQUESTS, ST_REQ_INFLIGHT,
+	ST_RESP_2XX, ST_RESP_4XX, ST_RESP_5XX,
+	ST_UP_CONNECT, ST_UP_REUSE, ST_UP_ERRORS, ST_UP_RETRIES,
+	ST_CLIENT_ABORTS, ST_STREAMS, ST_BAD_REQUESTS,
+	ST_BYTES_IN, ST_BYTES_OUT,
+	ST_MAX
+};
+
+/* --- workers -------------------------------------------------------- */
+
+struct ig_worker {
+	unsigned	 id;
+	pthread_t	 thread;
+	struct event_base *base;
+	struct evconnlistener **listeners;
+	size_t		 nlisteners;
+	struct event	*ctl;		/* wakes the loop for shutdown */
+	struct event	*drain;		/* polls for the end of in-flight work */
+	uint64_t	 drain_deadline;	/* now_ns() value */
+	atomic_int	 stopping;
+	struct up_pool	*upstreams;	/* per backend address */
+	unsigned	 rr_cursor;
+	uint64_t	 next_request_seq;
+	_Atomic uint64_t stats[ST_MAX];	/* written by this worker only */
+};
+
+#define WSTAT_ADD(w, s, n) \
+	atomic_fetch_add_explicit(&(w)->stats[(s)], (n), memory_order_relaxed)
+#define WSTAT_SUB(w, s, n) \
+	atomic_fetch_sub_explicit(&(w)->stats[(s)], (n), memory_order_relaxed)
+
+int		 workers_start(struct ig_snapshot *, char **err);
+void		 workers_stop(uint64_t grace_ms);
+void		 workers_free(void);
+size_t		 workers_count(void);
+struct ig_worker *worker_at(size_t);
+uint64_t	 workers_stat(enum ig_stat);
+
+/* --- requests -------------------------------------------------------- */
+
+enum ig_endpoint { EP_UNKNOWN, EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS,
+	EP_MODELS };
+
+struct ig_header {
+	const char	*name;
+	const char	*value;
+	uint32_t	 namelen;
+	uint32_t	 valuelen;
+};
+
+struct ig_request {
+	struct hs_conn	*conn;		/* NULL once the client is gone */
+	struct ig_worker *worker;
+	struct ig_snapshot *snap;
+	enum ig_endpoint ep;
+	const char	*path;
+	unsigned	 method;	/* http_parser's enum http_method */
+	char		 id[48];	/* X-Request-Id */
+	char		 client_ip[48];
+	const struct ig_header *headers;	/* valid while conn is set */
+	size_t		 nheaders;
+	struct evbuffer	*body;		/* the request body as received */
+	struct json_t	*json;
+	const struct ig_model *model;
+	struct ig_backend *backend;
+	struct up_conn	*up;
+	struct event	*deadline;
+	uint64_t	 tried;		/* backends that failed this request */
+	unsigned	 attempts;
+	bool		 stream;	/* the client asked for a stream */
+	bool		 streaming;	/* the response goes out as a stream */
+	bool		 resp_started;	/* status line sent to the client */
+	bool		 body_rewritten;
+	struct evbuffer	*upbody;	/* the body as forwarded */
+	struct evbuffer	*resp;		/* a buffered (non-streaming) reply */
+	int		 status;
+	uint64_t	 bytes_in;
+	uint64_t	 bytes_out;
+	uint64_t	 t_start;	/* monotonic ns */
+	uint64_t	 t_first_byte;
+	const char	*allow;		/* Allow header of a 405 */
+	struct evbuffer	*resp_head;	/* backend headers kept for the client */
+	bool		 dispatched;	/* a whole request reached the proxy */
+	bool		 up_reused;	/* sent on a pooled connection */
+	bool		 paused;	/* backend reads paused: client is slow */
+	const char	*outcome;	/* how it ended, for the log */
+	const char	*error_code;
+};
+
+uint64_t	 now_ns(void);
+
+/* proxy.c: called by the server side */
+void		 proxy_request(struct ig_request *);	/* a complete request */
+void		 proxy_client_writable(struct ig_request *);	/* output drained */
+void		 proxy_request_free(struct ig_request *);
+void		 proxy_send_error(struct ig_request *, int status, const char *type,
+		    const char *code, const char *param, const char *fmt, ...)
+		    __attribute__((format(printf, 6, 7)));
+
+/* http_server.c: the response side, called by proxy.c */
+struct hs_response_header { const char *name; size_t namelen;
+	const char *value; size_t valuelen; };
+void		 hs_listener_cb(struct evconnlistener *, int fd,
+		    struct sockaddr *, int socklen, void *arg);
+/* Status line + headers; body_len -1 means a chunked (streamed) body. */
+void		 hs_response_start(struct hs_conn *, int status,
+		    const struct hs_response_header *, size_t nheaders,
+		    const char *extra, int64_t body_len);
+void		 hs_response_body(struct hs_conn *, const void *, size_t);
+void		 hs_response_body_buffer(struct hs_conn *, struct evbuffer *);
+void		 hs_response_end(struct hs_conn *);
+void		 hs_response_abort(struct hs_conn *);	/* close, no clean end */
+bool		 hs_output_full(struct hs_conn *);
+const struct ig_header *hs_find_header(const struct ig_request *,
+		    const char *name);
+
+/* upstream.c: connections to backends, pooled per worker per backend */
+struct up_events {
+	/* The response's status line and headers arrived. */
+	void	(*on_headers)(struct ig_request *, int status,
+		    const struct ig_header *, size_t n);
+	void	(*on_body)(struct ig_request *, const char *, size_t);
+	void	(*on_complete)(struct ig_request *);
+	/* errstr: what failed; before_response: no byte of a response came */
+	void	(*on_error)(struct ig_request *, const char *errstr,
+		    bool timeout, bool before_response);
+};
+struct up_pool	*up_pools_create(struct ig_worker *);
+void		 up_pools_free(struct up_pool *);
+/*
+ * Sends the request head + body to the backend on a pooled or new
+ * connection; events come back through `ev`. The body buffer is drained.
+ */
+int		 up_send(struct ig_request *, struct ig_backend *,
+		    const struct ig_pool_conf *, struct evbuffer *head_and_body,
+		    const struct up_events *ev);
+void		 up_cancel(struct ig_request *);	/* close, never pooled */
+void		 up_pause(struct ig_request *, bool paused);	/* backpressure */
+
+/* admin.c */
+int		 admin_start(struct event_base *, const char *address, char **err);
+void		 admin_stop(void);
+void		 admin_set_ready(bool);
+extern uint64_t	 admin_reloads_ok;
+extern uint64_t	 admin_reloads_failed;
+
+/* access_log.c */
+void		 access_log_request(const struct ig_request *);
+
+#endif

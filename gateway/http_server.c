@@ -1,0 +1,899 @@
+/*
+ * The client side of the gateway: HTTP/1.1 connections on bufferevents,
+ * parsed with http-parser, one small function per state.
+ *
+ *   IDLE --first byte--> HEAD --headers--> BODY --complete--> BUSY
+ *    ^                                                          |
+ *    +------------- response handed off (keep-alive) -----------+
+ *   any state --error / Connection: close--> CLOSING (flush, then free)
+ *
+ * One request at a time per connection: pipelined requests wait in the
+ * input buffer (bounded by its read watermark) and are parsed once the
+ * response before them is handed off, so responses go out in order.
+ * While a request is BUSY, reading stays on so that a client that goes
+ * away is noticed at once and its upstream request cancelled.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <http_parser.h>
+
+#include "infergate/log.h"
+#include "gateway.h"
+
+enum hs_state { HS_IDLE, HS_HEAD, HS_BODY, HS_BUSY, HS_CLOSING };
+
+/* Output above this pauses the backend's reads (see hs_output_full). */
+#define HS_OUT_HIGH	(64 * 1024)
+#define HS_OUT_LOW	(16 * 1024)
+/* A client that takes no byte of a pending response for this long is gone. */
+#define HS_SEND_TIMEOUT	60
+
+struct hs_conn {
+	struct ig_worker *w;
+	struct bufferevent *bev;
+	struct event	*timer;
+	http_parser	 parser;
+	enum hs_state	 state;
+	unsigned	 nrequests;
+	struct ig_request *req;
+	struct ig_snapshot *snap;	/* of the request being received */
+	/* The request being received: URL and headers in one arena. */
+	char		*arena;
+	size_t		 arena_used;
+	size_t		 arena_cap;
+	struct ig_header *hdrs;
+	size_t		 nhdrs;
+	size_t		 max_hdrs;
+	const char	*url;
+	size_t		 url_len;
+	size_t		 body_len;
+	int		 err_status;	/* refuse at message end: 404/405/... */
+	const char	*err_code;
+	const char	*err_msg;
+	const char	*allow;		/* for 405 */
+	bool		 in_value;
+	bool		 keep_alive;
+	bool		 chunked_out;
+	bool		 close_delimited;
+	bool		 feeding;	/* inside hs_feed */
+	/* Line-ending scan of the header section (bare LF, obs-fold). */
+	uint8_t		 scan_prev;
+	bool		 scanning;
+	uint8_t		 crlf_run;
+	char		 client_ip[48];
+};
+
+static const http_parser_settings hs_settings;
+static void	 hs_feed(struct hs_conn *);
+static void	 hs_close(struct hs_conn *);
+static void	 hs_refuse(struct hs_conn *, int status, const char *code,
+		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static const struct ig_limits_conf *
+hs_limits(struct hs_conn *c)
+{
+	return &c->snap->conf->limits;
+}
+
+static void
+hs_timer_arm(struct hs_conn *c, uint64_t ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if (ms == 0)
+		evtimer_del(c->timer);
+	else
+		evtimer_add(c->timer, &tv);
+}
+
+static void
+hs_request_reset(struct hs_conn *c)
+{
+	free(c->arena);
+	c->arena = NULL;
+	c->hdrs = NULL;
+	c->arena_used = c->arena_cap = c->nhdrs = c->max_hdrs = 0;
+	c->url = NULL;
+	c->url_len = c->body_len = 0;
+	c->err_status = 0;
+	c->err_code = c->err_msg = c->allow = NULL;
+	c->in_value = false;
+	c->scanning = true;
+	c->scan_prev = 0;
+	c->crlf_run = 0;
+	if (c->snap != NULL) {
+		snapshot_unref(c->snap);
+		c->snap = NULL;
+	}
+}
+
+/* The first byte of a request: take the current config, set up limits. */
+static int
+hs_on_message_begin(http_parser *p)
+{
+	struct hs_conn *c = p->data;
+	const struct ig_limits_conf *lim;
+	struct ig_request *r;
+
+	c->snap = snapshot_current();
+	lim = hs_limits(c);
+	c->max_hdrs = lim->max_headers;
+	c->arena_cap = lim->max_header_bytes;
+	c->arena = malloc(c->arena_cap + c->max_hdrs * sizeof(struct ig_header));
+	if (c->arena == NULL || (r = calloc(1, sizeof(*r))) == NULL) {
+		c->err_status = 503;
+		return -1;
+	}
+	c->hdrs = (struct ig_header *)(c->arena + c->arena_cap);
+	r->conn = c;
+	r->worker = c->w;
+	r->snap = snapshot_ref(c->snap);
+	r->t_start = now_ns();
+	memcpy(r->client_ip, c->client_ip, sizeof(r->client_ip));
+	c->req = r;
+	c->state = HS_HEAD;
+	hs_timer_arm(c, lim->header_timeout_ms);
+	WSTAT_ADD(c->w, ST_REQUESTS, 1);
+	return 0;
+}
+
+/* Appends a fragment of the URL or a header to the arena, within limits. */
+static int
+hs_arena_add(struct hs_conn *c, const char *at, size_t len)
+{
+	if (c->arena_used + len > c->arena_cap) {
+		c->err_status = 431;
+		c->err_msg = "request header section too large";
+		return -1;
+	}
+	memcpy(c->arena + c->arena_used, at, len);
+	c->arena_used += len;
+	return 0;
+}
+
+static int
+hs_on_url(http_parser *p, const char *at, size_t len)
+{
+	struct hs_conn *c = p->data;
+
+	if (c->url == NULL)
+		c->url = c->arena + c->arena_used;
+	c->url_len += len;
+	return hs_arena_add(c, at, len);
+}
+
+static bool
+hs_token_char(unsigned char ch)
+{
+	static const char *const seps = "()<>@,;:\\\"/[]?={} \t";
+
+	return ch > 32 && ch < 127 && strchr(seps, ch) == NULL;
+}
+
+static int
+hs_on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct hs_conn *c = p->data;
+	struct ig_header *h;
+	size_t i;
+
+	/* "Host : x" gets past http-parser; a space in a name is a smuggling
+	 * vector, so only token characters are accepted. */
+	for (i = 0; i < len; i++)
+		if (!hs_token_char(at[i])) {
+			c->err_status = 400;
+			c->err_msg = "invalid character in a header name";
+			return -1;
+		}
+	if (c->nhdrs == 0 || c->in_value) {
+		if (c->nhdrs == c->max_hdrs) {
+			c->err_status = 431;
+			c->err_msg = "too many request headers";
+			return -1;
+		}
+		h = &c->hdrs[c->nhdrs++];
+		h->name = c->arena + c->arena_used;
+		h->namelen = 0;
+		h->value = NULL;
+		h->valuelen = 0;
+		c->in_value = false;
+	}
+	h = &c->hdrs[c->nhdrs - 1];
+	h->namelen += len;
+	return hs_arena_add(c, at, len);
+}
+
+static int
+hs_on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct hs_conn *c = p->data;
+	struct ig_header *h = &c->hdrs[c->nhdrs - 1];
+
+	if (!c->in_value) {
+		h->value = c->arena + c->arena_used;
+		c->in_value = true;
+	}
+	h->valuelen += len;
+	return hs_arena_add(c, at, len);
+}
+
+static bool
+hs_header_is(const struct ig_header *h, const char *name)
+{
+	return h->namelen == strlen(name) &&
+	    strncasecmp(h->name, name, h->namelen) == 0;
+}
+
+static bool
+hs_value_is(const struct ig_header *h, const char *v)
+{
+	const char *s = h->value;
+	size_t n = h->valuelen;
+
+	while (n > 0 && (*s == ' ' || *s == '\t'))
+		s++, n--;
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	return n == strlen(v) && strncasecmp(s, v, n) == 0;
+}
+
+const struct ig_header *
+hs_find_header(const struct ig_request *r, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < r->nheaders; i++)
+		if (hs_header_is(&r->headers[i], name))
+			return &r->headers[i];
+	return NULL;
+}
+
+/* Which endpoint, and is the method right for it; sets the refusal if not. */
+static void
+hs_route(struct hs_conn *c, struct ig_request *r)
+{
+	static const struct { const char *path; enum ig_endpoint ep;
+		unsigned method; const char *allow; } eps[] = {
+		{ "/v1/chat/completions", EP_CHAT, HTTP_POST, "POST" },
+		{ "/v1/completions", EP_COMPLETIONS, HTTP_POST, "POST" },
+		{ "/v1/embeddings", EP_EMBEDDINGS, HTTP_POST, "POST" },
+		{ "/v1/models", EP_MODELS, HTTP_GET, "GET, HEAD" },
+	};
+	size_t i, plen;
+	const char *q;
+
+	q = memchr(c->url, '?', c->url_len);
+	plen = q ? (size_t)(q - c->url) : c->url_len;
+	/* Tolerate one trailing slash, as the OpenAI API does. */
+	if (plen > 1 && c->url[plen - 1] == '/')
+		plen--;
+	for (i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
+		if (strlen(eps[i].path) != plen ||
+		    memcmp(eps[i].path, c->url, plen) != 0)
+			continue;
+		r->ep = eps[i].ep;
+		r->path = eps[i].path;
+		if (r->method == eps[i].method ||
+		    (eps[i].method == HTTP_GET && r->method == HTTP_HEAD))
+			return;
+		c->err_status = 405;
+		c->err_code = "method_not_allowed";
+		c->err_msg = "method not allowed for this endpoint";
+		c->allow = eps[i].allow;
+		return;
+	}
+	c->err_status = 404;
+	c->err_code = "not_found";
+	c->err_msg = "no such endpoint";
+}
+
+/*
+ * The header section is complete: check what http-parser leaves to us
+ * (Host, Transfer-Encoding other than a lone "chunked", body size, Expect)
+ * and decide what happens to the body.
+ */
+static int
+hs_on_headers_complete(http_parser *p)
+{
+	struct hs_conn *c = p->data;
+	struct ig_request *r = c->req;
+	const struct ig_limits_conf *lim = hs_limits(c);
+	bool has_host = false, expect_continue = false;
+	size_t i;
+
+	r->method = p->method;
+	r->headers = c->hdrs;
+	r->nheaders = c->nhdrs;
+	for (i = 0; i < c->nhdrs; i++) {
+		const struct ig_header *h = &c->hdrs[i];
+
+		if (hs_header_is(h, "host")) {
+			if (has_host) {
+				c->err_status = 400;
+				c->err_msg = "duplicate Host header";
+				return -1;
+			}
+			has_host = true;
+		} else if (hs_header_is(h, "transfer-encoding")) {
+			if (!hs_value_is(h, "chunked")) {
+				c->err_status = 400;
+				c->err_msg = "unsupported Transfer-Encoding";
+				return -1;
+			}
+		} else if (hs_header_is(h, "expect")) {
+			if (!hs_value_is(h, "100-continue")) {
+				c->err_status = 417;
+				c->err_msg = "unsupported expectation";
+				return -1;
+			}
+			expect_continue = true;
+		}
+	}
+	if (!has_host && p->http_minor >= 1) {
+		c->err_status = 400;
+		c->err_msg = "missing Host header";
+		return -1;
+	}
+	if ((p->flags & F_CONTENTLENGTH) &&
+	    p->content_length > lim->max_body_bytes) {
+		c->err_status = 413;
+		c->err_msg = "request body too large";
+		return -1;
+	}
+	c->keep_alive = http_should_keep_alive(p);
+	hs_route(c, r);
+	if (expect_continue && c->err_status == 0 && p->http_minor >= 1)
+		evbuffer_add(bufferevent_get_output(c->bev),
+		    "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	else if (expect_continue)	/* refused: do not make it send the body */
+		c->keep_alive = false;
+	c->state = HS_BODY;
+	hs_timer_arm(c, lim->body_timeout_ms);
+	return 0;
+}
+
+static int
+hs_on_body(http_parser *p, const char *at, size_t len)
+{
+	struct hs_conn *c = p->data;
+
+	c->body_len += len;
+	if (c->body_len > hs_limits(c)->max_body_bytes) {
+		c->err_status = 413;
+		c->err_msg = "request body too large";
+		return -1;
+	}
+	if (c->err_status != 0)		/* being refused: read and discard */
+		return 0;
+	if (c->req->body == NULL && (c->req->body = evbuffer_new()) == NULL)
+		return -1;
+	return evbuffer_add(c->req->body, at, len);
+}
+
+static int
+hs_on_message_complete(http_parser *p)
+{
+	struct hs_conn *c = p->data;
+
+	c->state = HS_BUSY;
+	evtimer_del(c->timer);
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings hs_settings = {
+	.on_message_begin = hs_on_message_begin,
+	.on_url = hs_on_url,
+	.on_header_field = hs_on_header_field,
+	.on_header_value = hs_on_header_value,
+	.on_headers_complete = hs_on_headers_complete,
+	.on_body = hs_on_body,
+	.on_message_complete = hs_on_message_complete,
+};
+
+/*
+ * Scans header-section bytes for what http-parser tolerates but a proxy
+ * must not: a bare LF or CR, and obs-fold continuation lines. Stops at the
+ * blank line ending the section. Returns -1 on a violation.
+ */
+static int
+hs_scan(struct hs_conn *c, const unsigned char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && c->scanning; i++) {
+		unsigned char ch = s[i], prev = c->scan_prev;
+
+		if (ch == '\n' && prev != '\r')
+			return -1;
+		if (prev == '\r' && ch != '\n')
+			return -1;
+		if ((ch == ' ' || ch == '\t') && prev == '\n' &&
+		    c->crlf_run == 1 && c->nhdrs + (c->url != NULL) > 0)
+			return -1;
+		if (ch == '\r')
+			;
+		else if (ch == '\n')
+			c->crlf_run++;
+		else
+			c->crlf_run = 0;
+		/* Leading blank lines before a request line are tolerated. */
+		if (c->crlf_run == 2 && c->url != NULL)
+			c->scanning = false;
+		c->scan_prev = ch;
+	}
+	return 0;
+}
+
+static int
+hs_parse_status(enum http_errno e)
+{
+	switch (e) {
+	case HPE_HEADER_OVERFLOW:
+		return 431;
+	case HPE_INVALID_METHOD:
+		return 501;
+	default:
+		return 400;
+	}
+}
+
+/* Hands the parsed request over: to the proxy, or to its refusal. */
+static void
+hs_dispatch(struct hs_conn *c)
+{
+	struct ig_request *r = c->req;
+
+	c->nrequests++;
+	r->bytes_in = c->body_len;
+	r->dispatched = true;
+	WSTAT_ADD(c->w, ST_REQ_INFLIGHT, 1);
+	if (c->err_status != 0) {
+		hs_refuse(c, c->err_status, c->err_code, "%s", c->err_msg);
+		return;
+	}
+	proxy_request(r);
+}
+
+/*
+ * Feeds buffered input to the parser while the connection may take a new
+ * request. Stops at the end of each request (the parser is paused there)
+ * and resumes only when its response has been handed off.
+ */
+static void
+hs_feed(struct hs_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer_iovec v;
+	size_t n;
+	enum http_errno e;
+
+	c->feeding = true;
+	while ((c->state == HS_IDLE || c->state == HS_HEAD ||
+	    c->state == HS_BODY) && evbuffer_peek(in, -1, NULL, &v, 1) > 0) {
+		if (c->state == HS_IDLE)
+			hs_request_reset(c);
+		if (c->scanning && hs_scan(c, v.iov_base, v.iov_len) == -1) {
+			if (c->req == NULL)
+				hs_on_message_begin(&c->parser);
+			hs_refuse(c, 400, NULL, "malformed line ending or folded header");
+			break;
+		}
+		n = http_parser_execute(&c->parser, &hs_settings, v.iov_base,
+		    v.iov_len);
+		evbuffer_drain(in, n);
+		e = HTTP_PARSER_ERRNO(&c->parser);
+		if (e == HPE_PAUSED) {
+			http_parser_pause(&c->parser, 0);
+			hs_dispatch(c);
+			continue;
+		}
+		if (e != HPE_OK) {
+			int status = c->err_status ? c->err_status :
+			    hs_parse_status(e);
+			const char *msg = c->err_msg ? c->err_msg :
+			    http_errno_description(e);
+
+			if (c->req == NULL)
+				hs_on_message_begin(&c->parser);
+			c->err_status = 0;
+			hs_refuse(c, status, NULL, "%s", msg);
+			break;
+		}
+	}
+	c->feeding = false;
+	if (c->state == HS_CLOSING &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		hs_close(c);
+}
+
+static void
+hs_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct hs_conn *c = arg;
+
+	if (c->state == HS_CLOSING) {
+		evbuffer_drain(bufferevent_get_input(bev), -1);
+		return;
+	}
+	hs_feed(c);
+}
+
+static void
+hs_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct hs_conn *c = arg;
+
+	if (c->state == HS_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			hs_close(c);
+		return;
+	}
+	if (c->req != NULL && c->state == HS_BUSY)
+		proxy_client_writable(c->req);
+}
+
+static void
+hs_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct hs_conn *c = arg;
+
+	if (c->req != NULL && c->state == HS_BUSY)
+		c->req->outcome = (what & BEV_EVENT_TIMEOUT) ?
+		    "client_timeout" : "client_abort";
+	hs_close(c);
+}
+
+static void
+hs_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hs_conn *c = arg;
+
+	switch (c->state) {
+	case HS_HEAD:
+	case HS_BODY:
+		hs_refuse(c, 408, "request_timeout", "%s",
+		    c->state == HS_HEAD ? "timed out reading the request headers"
+		    : "timed out reading the request body");
+		c->keep_alive = false;
+		break;
+	default:
+		hs_close(c);	/* idle keep-alive connection */
+	}
+}
+
+/*
+ * The one teardown of a connection. A request still in flight is handed
+ * to the proxy as abandoned (it cancels the upstream request and logs).
+ */
+static void
+hs_close(struct hs_conn *c)
+{
+	if (c->req != NULL) {
+		struct ig_request *r = c->req;
+
+		c->req = NULL;
+		r->conn = NULL;
+		if (r->outcome == NULL)
+			r->outcome = "client_abort";
+		if (c->state == HS_BUSY)
+			WSTAT_ADD(c->w, ST_CLIENT_ABORTS, 1);
+		proxy_request_free(r);
+	}
+	hs_request_reset(c);
+	bufferevent_free(c->bev);
+	event_free(c->timer);
+	WSTAT_SUB(c->w, ST_CONN_OPEN, 1);
+	free(c);
+}
+
+void
+hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
+    int socklen, void *arg)
+{
+	struct ig_worker *w = arg;
+	struct hs_conn *c;
+	struct ig_snapshot *snap;
+	struct timeval wt = { HS_SEND_TIMEOUT, 0 };
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		goto fail;
+	c->w = w;
+	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(w->base, hs_timer_cb, c);
+	if (c->bev == NULL || c->timer == NULL) {
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			evutil_closesocket(fd);
+		if (c->timer != NULL)
+			event_free(c->timer);
+		free(c);
+		return;
+	}
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
+		    c->client_ip, sizeof(c->client_ip));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr,
+		    c->client_ip, sizeof(c->client_ip));
+	http_parser_init(&c->parser, HTTP_REQUEST);
+	c->parser.data = c;
+	c->state = HS_IDLE;
+	c->scanning = true;
+	snap = snapshot_current();
+	/* Pipelined input is bounded: past this, reading pauses. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+	    snap->conf->limits.max_header_bytes + 65536);
+	bufferevent_setwatermark(c->bev, EV_WRITE, HS_OUT_LOW, 0);
+	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	hs_timer_arm(c, snap->conf->limits.keepalive_timeout_ms);
+	snapshot_unref(snap);
+	bufferevent_setcb(c->bev, hs_read_cb, hs_write_cb, hs_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	WSTAT_ADD(w, ST_CONN_ACCEPTED, 1);
+	WSTAT_ADD(w, ST_CONN_OPEN, 1);
+	return;
+fail:
+	evutil_closesocket(fd);
+}
+
+/* --- the response side ----------------------------------------------- */
+
+static const char *
+hs_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 413: return "Payload Too Large";
+	case 415: return "Unsupported Media Type";
+	case 417: return "Expectation Failed";
+	case 422: return "Unprocessable Entity";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Unknown";
+	}
+}
+
+/*
+ * Writes the status line and headers. body_len >= 0: a Content-Length
+ * body follows; -1: a streamed body, chunked (or close-delimited for an
+ * HTTP/1.0 client). `extra` is preformatted "Name: value\r\n" lines or
+ * NULL. Decides keep-alive for this response.
+ */
+void
+hs_response_start(struct hs_conn *c, int status,
+    const struct hs_response_header *h, size_t nh, const char *extra,
+    int64_t body_len)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct ig_request *r = c->req;
+	const struct ig_limits_conf *lim = hs_limits(c);
+	char line[256];
+	size_t i;
+	int n;
+
+	if (c->nrequests >= lim->max_requests_per_connection &&
+	    lim->max_requests_per_connection != 0)
+		c->keep_alive = false;
+	if (c->w->stopping)
+		c->keep_alive = false;
+	c->chunked_out = body_len < 0 && c->parser.http_minor >= 1;
+	c->close_delimited = body_len < 0 && !c->chunked_out;
+	if (c->close_delimited)
+		c->keep_alive = false;
+	n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n",
+	    c->parser.http_minor >= 1 ? 1 : 0, status, hs_reason(status));
+	evbuffer_add(out, line, n);
+	for (i = 0; i < nh; i++) {
+		evbuffer_add(out, h[i].name, h[i].namelen);
+		evbuffer_add(out, ": ", 2);
+		evbuffer_add(out, h[i].value, h[i].valuelen);
+		evbuffer_add(out, "\r\n", 2);
+	}
+	if (extra != NULL)
+		evbuffer_add(out, extra, strlen(extra));
+	if (r != NULL && r->id[0] != '\0') {
+		n = snprintf(line, sizeof(line), "x-request-id: %s\r\n", r->id);
+		evbuffer_add(out, line, n);
+	}
+	if (body_len >= 0)
+		n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n",
+		    (long long)body_len);
+	else if (c->chunked_out)
+		n = snprintf(line, sizeof(line), "Transfer-Encoding: chunked\r\n");
+	else
+		n = 0;
+	evbuffer_add(out, line, n);
+	if (!c->keep_alive)
+		evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+	else if (c->parser.http_minor == 0)
+		evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+	else
+		evbuffer_add(out, "\r\n", 2);
+	if (r != NULL) {
+		r->status = status;
+		r->resp_started = true;
+		if (status >= 500)
+			WSTAT_ADD(c->w, ST_RESP_5XX, 1);
+		else if (status >= 400)
+			WSTAT_ADD(c->w, ST_RESP_4XX, 1);
+		else
+			WSTAT_ADD(c->w, ST_RESP_2XX, 1);
+	}
+}
+
+void
+hs_response_body(struct hs_conn *c, const void *data, size_t len)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	char size[24];
+	int n;
+
+	if (len == 0)
+		return;
+	if (c->req != NULL)
+		c->req->bytes_out += len;
+	if (c->chunked_out) {
+		n = snprintf(size, sizeof(size), "%zx\r\n", len);
+		evbuffer_add(out, size, n);
+		evbuffer_add(out, data, len);
+		evbuffer_add(out, "\r\n", 2);
+	} else
+		evbuffer_add(out, data, len);
+}
+
+/* Moves a whole buffer to the output without copying it. */
+void
+hs_response_body_buffer(struct hs_conn *c, struct evbuffer *buf)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t len = evbuffer_get_length(buf);
+	char size[24];
+	int n;
+
+	if (len == 0)
+		return;
+	if (c->req != NULL)
+		c->req->bytes_out += len;
+	if (c->chunked_out) {
+		n = snprintf(size, sizeof(size), "%zx\r\n", len);
+		evbuffer_add(out, size, n);
+		evbuffer_add_buffer(out, buf);
+		evbuffer_add(out, "\r\n", 2);
+	} else
+		evbuffer_add_buffer(out, buf);
+}
+
+/*
+ * The response is complete. The request is freed here (and logged): the
+ * caller must not touch it afterwards. The next pipelined request, if
+ * any, is parsed from the event loop, never from inside this call.
+ */
+void
+hs_response_end(struct hs_conn *c)
+{
+	struct ig_request *r = c->req;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
+	if (c->chunked_out)
+		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+	c->chunked_out = false;
+	c->req = NULL;
+	if (r != NULL) {
+		r->conn = NULL;
+		if (r->outcome == NULL)
+			r->outcome = "ok";
+		proxy_request_free(r);
+	}
+	if (!c->keep_alive) {
+		c->state = HS_CLOSING;
+		/* Flushed by hs_write_cb; start it if nothing is pending. */
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+		if (!c->feeding && evbuffer_get_length(
+		    bufferevent_get_output(c->bev)) == 0)
+			bufferevent_trigger(c->bev, EV_WRITE,
+			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
+	c->state = HS_IDLE;
+	hs_request_reset(c);
+	if (evbuffer_get_length(in) > 0) {
+		if (!c->feeding)
+			bufferevent_trigger(c->bev, EV_READ,
+			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	} else {
+		struct ig_snapshot *snap = snapshot_current();
+
+		hs_timer_arm(c, snap->conf->limits.keepalive_timeout_ms);
+		snapshot_unref(snap);
+	}
+}
+
+/* The response broke after it started: close without a clean end. */
+void
+hs_response_abort(struct hs_conn *c)
+{
+	struct ig_request *r = c->req;
+
+	c->req = NULL;
+	c->keep_alive = false;
+	c->chunked_out = false;
+	if (r != NULL) {
+		r->conn = NULL;
+		proxy_request_free(r);
+	}
+	c->state = HS_CLOSING;
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	if (!c->feeding)
+		bufferevent_trigger(c->bev, EV_WRITE,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+bool
+hs_output_full(struct hs_conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev)) > HS_OUT_HIGH;
+}
+
+/*
+ * Refuses the request being received with an OpenAI error and closes the
+ * connection after it (the request stream can no longer be trusted),
+ * except for refusals decided at the end of a well-framed request.
+ */
+static void
+hs_refuse(struct hs_conn *c, int status, const char *code, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (c->state != HS_BUSY)	/* not at a message boundary */
+		c->keep_alive = false;
+	c->state = HS_BUSY;
+	evtimer_del(c->timer);
+	WSTAT_ADD(c->w, ST_BAD_REQUESTS, 1);
+	if (c->req == NULL) {	/* no memory even for the request */
+		c->keep_alive = false;
+		c->state = HS_CLOSING;
+		if (!c->feeding)
+			bufferevent_trigger(c->bev, EV_WRITE,
+			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
+	c->req->outcome = "refused";
+	c->req->allow = status == 405 ? c->allow : NULL;
+	proxy_send_error(c->req, status, status >= 500 ? "server_error" :
+	    "invalid_request_error", code, NULL, "%s", msg);
+}

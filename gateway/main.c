@@ -1,0 +1,228 @@
+/*
+ * infergate: main, signals, config (re)load.
+ *
+ * The main thread owns the signals, the admin listener and config reload;
+ * the workers own the request path (worker.c).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <http_parser.h>
+#include <openssl/evp.h>
+
+#include "infergate/config.h"
+#include "infergate/log.h"
+#include "gateway.h"
+
+#ifndef IG_DEFAULT_CONFIG
+#define IG_DEFAULT_CONFIG "/etc/infergate/infergate.yaml"
+#endif
+
+static const char	*config_path = IG_DEFAULT_CONFIG;
+static struct event_base *main_base;
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: infergate [-t] [-c file]\n"
+	    "       infergate -k          (read an API key on stdin, print its hash)\n"
+	    "       infergate -v | -h\n"
+	    "  -c file  configuration file (default %s)\n"
+	    "  -t       check the configuration and exit: 0 valid, 1 not\n"
+	    "  -k       print the sha256 line of the API key read on stdin\n"
+	    "  -v       print the version\n"
+	    "  -h       this help\n"
+	    "signals: SIGTERM/SIGINT stop (in-flight requests get shutdown_grace),\n"
+	    "         SIGHUP reloads the configuration, SIGUSR1 reopens the logs\n",
+	    IG_DEFAULT_CONFIG);
+}
+
+/* Reads a key on stdin, prints "sha256:<hex>". Never echoes the key. */
+static int
+hash_key(void)
+{
+	char key[4096];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0, i;
+	size_t n;
+
+	n = fread(key, 1, sizeof(key) - 1, stdin);
+	while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r'))
+		n--;
+	if (n == 0) {
+		fprintf(stderr, "infergate: no key on stdin\n");
+		return 1;
+	}
+	EVP_Digest(key, n, md, &mdlen, EVP_sha256(), NULL);
+	explicit_bzero(key, sizeof(key));
+	printf("sha256:");
+	for (i = 0; i < mdlen; i++)
+		printf("%02x", md[i]);
+	printf("\n");
+	return 0;
+}
+
+static void
+signal_stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("signal %d: stopping", (int)sig);
+	admin_set_ready(false);
+	event_base_loopbreak(main_base);
+}
+
+/*
+ * SIGHUP: load and validate the config off to the side; publish it only
+ * if it is valid. Requests in flight keep the snapshot they started with.
+ */
+static void
+signal_reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct ig_config *conf;
+	struct ig_snapshot *snap;
+	char *err = NULL;
+	uint64_t t0 = now_ns();
+
+	if ((conf = ig_config_load(config_path, &err)) == NULL ||
+	    (snap = snapshot_create(conf, &err)) == NULL) {
+		log_error("reload refused, keeping the running config: %s",
+		    err ? err : "out of memory");
+		free(err);
+		admin_reloads_failed++;
+		return;
+	}
+	if (snap->conf->log.level != (enum ig_log_level)ig_log_level_cur)
+		ig_log_level_cur = snap->conf->log.level;
+	snapshot_publish(snap);
+	admin_reloads_ok++;
+	log_info("configuration reloaded from %s in %.1f ms", config_path,
+	    (now_ns() - t0) / 1e6);
+}
+
+static void
+signal_reopen_cb(evutil_socket_t sig, short what, void *arg)
+{
+	ig_log_reopen();
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct ig_config *conf;
+	struct ig_snapshot *snap;
+	struct event *ev[4] = { NULL };
+	char *err = NULL;
+	int ch, test_only = 0, i, rc = 1;
+	uint64_t grace;
+
+	while ((ch = getopt(argc, argv, "c:tkvh")) != -1) {
+		switch (ch) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 't':
+			test_only = 1;
+			break;
+		case 'k':
+			return hash_key();
+		case 'v':
+			printf("infergate %s\n", IG_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if ((conf = ig_config_load(config_path, &err)) == NULL) {
+		fprintf(stderr, "infergate: %s\n", err ? err : "out of memory");
+		if (test_only)
+			fprintf(stderr, "infergate: configuration file %s test "
+			    "failed\n", config_path);
+		free(err);
+		return 1;
+	}
+	if (test_only) {
+		ig_config_unref(conf);
+		printf("infergate: configuration file %s test is successful\n",
+		    config_path);
+		return 0;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads();
+	/* Our own limits (limits.max_header_bytes) apply first. */
+	http_parser_set_max_header_size(2 * 1024 * 1024);
+	if (ig_log_open(&conf->log, &err) == -1) {
+		fprintf(stderr, "infergate: %s\n", err ? err : "cannot open logs");
+		free(err);
+		ig_config_unref(conf);
+		return 1;
+	}
+	if ((snap = snapshot_create(conf, &err)) == NULL) {
+		log_error("%s", err ? err : "out of memory");
+		free(err);
+		return 1;
+	}
+	snapshot_publish(snapshot_ref(snap));
+	grace = snap->conf->shutdown_grace_ms;
+	if ((main_base = event_base_new()) == NULL) {
+		log_error("cannot create the event base");
+		goto done;
+	}
+	if (admin_start(main_base, snap->conf->admin_address, &err) == -1 ||
+	    workers_start(snap, &err) == -1) {
+		log_error("%s", err ? err : "out of memory");
+		free(err);
+		goto done;
+	}
+	ev[0] = evsignal_new(main_base, SIGTERM, signal_stop_cb, NULL);
+	ev[1] = evsignal_new(main_base, SIGINT, signal_stop_cb, NULL);
+	ev[2] = evsignal_new(main_base, SIGHUP, signal_reload_cb, NULL);
+	ev[3] = evsignal_new(main_base, SIGUSR1, signal_reopen_cb, NULL);
+	for (i = 0; i < 4; i++)
+		if (ev[i] != NULL)
+			evsignal_add(ev[i], NULL);
+	log_info("infergate %s started: %zu workers, %zu listeners, admin %s",
+	    IG_VERSION, (size_t)snap->conf->workers, snap->conf->nlisten,
+	    snap->conf->admin_address);
+	snapshot_unref(snap);
+	snap = NULL;
+	admin_set_ready(true);
+	event_base_dispatch(main_base);
+	admin_set_ready(false);
+	snap = snapshot_current();
+	grace = snap->conf->shutdown_grace_ms;
+	snapshot_unref(snap);
+	snap = NULL;
+	rc = 0;
+done:
+	workers_stop(grace);
+	workers_free();
+	admin_stop();
+	for (i = 0; i < 4; i++)
+		if (ev[i] != NULL)
+			event_free(ev[i]);
+	if (snap != NULL)
+		snapshot_unref(snap);
+	snapshot_thread_done();
+	snapshot_clear();
+	if (main_base != NULL)
+		event_base_free(main_base);
+	log_info("stopped");
+	ig_log_close();
+	libevent_global_shutdown();
+	return rc;
+}

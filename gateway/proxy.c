@@ -1,0 +1,582 @@
+/*
+ * The proxy: what happens to a complete client request between the server
+ * side (http_server.c) and the backend (upstream.c).
+ *
+ *   proxy_request -> parse JSON, find the model and its pool
+ *                 -> proxy_forward: build the upstream request, up_send
+ *   upstream events:
+ *     headers  -> a stream starts now (2xx to a streaming request), or the
+ *                 reply is buffered whole (bounded by max_response_bytes)
+ *     body     -> passed on chunk by chunk, or appended to the buffer
+ *     complete -> end of the client's response
+ *     error    -> before any response byte: retry on another backend or
+ *                 502/504; mid-stream: a final SSE error event
+ *
+ * Every path ends in hs_response_end() or hs_response_abort(), which free
+ * the request: nothing may touch it after those calls.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <jansson.h>
+
+#include "infergate/log.h"
+#include "gateway.h"
+
+static void	 proxy_forward(struct ig_request *);
+static void	 proxy_on_headers(struct ig_request *, int,
+		    const struct ig_header *, size_t);
+static void	 proxy_on_body(struct ig_request *, const char *, size_t);
+static void	 proxy_on_complete(struct ig_request *);
+static void	 proxy_on_error(struct ig_request *, const char *, bool, bool);
+static void	 proxy_fail(struct ig_request *, const char *, bool);
+
+static const struct up_events proxy_up_events = {
+	.on_headers = proxy_on_headers,
+	.on_body = proxy_on_body,
+	.on_complete = proxy_on_complete,
+	.on_error = proxy_on_error,
+};
+
+uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/*
+ * Sends an OpenAI error reply and ends the request (which is freed: the
+ * caller must not touch it afterwards). A request whose client is gone is
+ * just freed.
+ */
+void
+proxy_send_error(struct ig_request *r, int status, const char *type,
+    const char *code, const char *param, const char *fmt, ...)
+{
+	char msg[512], extra[128];
+	json_t *o;
+	char *body;
+	va_list ap;
+	size_t len;
+
+	if (r->conn == NULL) {
+		proxy_request_free(r);
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (r->error_code == NULL)
+		r->error_code = code;
+	if (r->outcome == NULL)
+		r->outcome = "error";
+	o = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", msg,
+	    "type", type, "param", param, "code", code);
+	body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	len = body ? strlen(body) : 0;
+	snprintf(extra, sizeof(extra),
+	    "Content-Type: application/json\r\n%s%s%s",
+	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
+	    r->allow ? "\r\n" : "");
+	hs_response_start(r->conn, status, NULL, 0, extra, len);
+	if (r->method != HTTP_HEAD)
+		hs_response_body(r->conn, body, len);
+	free(body);
+	hs_response_end(r->conn);
+}
+
+static void
+proxy_reply_json(struct ig_request *r, int status, json_t *o)
+{
+	char *body = json_dumps(o, JSON_COMPACT);
+	size_t len;
+
+	if (body == NULL) {
+		proxy_send_error(r, 500, "server_error", NULL, NULL,
+		    "out of memory");
+		return;
+	}
+	len = strlen(body);
+	hs_response_start(r->conn, status, NULL, 0,
+	    "Content-Type: application/json\r\n", len);
+	if (r->method != HTTP_HEAD)
+		hs_response_body(r->conn, body, len);
+	free(body);
+	hs_response_end(r->conn);
+}
+
+/* GET /v1/models: the models the config offers, in the OpenAI list form. */
+static void
+proxy_models(struct ig_request *r)
+{
+	const struct ig_catalog *cat = r->snap->catalog;
+	json_t *list, *data;
+	size_t i;
+
+	list = json_pack("{s:s,s:[]}", "object", "list", "data");
+	data = json_object_get(list, "data");
+	for (i = 0; i < ig_catalog_nmodels(cat); i++) {
+		const struct ig_model *m = ig_catalog_model_at(cat, i);
+
+		json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}",
+		    "id", m->conf->name, "object", "model", "created", 0,
+		    "owned_by", "infergate"));
+	}
+	proxy_reply_json(r, 200, list);
+	json_decref(list);
+}
+
+/* A client X-Request-Id is kept when it is short and plain; else a new one. */
+static void
+proxy_request_id(struct ig_request *r)
+{
+	static __thread uint32_t salt;
+	const struct ig_header *h = hs_find_header(r, "x-request-id");
+	size_t i;
+
+	if (h != NULL && h->valuelen > 0 && h->valuelen < sizeof(r->id)) {
+		for (i = 0; i < h->valuelen; i++) {
+			char ch = h->value[i];
+			if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
+			    ch == '.' || ch == ':'))
+				break;
+		}
+		if (i == h->valuelen) {
+			memcpy(r->id, h->value, h->valuelen);
+			r->id[h->valuelen] = '\0';
+			return;
+		}
+	}
+	if (salt == 0)
+		salt = (uint32_t)now_ns() ^ ((uint32_t)r->worker->id << 24) ^
+		    (uint32_t)(uintptr_t)&salt;
+	snprintf(r->id, sizeof(r->id), "%08x%02x%014llx", salt,
+	    r->worker->id & 0xff,
+	    (unsigned long long)++r->worker->next_request_seq);
+}
+
+/* Resolves a virtual model through its route rules (first match wins). */
+static const struct ig_model *
+proxy_route(struct ig_request *r, const struct ig_model *m, size_t body_len)
+{
+	const struct ig_catalog *cat = r->snap->catalog;
+	size_t i, hops;
+
+	for (hops = 0; m != NULL && m->pool == NULL && hops < 8; hops++) {
+		const struct ig_model_conf *mc = m->conf;
+		const struct ig_model *next = NULL;
+
+		for (i = 0; i < mc->nroutes && next == NULL; i++) {
+			const struct ig_route_conf *rt = &mc->routes[i];
+			uint64_t est = (uint64_t)(body_len /
+			    (mc->bytes_per_token > 0 ? mc->bytes_per_token : 4));
+
+			/* Tenant rules wait for the tenants issue: no match. */
+			if (rt->tier != NULL || rt->tenant != NULL)
+				continue;
+			if (rt->has_max_input_tokens && est > rt->max_input_tokens)
+				continue;
+			next = ig_catalog_model(cat, rt->model, strlen(rt->model));
+		}
+		m = next;
+	}
+	return m != NULL && m->pool != NULL ? m : NULL;
+}
+
+/*
+ * A complete request from a client. Parses what routing needs, then
+ * forwards it or refuses it.
+ */
+void
+proxy_request(struct ig_request *r)
+{
+	const struct ig_model *m;
+	json_error_t jerr;
+	json_t *model, *stream;
+	const char *name;
+	size_t len;
+
+	proxy_request_id(r);
+	if (r->ep == EP_MODELS) {
+		proxy_models(r);
+		return;
+	}
+	len = r->body ? evbuffer_get_length(r->body) : 0;
+	if (len == 0) {
+		proxy_send_error(r, 400, "invalid_request_error", "invalid_json",
+		    NULL, "the request body must be a JSON object");
+		return;
+	}
+	r->json = json_loadb((const char *)evbuffer_pullup(r->body, -1), len,
+	    JSON_REJECT_DUPLICATES, &jerr);
+	if (r->json == NULL || !json_is_object(r->json)) {
+		proxy_send_error(r, 400, "invalid_request_error", "invalid_json",
+		    NULL, "invalid JSON body: %s", r->json ? "not an object" :
+		    jerr.text);
+		return;
+	}
+	model = json_object_get(r->json, "model");
+	if (!json_is_string(model)) {
+		proxy_send_error(r, 400, "invalid_request_error",
+		    model ? "invalid_type" : "missing_required_parameter", "model",
+		    "%s", model ? "'model' must be a string" :
+		    "you must provide a model parameter");
+		return;
+	}
+	stream = json_object_get(r->json, "stream");
+	if (stream != NULL && !json_is_boolean(stream) && !json_is_null(stream)) {
+		proxy_send_error(r, 400, "invalid_request_error", "invalid_type",
+		    "stream", "'stream' must be a boolean");
+		return;
+	}
+	r->stream = json_is_true(stream) && r->ep != EP_EMBEDDINGS;
+	name = json_string_value(model);
+	m = ig_catalog_model(r->snap->catalog, name, json_string_length(model));
+	if (m == NULL) {
+		proxy_send_error(r, 404, "invalid_request_error",
+		    "model_not_found", "model",
+		    "the model '%.128s' does not exist", name);
+		return;
+	}
+	if ((r->model = proxy_route(r, m, len)) == NULL) {
+		proxy_send_error(r, 400, "invalid_request_error",
+		    "no_route", "model", "no route of model '%.128s' matches "
+		    "this request", name);
+		return;
+	}
+	if (r->model->conf->upstream_model != NULL) {
+		json_object_set_new(r->json, "model",
+		    json_string(r->model->conf->upstream_model));
+		r->body_rewritten = true;
+	} else if (r->model != m) {
+		json_object_set_new(r->json, "model",
+		    json_string(r->model->conf->name));
+		r->body_rewritten = true;
+	}
+	r->upbody = evbuffer_new();
+	if (r->upbody == NULL) {
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
+		return;
+	}
+	if (r->body_rewritten) {
+		char *s = json_dumps(r->json, JSON_COMPACT);
+
+		if (s == NULL) {
+			proxy_send_error(r, 503, "server_error", NULL, NULL,
+			    "out of memory");
+			return;
+		}
+		evbuffer_add(r->upbody, s, strlen(s));
+		free(s);
+	} else
+		evbuffer_add_buffer_reference(r->upbody, r->body);
+	proxy_forward(r);
+}
+
+/* Hop-by-hop headers, and headers that carry client identity or framing. */
+static bool
+proxy_drop_request_header(const struct ig_header *h, const struct ig_header *conn)
+{
+	static const char *const drop[] = { "host", "connection", "keep-alive",
+		"proxy-connection", "proxy-authorization", "te", "trailer",
+		"transfer-encoding", "upgrade", "content-length", "expect",
+		"authorization", "api-key", "x-api-key", "x-request-id",
+		"x-forwarded-for", "forwarded", "x-real-ip", NULL };
+	size_t i;
+
+	for (i = 0; drop[i] != NULL; i++)
+		if (h->namelen == strlen(drop[i]) &&
+		    strncasecmp(h->name, drop[i], h->namelen) == 0)
+			return true;
+	if (h->namelen >= 11 && strncasecmp(h->name, "x-infergate-", 12) == 0)
+		return true;
+	/* Names listed in Connection: are hop-by-hop too. */
+	if (conn != NULL) {
+		const char *s = conn->value, *end = s + conn->valuelen;
+
+		while (s < end) {
+			const char *t;
+
+			while (s < end && (*s == ' ' || *s == ',' || *s == '\t'))
+				s++;
+			for (t = s; t < end && *t != ',' && *t != ' '; t++)
+				;
+			if (t > s && (size_t)(t - s) == h->namelen &&
+			    strncasecmp(s, h->name, h->namelen) == 0)
+				return true;
+			s = t;
+		}
+	}
+	return false;
+}
+
+static void
+proxy_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_request *r = arg;
+
+	up_cancel(r);
+	WSTAT_ADD(r->worker, ST_UP_ERRORS, 1);
+	proxy_fail(r, "request deadline exceeded", true);
+}
+
+/* Builds the upstream request and sends it to the next backend to try. */
+static void
+proxy_forward(struct ig_request *r)
+{
+	const struct ig_pool *pool = r->model->pool;
+	const struct ig_pool_conf *pc = pool->conf;
+	const struct ig_header *conn = hs_find_header(r, "connection");
+	struct evbuffer *buf;
+	size_t i;
+
+	r->backend = ig_balancer_pick(pool, &r->worker->rr_cursor, r->tried);
+	if (r->backend == NULL) {
+		proxy_send_error(r, 503, "server_error", "no_backend", NULL,
+		    "no backend of pool '%s' is available", pc->name);
+		return;
+	}
+	r->attempts++;
+	if ((buf = evbuffer_new()) == NULL) {
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
+		return;
+	}
+	evbuffer_add_printf(buf, "POST %s HTTP/1.1\r\nHost: %s\r\n", r->path,
+	    r->backend->host);
+	for (i = 0; r->conn != NULL && i < r->nheaders; i++) {
+		const struct ig_header *h = &r->headers[i];
+
+		if (proxy_drop_request_header(h, conn))
+			continue;
+		evbuffer_add(buf, h->name, h->namelen);
+		evbuffer_add(buf, ": ", 2);
+		evbuffer_add(buf, h->value, h->valuelen);
+		evbuffer_add(buf, "\r\n", 2);
+	}
+	evbuffer_add_printf(buf, "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\n"
+	    "Content-Length: %zu\r\n\r\n", r->id, r->client_ip,
+	    evbuffer_get_length(r->upbody));
+	/* A reference, so that a retry can send the body again. */
+	evbuffer_add_buffer_reference(buf, r->upbody);
+	if (r->deadline == NULL && pc->request_timeout_ms > 0) {
+		struct timeval tv = { pc->request_timeout_ms / 1000,
+		    (pc->request_timeout_ms % 1000) * 1000 };
+
+		r->deadline = evtimer_new(r->worker->base, proxy_deadline_cb, r);
+		if (r->deadline != NULL)
+			evtimer_add(r->deadline, &tv);
+	}
+	if (up_send(r, r->backend, pc, buf, &proxy_up_events) == -1) {
+		evbuffer_free(buf);
+		proxy_on_error(r, "cannot connect", false, true);
+		return;
+	}
+	evbuffer_free(buf);
+}
+
+/* Response headers the client must not get from the backend as they are. */
+static bool
+proxy_drop_response_header(const struct ig_header *h)
+{
+	static const char *const drop[] = { "connection", "keep-alive",
+		"proxy-connection", "te", "trailer", "transfer-encoding",
+		"upgrade", "content-length", "x-request-id", "date", NULL };
+	size_t i;
+
+	for (i = 0; drop[i] != NULL; i++)
+		if (h->namelen == strlen(drop[i]) &&
+		    strncasecmp(h->name, drop[i], h->namelen) == 0)
+			return true;
+	return false;
+}
+
+static void
+proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
+    size_t n)
+{
+	size_t i;
+
+	r->t_first_byte = now_ns();
+	r->status = status;
+	if ((r->resp_head = evbuffer_new()) == NULL) {
+		up_cancel(r);
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (proxy_drop_response_header(&h[i]))
+			continue;
+		evbuffer_add(r->resp_head, h[i].name, h[i].namelen);
+		evbuffer_add(r->resp_head, ": ", 2);
+		evbuffer_add(r->resp_head, h[i].value, h[i].valuelen);
+		evbuffer_add(r->resp_head, "\r\n", 2);
+	}
+	evbuffer_add(r->resp_head, "", 1);	/* a C string */
+	if (r->stream && status >= 200 && status < 300 && r->conn != NULL) {
+		r->streaming = true;
+		WSTAT_ADD(r->worker, ST_STREAMS, 1);
+		hs_response_start(r->conn, status, NULL, 0,
+		    (const char *)evbuffer_pullup(r->resp_head, -1), -1);
+		return;
+	}
+	if ((r->resp = evbuffer_new()) == NULL) {
+		up_cancel(r);
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
+	}
+}
+
+static void
+proxy_on_body(struct ig_request *r, const char *data, size_t len)
+{
+	if (r->streaming) {
+		hs_response_body(r->conn, data, len);
+		/* Backpressure: a slow client pauses the backend's reads. */
+		if (!r->paused && hs_output_full(r->conn)) {
+			r->paused = true;
+			up_pause(r, true);
+		}
+		return;
+	}
+	if (evbuffer_get_length(r->resp) + len >
+	    r->snap->conf->limits.max_response_bytes) {
+		up_cancel(r);
+		r->outcome = "response_too_large";
+		proxy_send_error(r, 502, "server_error", "upstream_error", NULL,
+		    "the backend's response is larger than the gateway accepts");
+		return;
+	}
+	evbuffer_add(r->resp, data, len);
+}
+
+void
+proxy_client_writable(struct ig_request *r)
+{
+	if (r->paused && !hs_output_full(r->conn)) {
+		r->paused = false;
+		up_pause(r, false);
+	}
+}
+
+static void
+proxy_on_complete(struct ig_request *r)
+{
+	if (r->deadline != NULL)
+		evtimer_del(r->deadline);
+	if (r->streaming) {
+		hs_response_end(r->conn);
+		return;
+	}
+	hs_response_start(r->conn, r->status, NULL, 0,
+	    (const char *)evbuffer_pullup(r->resp_head, -1),
+	    evbuffer_get_length(r->resp));
+	if (r->method != HTTP_HEAD)
+		hs_response_body_buffer(r->conn, r->resp);
+	hs_response_end(r->conn);
+}
+
+/*
+ * The backend failed. Before any byte of a response the request may be
+ * tried again: at once on a fresh connection when a pooled one turned
+ * out dead (the keep-alive race), on another backend within the pool's
+ * retry allowance. Otherwise the client gets 502/504, or, mid-stream, a
+ * final SSE error event and the end of the stream.
+ */
+static void
+proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
+    bool before_response)
+{
+	const struct ig_pool_conf *pc = r->model->pool->conf;
+
+	WSTAT_ADD(r->worker, ST_UP_ERRORS, 1);
+	log_info("request %s: backend %s: %s", r->id,
+	    r->backend ? r->backend->name : "-", errstr);
+	if (r->conn == NULL) {
+		proxy_request_free(r);
+		return;
+	}
+	if (before_response && !r->resp_started) {
+		bool stale = r->up_reused && !timeout;
+
+		if (!stale && r->backend != NULL && r->backend->index < 64)
+			r->tried |= 1ULL << r->backend->index;
+		if (stale || r->attempts <= pc->retries_max_per_request) {
+			WSTAT_ADD(r->worker, ST_UP_RETRIES, 1);
+			if (stale)
+				r->attempts--;
+			if (r->resp_head != NULL) {
+				evbuffer_free(r->resp_head);
+				r->resp_head = NULL;
+			}
+			proxy_forward(r);
+			return;
+		}
+	}
+	proxy_fail(r, errstr, timeout);
+}
+
+/* No more tries: tell the client, in the form its response is in. */
+static void
+proxy_fail(struct ig_request *r, const char *errstr, bool timeout)
+{
+	static const char sse_err[] = "data: {\"error\":{\"message\":\"the "
+	    "backend failed mid-stream\",\"type\":\"server_error\",\"param\":"
+	    "null,\"code\":\"upstream_error\"}}\n\n";
+
+	if (r->conn == NULL) {
+		proxy_request_free(r);
+		return;
+	}
+	r->outcome = timeout ? "upstream_timeout" : "upstream_error";
+	if (r->streaming) {
+		hs_response_body(r->conn, sse_err, sizeof(sse_err) - 1);
+		hs_response_end(r->conn);
+		return;
+	}
+	if (timeout)
+		proxy_send_error(r, 504, "server_error", "upstream_timeout", NULL,
+		    "the backend did not answer in time");
+	else
+		proxy_send_error(r, 502, "server_error", "upstream_error", NULL,
+		    "the backend failed: %s", errstr);
+}
+
+/* The one teardown of a request: cancels what is in flight, logs, frees. */
+void
+proxy_request_free(struct ig_request *r)
+{
+	if (r->up != NULL)
+		up_cancel(r);
+	if (r->deadline != NULL)
+		event_free(r->deadline);
+	if (r->dispatched) {
+		access_log_request(r);
+		WSTAT_SUB(r->worker, ST_REQ_INFLIGHT, 1);
+	}
+	json_decref(r->json);
+	if (r->body != NULL)
+		evbuffer_free(r->body);
+	if (r->upbody != NULL)
+		evbuffer_free(r->upbody);
+	if (r->resp != NULL)
+		evbuffer_free(r->resp);
+	if (r->resp_head != NULL)
+		evbuffer_free(r->resp_head);
+	snapshot_unref(r->snap);
+	free(r);
+}

@@ -1,0 +1,110 @@
+/*
+ * Snapshots: a loaded config and everything built from it (the routing
+ * catalog, later the tenants' key table), reference-counted as one. The
+ * current snapshot is published by the main thread; each thread caches a
+ * reference and takes the lock only when the generation moved, so the
+ * request path does one atomic load and one atomic increment.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infergate/log.h"
+#include "gateway.h"
+
+static pthread_mutex_t	 snap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ig_snapshot *snap_cur;
+static _Atomic uint64_t	 snap_gen;
+static __thread struct ig_snapshot *snap_cached;
+
+/* Builds a snapshot from a loaded config (whose reference it takes). */
+struct ig_snapshot *
+snapshot_create(struct ig_config *conf, char **err)
+{
+	struct ig_snapshot *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		*err = strdup("out of memory");
+		ig_config_unref(conf);
+		return NULL;
+	}
+	atomic_init(&s->refcnt, 1);
+	s->conf = conf;
+	if ((s->catalog = ig_catalog_create(conf, err)) == NULL) {
+		snapshot_unref(s);
+		return NULL;
+	}
+	return s;
+}
+
+struct ig_snapshot *
+snapshot_ref(struct ig_snapshot *s)
+{
+	atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+	return s;
+}
+
+void
+snapshot_unref(struct ig_snapshot *s)
+{
+	if (s == NULL ||
+	    atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1)
+		return;
+	ig_catalog_free(s->catalog);
+	ig_config_unref(s->conf);
+	free(s);
+}
+
+/* Makes `s` current; takes the caller's reference. */
+void
+snapshot_publish(struct ig_snapshot *s)
+{
+	struct ig_snapshot *old;
+
+	pthread_mutex_lock(&snap_lock);
+	old = snap_cur;
+	s->generation = atomic_load(&snap_gen) + 1;
+	snap_cur = s;
+	atomic_store(&snap_gen, s->generation);
+	pthread_mutex_unlock(&snap_lock);
+	if (old != NULL)
+		snapshot_unref(old);
+}
+
+/* The current snapshot, with a reference for the caller. */
+struct ig_snapshot *
+snapshot_current(void)
+{
+	struct ig_snapshot *s = snap_cached;
+
+	if (s == NULL || s->generation != atomic_load_explicit(&snap_gen,
+	    memory_order_acquire)) {
+		pthread_mutex_lock(&snap_lock);
+		s = snap_cur ? snapshot_ref(snap_cur) : NULL;
+		pthread_mutex_unlock(&snap_lock);
+		if (snap_cached != NULL)
+			snapshot_unref(snap_cached);
+		snap_cached = s;
+	}
+	return snapshot_ref(s);
+}
+
+/* Drops this thread's cached reference (at thread exit). */
+void
+snapshot_thread_done(void)
+{
+	if (snap_cached != NULL)
+		snapshot_unref(snap_cached);
+	snap_cached = NULL;
+}
+
+/* Drops the published snapshot (at exit). */
+void
+snapshot_clear(void)
+{
+	pthread_mutex_lock(&snap_lock);
+	if (snap_cur != NULL)
+		snapshot_unref(snap_cur);
+	snap_cur = NULL;
+	pthread_mutex_unlock(&snap_lock);
+}

@@ -1,0 +1,209 @@
+/*
+ * Worker threads: each has its own event base, its own SO_REUSEPORT
+ * listening sockets (the kernel spreads connections), its own upstream
+ * connection pools and counters. Nothing on the request path is shared
+ * between workers except read-only snapshots.
+ *
+ * Stopping: the main thread wakes each worker through its `ctl` event;
+ * the worker closes its listeners, and leaves its loop once no request is
+ * in flight or the shutdown grace has passed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "infergate/log.h"
+#include "gateway.h"
+
+static struct ig_worker	*workers;
+static size_t		 nworkers;
+
+static struct evconnlistener *
+worker_listen(struct ig_worker *w, const char *address, char **err)
+{
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss);
+	struct evconnlistener *l;
+
+	if (evutil_parse_sockaddr_port(address, (struct sockaddr *)&ss,
+	    &sslen) == -1) {
+		if (asprintf(err, "listen %s: bad address", address) == -1)
+			*err = NULL;
+		return NULL;
+	}
+	l = evconnlistener_new_bind(w->base, hs_listener_cb, w,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+	    LEV_OPT_REUSEABLE_PORT, 4096, (struct sockaddr *)&ss, sslen);
+	if (l == NULL && asprintf(err, "listen %s: %s", address,
+	    strerror(errno)) == -1)
+		*err = NULL;
+	return l;
+}
+
+static void
+worker_close_listeners(struct ig_worker *w)
+{
+	size_t i;
+
+	for (i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i] != NULL)
+			evconnlistener_free(w->listeners[i]);
+	w->nlisteners = 0;
+}
+
+static void
+worker_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_worker *w = arg;
+
+	if (atomic_load(&w->stats[ST_REQ_INFLIGHT]) == 0 ||
+	    now_ns() >= w->drain_deadline)
+		event_base_loopbreak(w->base);
+}
+
+static void
+worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_worker *w = arg;
+	struct timeval tv = { 0, 50 * 1000 };
+
+	worker_close_listeners(w);
+	w->drain = event_new(w->base, -1, EV_PERSIST, worker_drain_cb, w);
+	if (w->drain == NULL) {
+		event_base_loopbreak(w->base);
+		return;
+	}
+	event_add(w->drain, &tv);
+	worker_drain_cb(-1, 0, w);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct ig_worker *w = arg;
+
+	event_base_dispatch(w->base);
+	snapshot_thread_done();
+	return NULL;
+}
+
+/*
+ * Creates the workers and their listeners, then starts the threads. All
+ * sockets are bound before any thread runs, so an address in use is an
+ * error of this call.
+ */
+int
+workers_start(struct ig_snapshot *snap, char **err)
+{
+	const struct ig_config *conf = snap->conf;
+	size_t i, j;
+
+	nworkers = conf->workers ? conf->workers : 1;
+	if ((workers = calloc(nworkers, sizeof(*workers))) == NULL)
+		goto nomem;
+	for (i = 0; i < nworkers; i++) {
+		struct ig_worker *w = &workers[i];
+
+		w->id = i;
+		if ((w->base = event_base_new()) == NULL ||
+		    (w->ctl = event_new(w->base, -1, 0, worker_ctl_cb, w)) == NULL ||
+		    (w->upstreams = up_pools_create(w)) == NULL ||
+		    (w->listeners = calloc(conf->nlisten,
+		    sizeof(*w->listeners))) == NULL)
+			goto nomem;
+		for (j = 0; j < conf->nlisten; j++) {
+			w->listeners[j] = worker_listen(w,
+			    conf->listen[j].address, err);
+			if (w->listeners[j] == NULL)
+				goto fail;
+			w->nlisteners++;
+		}
+	}
+	for (i = 0; i < nworkers; i++)
+		if (pthread_create(&workers[i].thread, NULL, worker_main,
+		    &workers[i]) != 0) {
+			*err = strdup("cannot start worker threads");
+			goto fail;	/* not reached in practice */
+		}
+	return 0;
+nomem:
+	*err = strdup("out of memory");
+fail:
+	return -1;
+}
+
+/*
+ * Stops the workers: no new connections; in-flight requests get up to
+ * grace_ms to finish. Returns when every thread has ended.
+ */
+void
+workers_stop(uint64_t grace_ms)
+{
+	size_t i;
+
+	for (i = 0; i < nworkers; i++) {
+		struct ig_worker *w = &workers[i];
+
+		w->drain_deadline = now_ns() + grace_ms * 1000000ULL;
+		atomic_store(&w->stopping, 1);
+		if (w->thread)
+			event_active(w->ctl, EV_READ, 0);
+	}
+	for (i = 0; i < nworkers; i++)
+		if (workers[i].thread)
+			pthread_join(workers[i].thread, NULL);
+}
+
+void
+workers_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < nworkers; i++) {
+		struct ig_worker *w = &workers[i];
+
+		worker_close_listeners(w);
+		free(w->listeners);
+		up_pools_free(w->upstreams);
+		if (w->drain != NULL)
+			event_free(w->drain);
+		if (w->ctl != NULL)
+			event_free(w->ctl);
+		if (w->base != NULL)
+			event_base_free(w->base);
+	}
+	free(workers);
+	workers = NULL;
+	nworkers = 0;
+}
+
+size_t
+workers_count(void)
+{
+	return nworkers;
+}
+
+struct ig_worker *
+worker_at(size_t i)
+{
+	return i < nworkers ? &workers[i] : NULL;
+}
+
+uint64_t
+workers_stat(enum ig_stat s)
+{
+	uint64_t sum = 0;
+	size_t i;
+
+	for (i = 0; i < nworkers; i++)
+		sum += atomic_load_explicit(&workers[i].stats[s],
+		    memory_order_relaxed);
+	return sum;
+}

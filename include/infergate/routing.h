@@ -1,0 +1,66 @@
+/*
+ * infergate routing: the model catalog and the pools of backends built from
+ * one config. Immutable once built; shared read-only by every worker thread.
+ * Runtime per-backend state that must survive a reload (health, pooled
+ * connections) is keyed by the backend's address string elsewhere.
+ */
+#ifndef INFERGATE_ROUTING_H
+#define INFERGATE_ROUTING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "infergate/config.h"
+
+struct ig_catalog;
+
+struct ig_backend {
+	const struct ig_backend_conf *conf;
+	char		 name[160];	/* "host:port", the key of runtime state */
+	char		 host[160];	/* for the Host header */
+	struct sockaddr_storage addr;
+	socklen_t	 addrlen;
+	unsigned	 index;		/* in its pool */
+};
+
+struct ig_pool {
+	const struct ig_pool_conf *conf;
+	struct ig_backend *backends;
+	size_t		 nbackends;
+	unsigned	 index;		/* in the catalog */
+};
+
+struct ig_model {
+	const struct ig_model_conf *conf;
+	struct ig_pool	*pool;		/* NULL for a virtual model */
+	size_t		 namelen;
+};
+
+/*
+ * Builds the catalog of a config: resolves static backend addresses
+ * (numeric or by getaddrinfo, once, at load). Returns NULL with *err set
+ * (malloc'd) on failure. The catalog points into the config, which must
+ * outlive it.
+ */
+struct ig_catalog *ig_catalog_create(const struct ig_config *, char **err);
+void		 ig_catalog_free(struct ig_catalog *);
+
+/* The model a client named, or NULL. */
+const struct ig_model *ig_catalog_model(const struct ig_catalog *,
+		    const char *name, size_t len);
+size_t		 ig_catalog_nmodels(const struct ig_catalog *);
+const struct ig_model *ig_catalog_model_at(const struct ig_catalog *, size_t);
+size_t		 ig_catalog_npools(const struct ig_catalog *);
+struct ig_pool	*ig_catalog_pool_at(const struct ig_catalog *, size_t);
+
+/*
+ * Picks a backend of the pool by round robin, starting after *cursor (a
+ * per-worker counter the caller keeps, so no locks are taken); skips the
+ * backends whose bit is set in `exclude` (those that already failed this
+ * request). NULL when none is left.
+ */
+struct ig_backend *ig_balancer_pick(const struct ig_pool *, unsigned *cursor,
+		    uint64_t exclude);
+
+#endif

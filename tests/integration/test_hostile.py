@@ -1,0 +1,199 @@
+"""Hostile and malformed requests: each gets its exact status, never a crash,
+and the gateway keeps serving."""
+import json
+import time
+
+import pytest
+
+from conftest import http, sim_stats
+from rawhttp import Conn, request
+from test_proxy import gw_config, CHAT
+
+GOOD = json.dumps(CHAT).encode()
+
+
+def post(headers, body=b"", path="/v1/chat/completions", version="1.1"):
+    return ("POST %s HTTP/%s\r\n" % (path, version)).encode() + \
+        headers.encode() + b"\r\n" + body
+
+
+# (name, raw request bytes, expected status, connection must close)
+CASES = [
+    ("cl_and_te", post("Host: x\r\nContent-Length: 4\r\n"
+                       "Transfer-Encoding: chunked\r\n", b"0\r\n\r\n"), 400, True),
+    ("duplicate_cl", post("Host: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n",
+                          b"{}"), 400, True),
+    ("invalid_cl", post("Host: x\r\nContent-Length: 1x\r\n", b"{}"), 400, True),
+    ("negative_cl", post("Host: x\r\nContent-Length: -5\r\n", b"{}"), 400, True),
+    ("te_gzip_chunked", post("Host: x\r\nTransfer-Encoding: gzip, chunked\r\n",
+                             b"0\r\n\r\n"), 400, True),
+    ("te_chunked_identity", post("Host: x\r\nTransfer-Encoding: chunked, identity\r\n",
+                                 b"0\r\n\r\n"), 400, True),
+    ("te_identity", post("Host: x\r\nTransfer-Encoding: identity\r\n", b""), 400, True),
+    ("te_twice", post("Host: x\r\nTransfer-Encoding: chunked\r\n"
+                      "Transfer-Encoding: chunked\r\n", b"0\r\n\r\n"), 400, True),
+    ("bad_chunk_size", post("Host: x\r\nTransfer-Encoding: chunked\r\n",
+                            b"zz\r\n{}\r\n0\r\n\r\n"), 400, True),
+    ("bare_lf", b"POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}",
+     400, True),
+    ("bare_cr", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\rContent-Length: 2\r\n\r\n{}",
+     400, True),
+    ("obs_fold", post("Host: x\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n", b"{}"), 400, True),
+    ("space_before_colon", post("Host: x\r\nContent-Length : 2\r\n", b"{}"), 400, True),
+    ("nul_in_header", post("Host: x\r\nX-A: a\x00b\r\nContent-Length: 2\r\n", b"{}"),
+     400, True),
+    ("missing_host", post("Content-Length: %d\r\n" % len(GOOD), GOOD), 400, True),
+    ("two_hosts", post("Host: x\r\nHost: y\r\nContent-Length: %d\r\n" % len(GOOD), GOOD),
+     400, True),
+    ("garbage_request_line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+     400, True),
+    ("bad_version", b"GET /v1/models HTTP/9.7\r\nHost: x\r\n\r\n", 400, True),
+    ("header_too_large", post("Host: x\r\nX-Big: %s\r\n" % ("a" * 20000), b""), 431, True),
+    ("too_many_headers", post("Host: x\r\n" + "".join("X-H%d: v\r\n" % i for i in range(150)),
+                              b""), 431, True),
+    ("body_too_large_cl", post("Host: x\r\nContent-Length: 100000\r\n", b"{"), 413, True),
+    ("body_too_large_chunked", post("Host: x\r\nTransfer-Encoding: chunked\r\n",
+                                    b"%x\r\n" % 70000 + b"a" * 70000 + b"\r\n0\r\n\r\n"),
+     413, True),
+    ("expect_unknown", post("Host: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n", b"{}"),
+     417, True),
+    ("invalid_json", request("POST", "/v1/chat/completions", "{model: m"), 400, False),
+    ("not_an_object", request("POST", "/v1/chat/completions", "[1,2]"), 400, False),
+    ("deep_nesting", request("POST", "/v1/chat/completions", "[" * 30000 + "]" * 30000),
+     400, False),
+    ("non_utf8", request("POST", "/v1/chat/completions",
+                         b'{"model":"m","messages":[{"role":"user","content":"\xff\xfe"}]}'),
+     400, False),
+    ("empty_body", request("POST", "/v1/chat/completions", b""), 400, False),
+    ("missing_model", request("POST", "/v1/chat/completions", {"messages": []}), 400, False),
+    ("model_not_string", request("POST", "/v1/chat/completions", {"model": 7}), 400, False),
+    ("stream_not_bool", request("POST", "/v1/chat/completions",
+                                {"model": "m", "stream": "yes"}), 400, False),
+    ("unknown_model", request("POST", "/v1/chat/completions", {"model": "nope"}), 404, False),
+    ("unknown_path", request("GET", "/v2/whatever"), 404, False),
+    ("get_on_post_endpoint", request("GET", "/v1/chat/completions"), 405, False),
+    ("delete_models", request("DELETE", "/v1/models"), 405, False),
+    ("put_completions", request("PUT", "/v1/completions", GOOD), 405, False),
+    ("duplicate_json_keys", request("POST", "/v1/chat/completions",
+                                    '{"model":"m","model":"x"}'), 400, False),
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    # module-scoped processes: one gateway for the whole table
+    import conftest
+    workdir = str(tmp_path_factory.mktemp("hostile"))
+    procs = []
+    s_port = conftest.free_port()
+    s = conftest.Proc([conftest.SIM, "--port", str(s_port)], "sim", workdir)
+    procs.append(s)
+    conftest.wait_port(s_port, proc=s.p)
+    s.port, s.url = s_port, "http://127.0.0.1:%d" % s_port
+    port, admin = conftest.free_port(), conftest.free_port()
+    path = workdir + "/gw.yaml"
+    with open(path, "w") as f:
+        f.write(gw_config([s_port], workdir).replace("{port}", str(port))
+                .replace("{admin_port}", str(admin)))
+    argv = [conftest.GATEWAY, "-c", path]
+    if conftest.VALGRIND:
+        argv = ["valgrind", "--quiet", "--error-exitcode=99",
+                "--leak-check=full", "--errors-for-leak-kinds=definite"] + argv
+    g = conftest.Proc(argv, "gw", workdir)
+    procs.append(g)
+    conftest.wait_port(port, timeout=30, proc=g.p)
+    g.port, g.url = port, "http://127.0.0.1:%d" % port
+    g.admin_url = "http://127.0.0.1:%d" % admin
+    yield s, g
+    rc = g.stop()
+    s.stop()
+    assert rc in (0, None), g.output()
+
+
+@pytest.mark.parametrize("name,raw,status,closes", CASES, ids=[c[0] for c in CASES])
+def test_hostile(env, name, raw, status, closes):
+    s, g = env
+    c = Conn(g.port)
+    c.send(raw)
+    r = c.read_response()
+    assert r.status == status, (name, r.status, r.body)
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    if status == 405:
+        assert r.header("allow")
+    if name in ("missing_model", "model_not_string"):
+        assert err["param"] == "model"
+    if name == "stream_not_bool":
+        assert err["param"] == "stream"
+    if name == "unknown_model":
+        assert err["code"] == "model_not_found"
+    if closes:
+        assert r.header("connection") == "close"
+        assert c.closed()
+    else:
+        # a well-framed refusal keeps the connection: the next request works
+        c.send(request("POST", "/v1/chat/completions", CHAT))
+        assert c.read_response().status == 200
+    c.close()
+    assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
+
+
+def test_header_dribbled_one_byte_a_second(env):
+    s, g = env
+    c = Conn(g.port, timeout=5)
+    t0 = time.monotonic()
+    raw = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+    got = None
+    for b in raw:
+        try:
+            c.send(bytes([b]))
+        except OSError:
+            break
+        time.sleep(0.25)
+        if time.monotonic() - t0 > 3:
+            break
+    r = c.read_response()
+    assert r.status == 408
+    assert time.monotonic() - t0 < 4
+    assert c.closed()
+
+
+def test_body_timeout(env):
+    s, g = env
+    c = Conn(g.port, timeout=5)
+    c.send(post("Host: x\r\nContent-Length: 100\r\n", b'{"model":'))
+    t0 = time.monotonic()
+    r = c.read_response()
+    assert r.status == 408
+    assert time.monotonic() - t0 < 3
+
+
+def test_idle_keepalive_closed(env):
+    s, g = env
+    c = Conn(g.port, timeout=8)
+    c.send(request("GET", "/v1/models"))
+    assert c.read_response().status == 200
+    assert c.closed(timeout=7)
+
+
+def test_http10_without_host(env):
+    s, g = env
+    c = Conn(g.port)
+    c.send(b"GET /v1/models HTTP/1.0\r\n\r\n")
+    r = c.read_response()
+    assert r.status == 200
+    assert c.closed()
+
+
+def test_flood_of_bad_requests(env):
+    s, g = env
+    for i in range(200):
+        c = Conn(g.port)
+        c.send(CASES[i % len(CASES)][1])
+        try:
+            c.read_response()
+        except (EOFError, OSError):
+            pass
+        c.close()
+    assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
+    assert http("GET", g.admin_url + "/health/live")[0] == 200

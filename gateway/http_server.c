@@ -72,7 +72,8 @@ struct hs_conn {
 	/* Line-ending scan of the header section (bare LF, obs-fold). */
 	uint8_t		 scan_prev;
 	bool		 scanning;
-	uint8_t		 crlf_run;
+	bool		 scan_seen_line;	/* the request line went by */
+	uint32_t	 scan_line_len;
 	char		 client_ip[48];
 };
 
@@ -113,7 +114,8 @@ hs_request_reset(struct hs_conn *c)
 	c->in_value = false;
 	c->scanning = true;
 	c->scan_prev = 0;
-	c->crlf_run = 0;
+	c->scan_seen_line = false;
+	c->scan_line_len = 0;
 	if (c->snap != NULL) {
 		snapshot_unref(c->snap);
 		c->snap = NULL;
@@ -417,23 +419,26 @@ hs_scan(struct hs_conn *c, const unsigned char *s, size_t n)
 	for (i = 0; i < n && c->scanning; i++) {
 		unsigned char ch = s[i], prev = c->scan_prev;
 
-		if (ch == '\n' && prev != '\r')
-			return -1;
-		if (prev == '\r' && ch != '\n')
-			return -1;
-		if ((ch == ' ' || ch == '\t') && prev == '\n' &&
-		    c->crlf_run == 1 && c->nhdrs + (c->url != NULL) > 0)
-			return -1;
-		if (ch == '\r')
-			;
-		else if (ch == '\n')
-			c->crlf_run++;
-		else
-			c->crlf_run = 0;
-		/* Leading blank lines before a request line are tolerated. */
-		if (c->crlf_run == 2 && c->url != NULL)
-			c->scanning = false;
 		c->scan_prev = ch;
+		if (prev == '\r' && ch != '\n')
+			return -1;		/* bare CR */
+		if (ch == '\r')
+			continue;
+		if (ch == '\n') {
+			if (prev != '\r')
+				return -1;	/* bare LF */
+			if (c->scan_line_len == 0 && c->scan_seen_line)
+				c->scanning = false;	/* end of the section */
+			else if (c->scan_line_len > 0)
+				c->scan_seen_line = true;
+			c->scan_line_len = 0;	/* blank lines before a request
+						 * line are tolerated */
+			continue;
+		}
+		if ((ch == ' ' || ch == '\t') && c->scan_line_len == 0 &&
+		    c->scan_seen_line)
+			return -1;		/* obs-fold */
+		c->scan_line_len++;
 	}
 	return 0;
 }

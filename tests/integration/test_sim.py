@@ -20,6 +20,19 @@ from conftest import SIM, free_port, http, sim_stats
 MODEL = "sim-model"
 
 
+@pytest.fixture(autouse=True)
+def clean_exit(workdir, procs):
+    """Every simulator a test started must exit 0 on SIGTERM, with nothing
+    from the sanitizers in its log (ASan/UBSan builds: IG_BUILD=build/asan)."""
+    yield
+    for p in procs:
+        rc = p.stop()
+        with open(p.log_path, errors="replace") as f:
+            log = f.read()
+        assert rc == 0, "%s exited %s:\n%s" % (p.name, rc, log)
+        assert "Sanitizer" not in log and "runtime error" not in log, log
+
+
 def chat_body(content="hello world", **kw):
     body = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
     body.update(kw)

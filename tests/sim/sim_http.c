@@ -463,6 +463,8 @@ http_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	c->state = CONN_READING;
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
+	/* input piling up behind a busy request stops being read at this */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, SIM_HTTP_MAX_BODY + 65536);
 	if (bufferevent_enable(c->bev, EV_READ) == -1)
 		goto fail;
 	LIST_INSERT_HEAD(&h->conns, c, entry);

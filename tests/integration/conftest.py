@@ -15,7 +15,7 @@ an error report fails the test that started it.
 import json
 import os
 import shutil
-import signal
+import signal as _signal
 import socket
 import subprocess
 import tempfile
@@ -97,13 +97,13 @@ class Proc:
         if self.p.poll() is None:
             self.p.send_signal(sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=10):
+    def stop(self, sig=_signal.SIGTERM, timeout=10):
         if self.p.poll() is None:
             try:
                 self.p.send_signal(sig)
                 self.p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
+                os.killpg(self.p.pid, _signal.SIGKILL)
                 self.p.wait(timeout=5)
         self.log.close()
         return self.p.returncode

@@ -90,7 +90,7 @@ uint64_t	 workers_stat(enum ig_stat);
 
 /* --- requests -------------------------------------------------------- */
 
-enum ig_endpoint { EP_UNKNOWN, EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS,
+enum gw_endpoint { EP_UNKNOWN, EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS,
 	EP_MODELS };
 
 struct ig_header {
@@ -104,7 +104,7 @@ struct ig_request {
 	struct hs_conn	*conn;		/* NULL once the client is gone */
 	struct ig_worker *worker;
 	struct ig_snapshot *snap;
-	enum ig_endpoint ep;
+	enum gw_endpoint ep;
 	const char	*path;
 	unsigned	 method;	/* http_parser's enum http_method */
 	char		 id[48];	/* X-Request-Id */

@@ -267,7 +267,7 @@ hs_find_header(const struct ig_request *r, const char *name)
 static void
 hs_route(struct hs_conn *c, struct ig_request *r)
 {
-	static const struct { const char *path; enum ig_endpoint ep;
+	static const struct { const char *path; enum gw_endpoint ep;
 		unsigned method; const char *allow; } eps[] = {
 		{ "/v1/chat/completions", EP_CHAT, HTTP_POST, "POST" },
 		{ "/v1/completions", EP_COMPLETIONS, HTTP_POST, "POST" },

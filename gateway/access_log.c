@@ -70,6 +70,8 @@ access_log_request(const struct ig_request *r)
 	model = r->json ? json_object_get(r->json, "model") : NULL;
 	off = alog_str(buf, off, sizeof(buf), r->model ? r->model->conf->name :
 	    json_string_value(model));
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"tenant\":");
+	off = alog_str(buf, off, sizeof(buf), r->tenant ? r->tenant->id : NULL);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"pool\":");
 	off = alog_str(buf, off, sizeof(buf), r->model && r->model->pool ?
 	    r->model->pool->conf->name : NULL);
@@ -85,6 +87,24 @@ access_log_request(const struct ig_request *r)
 	off = alog_str(buf, off, sizeof(buf), r->outcome ? r->outcome : "ok");
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"error\":");
 	off = alog_str(buf, off, sizeof(buf), r->error_code);
+	if (r->tenant != NULL) {
+		off += snprintf(buf + off, sizeof(buf) - off,
+		    ",\"tokens_in_est\":%llu,\"max_tokens\":%llu",
+		    (unsigned long long)r->input_est,
+		    (unsigned long long)r->max_tokens);
+		if (r->usage_known || r->usage_estimated)
+			off += snprintf(buf + off, sizeof(buf) - off,
+			    ",\"tokens_in\":%llu,\"tokens_out\":%llu,"
+			    "\"usage_estimated\":%s",
+			    (unsigned long long)r->usage_prompt,
+			    (unsigned long long)r->usage_completion,
+			    r->usage_estimated ? "true" : "false");
+		off += snprintf(buf + off, sizeof(buf) - off, ",\"refused_by\":");
+		off = alog_str(buf, off, sizeof(buf), r->refused_by);
+		off += snprintf(buf + off, sizeof(buf) - off,
+		    ",\"would_refuse\":");
+		off = alog_str(buf, off, sizeof(buf), r->would_refuse);
+	}
 	if (off + 2 < sizeof(buf))
 		buf[off++] = '}';
 	ig_access_write(buf, off);

@@ -12,7 +12,11 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include <stddef.h>
+
+#include "infergate/admission.h"
 #include "infergate/log.h"
+#include "infergate/store.h"
 #include "gateway.h"
 
 static struct evhttp	*admin_http;
@@ -54,6 +58,69 @@ admin_metric(struct evbuffer *b, const char *name, const char *type,
 {
 	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name,
 	    help, name, type, name, (unsigned long long)v);
+}
+
+/* Admission: refusals by limit, shadow "would refuse", tokens, store. */
+static void
+admin_admission_metrics(struct evbuffer *b)
+{
+	struct ig_store_stats st, sum;
+	size_t i, lim;
+
+	admin_metric(b, "infergate_auth_failures_total", "counter",
+	    "Requests refused 401: no or unknown API key.",
+	    workers_stat(ST_AUTH_FAILURES));
+	evbuffer_add_printf(b, "# HELP infergate_admission_rejects_total "
+	    "Requests refused by admission, by the limit that refused.\n"
+	    "# TYPE infergate_admission_rejects_total counter\n");
+	for (lim = IG_LIMIT_INPUT_TOKENS; lim <= IG_LIMIT_STORE; lim++)
+		evbuffer_add_printf(b, "infergate_admission_rejects_total"
+		    "{limit=\"%s\"} %llu\n", ig_limit_name(lim),
+		    (unsigned long long)workers_sum(offsetof(struct ig_worker,
+		    rejects) + lim * sizeof(uint64_t)));
+	evbuffer_add_printf(b, "# HELP infergate_admission_shadow_rejects_total "
+	    "Requests of shadow tenants that a limit would have refused.\n"
+	    "# TYPE infergate_admission_shadow_rejects_total counter\n");
+	for (lim = IG_LIMIT_INPUT_TOKENS; lim <= IG_LIMIT_STORE; lim++)
+		evbuffer_add_printf(b, "infergate_admission_shadow_rejects_total"
+		    "{limit=\"%s\"} %llu\n", ig_limit_name(lim),
+		    (unsigned long long)workers_sum(offsetof(struct ig_worker,
+		    would_reject) + lim * sizeof(uint64_t)));
+	admin_metric(b, "infergate_tokens_in_total", "counter",
+	    "Prompt tokens settled (reported by the backends).",
+	    workers_sum(offsetof(struct ig_worker, tokens_in)));
+	admin_metric(b, "infergate_tokens_out_total", "counter",
+	    "Completion tokens settled (reported by the backends).",
+	    workers_sum(offsetof(struct ig_worker, tokens_out)));
+	memset(&sum, 0, sizeof(sum));
+	for (i = 0; i < workers_count(); i++) {
+		if (worker_at(i)->store == NULL)
+			continue;
+		ig_store_stats(worker_at(i)->store, &st);
+		sum.degraded |= st.degraded;
+		sum.admissions += st.admissions;
+		sum.fallbacks += st.fallbacks;
+		sum.errors += st.errors;
+		sum.timeouts += st.timeouts;
+		sum.reconnects += st.reconnects;
+		sum.settles_dropped += st.settles_dropped;
+	}
+	admin_metric(b, "infergate_store_degraded", "gauge",
+	    "1 while the configured store (Redis) is not answering and "
+	    "on_store_failure applies.", sum.degraded);
+	admin_metric(b, "infergate_store_admissions_total", "counter",
+	    "Admissions answered by the store.", sum.admissions);
+	admin_metric(b, "infergate_store_fallbacks_total", "counter",
+	    "Admissions answered by on_store_failure.", sum.fallbacks);
+	admin_metric(b, "infergate_store_errors_total", "counter",
+	    "Failed store round trips (timeouts included).", sum.errors);
+	admin_metric(b, "infergate_store_timeouts_total", "counter",
+	    "Store round trips over store.redis.timeout.", sum.timeouts);
+	admin_metric(b, "infergate_store_reconnects_total", "counter",
+	    "Successful (re)connections to Redis.", sum.reconnects);
+	admin_metric(b, "infergate_store_settles_dropped_total", "counter",
+	    "Settlements dropped: queue full while Redis was down.",
+	    sum.settles_dropped);
 }
 
 /* Prometheus text exposition of the counters summed over the workers. */
@@ -109,6 +176,7 @@ admin_metrics(struct evhttp_request *req)
 	    admin_reloads_failed);
 	admin_metric(b, "infergate_workers", "gauge", "Worker threads.",
 	    workers_count());
+	admin_admission_metrics(b);
 	admin_reply(req, 200, "OK", "text/plain; version=0.0.4", b);
 	evbuffer_free(b);
 }

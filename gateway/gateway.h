@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
+#include "infergate/admission.h"
 #include "infergate/config.h"
 #include "infergate/routing.h"
 
@@ -29,6 +30,9 @@ struct json_t;
 struct hs_conn;
 struct up_conn;
 struct up_pool;
+struct ig_store;
+struct ig_store_op;
+struct ig_lease;
 
 /* --- snapshots: one config and everything built from it --------------- */
 
@@ -37,6 +41,7 @@ struct ig_snapshot {
 	uint64_t	 generation;
 	struct ig_config *conf;
 	struct ig_catalog *catalog;
+	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
 };
 
 struct ig_snapshot *snapshot_create(struct ig_config *conf, char **err);
@@ -54,7 +59,7 @@ enum ig_stat {
 	ST_RESP_2XX, ST_RESP_4XX, ST_RESP_5XX,
 	ST_UP_CONNECT, ST_UP_REUSE, ST_UP_ERRORS, ST_UP_RETRIES,
 	ST_CLIENT_ABORTS, ST_STREAMS, ST_BAD_REQUESTS,
-	ST_BYTES_IN, ST_BYTES_OUT,
+	ST_BYTES_IN, ST_BYTES_OUT, ST_AUTH_FAILURES,
 	ST_MAX
 };
 
@@ -71,6 +76,11 @@ struct ig_worker {
 	uint64_t	 drain_deadline;	/* now_ns() value */
 	atomic_int	 stopping;
 	struct up_pool	*upstreams;	/* per backend address */
+	struct ig_store	*store;		/* tenant budgets */
+	_Atomic uint64_t rejects[IG_LIMIT_STORE + 1];	/* by limit */
+	_Atomic uint64_t would_reject[IG_LIMIT_STORE + 1];	/* shadow */
+	_Atomic uint64_t tokens_in;	/* settled prompt tokens */
+	_Atomic uint64_t tokens_out;	/* settled completion tokens */
 	unsigned	 rr_cursor;
 	uint64_t	 next_request_seq;
 	_Atomic uint64_t stats[ST_MAX];	/* written by this worker only */
@@ -87,6 +97,8 @@ void		 workers_free(void);
 size_t		 workers_count(void);
 struct ig_worker *worker_at(size_t);
 uint64_t	 workers_stat(enum ig_stat);
+/* The sum over workers of the _Atomic uint64_t at OFFSET in ig_worker. */
+uint64_t	 workers_sum(size_t offset);
 
 /* --- requests -------------------------------------------------------- */
 
@@ -113,7 +125,8 @@ struct ig_request {
 	size_t		 nheaders;
 	struct evbuffer	*body;		/* the request body as received */
 	struct json_t	*json;
-	const struct ig_model *model;
+	const struct ig_model *model;	/* after routing: has a pool */
+	const struct ig_model *routed_from;	/* the model the client named */
 	struct ig_backend *backend;
 	struct up_conn	*up;
 	struct event	*deadline;
@@ -135,6 +148,24 @@ struct ig_request {
 	bool		 dispatched;	/* a whole request reached the proxy */
 	bool		 up_reused;	/* sent on a pooled connection */
 	bool		 paused;	/* backend reads paused: client is slow */
+	/* admission (admit.c) */
+	const struct ig_tenant_conf *tenant;
+	struct ig_request_info info;
+	uint64_t	 input_est;	/* estimated input tokens */
+	uint64_t	 max_tokens;	/* the output cap reserved */
+	struct ig_store_op *admit_op;	/* waiting for the store */
+	struct ig_lease	*lease;		/* admitted: settle once */
+	struct event	*renew;		/* lease renewal of long streams */
+	char		*admit_hdrs;	/* x-ratelimit-* etc. for the client */
+	const char	*would_refuse;	/* shadow: the limit that would have */
+	const char	*refused_by;	/* the limit that refused */
+	struct evbuffer	*sse;		/* a partial SSE event being read */
+	uint64_t	 tokens_sent;	/* content chunks passed to the client */
+	uint64_t	 usage_prompt;	/* from the backend's usage */
+	uint64_t	 usage_completion;
+	bool		 usage_known;
+	bool		 usage_estimated;	/* charged from the chunks sent */
+	bool		 failed_before_output;
 	const char	*outcome;	/* how it ended, for the log */
 	const char	*error_code;
 };
@@ -195,6 +226,15 @@ void		 admin_stop(void);
 void		 admin_set_ready(bool);
 extern uint64_t	 admin_reloads_ok;
 extern uint64_t	 admin_reloads_failed;
+
+/* admit.c: authentication, admission, settlement */
+int		 admit_auth(struct ig_request *);	/* -1: answered 401 */
+bool		 admit_model_allowed(const struct ig_request *, const char *name);
+void		 admit_start(struct ig_request *);	/* then proxy_admitted() */
+void		 admit_stream_body(struct ig_request *, const char *, size_t);
+void		 admit_response_done(struct ig_request *);	/* non-streaming */
+void		 admit_finish(struct ig_request *);	/* at request free */
+void		 proxy_admitted(struct ig_request *);
 
 /* access_log.c */
 void		 access_log_request(const struct ig_request *);

@@ -15,8 +15,8 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <http_parser.h>
-#include <openssl/evp.h>
 
+#include "infergate/admission.h"
 #include "infergate/config.h"
 #include "infergate/log.h"
 #include "gateway.h"
@@ -45,28 +45,17 @@ usage(FILE *f)
 	    IG_DEFAULT_CONFIG);
 }
 
-/* Reads a key on stdin, prints "sha256:<hex>". Never echoes the key. */
+/* -k: reads a key on stdin, prints "sha256:<hex>". Never echoes the key. */
 static int
 hash_key(void)
 {
-	char key[4096];
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0, i;
-	size_t n;
+	char *err = NULL;
 
-	n = fread(key, 1, sizeof(key) - 1, stdin);
-	while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r'))
-		n--;
-	if (n == 0) {
-		fprintf(stderr, "infergate: no key on stdin\n");
+	if (ig_auth_hash_line(stdin, stdout, &err) == -1) {
+		fprintf(stderr, "infergate: %s\n", err ? err : "cannot read the key");
+		free(err);
 		return 1;
 	}
-	EVP_Digest(key, n, md, &mdlen, EVP_sha256(), NULL);
-	explicit_bzero(key, sizeof(key));
-	printf("sha256:");
-	for (i = 0; i < mdlen; i++)
-		printf("%02x", md[i]);
-	printf("\n");
 	return 0;
 }
 

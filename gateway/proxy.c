@@ -63,7 +63,7 @@ void
 proxy_send_error(struct ig_request *r, int status, const char *type,
     const char *code, const char *param, const char *fmt, ...)
 {
-	char msg[512], extra[128];
+	char msg[512], extra[1024];
 	json_t *o;
 	char *body;
 	va_list ap;
@@ -86,9 +86,9 @@ proxy_send_error(struct ig_request *r, int status, const char *type,
 	json_decref(o);
 	len = body ? strlen(body) : 0;
 	snprintf(extra, sizeof(extra),
-	    "Content-Type: application/json\r\n%s%s%s",
+	    "Content-Type: application/json\r\n%s%s%s%s",
 	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
-	    r->allow ? "\r\n" : "");
+	    r->allow ? "\r\n" : "", r->admit_hdrs ? r->admit_hdrs : "");
 	hs_response_start(r->conn, status, NULL, 0, extra, len);
 	if (r->method != HTTP_HEAD)
 		hs_response_body(r->conn, body, len);
@@ -129,6 +129,8 @@ proxy_models(struct ig_request *r)
 	for (i = 0; i < ig_catalog_nmodels(cat); i++) {
 		const struct ig_model *m = ig_catalog_model_at(cat, i);
 
+		if (!admit_model_allowed(r, m->conf->name))
+			continue;
 		json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}",
 		    "id", m->conf->name, "object", "model", "created", 0,
 		    "owned_by", "infergate"));
@@ -183,8 +185,12 @@ proxy_route(struct ig_request *r, const struct ig_model *m, size_t body_len)
 			uint64_t est = (uint64_t)(body_len /
 			    (mc->bytes_per_token > 0 ? mc->bytes_per_token : 4));
 
-			/* Tenant rules wait for the tenants issue: no match. */
-			if (rt->tier != NULL || rt->tenant != NULL)
+			if (rt->tier != NULL && (r->tenant == NULL ||
+			    r->tenant->tier == NULL ||
+			    strcmp(rt->tier, r->tenant->tier) != 0))
+				continue;
+			if (rt->tenant != NULL && (r->tenant == NULL ||
+			    strcmp(rt->tenant, r->tenant->id) != 0))
 				continue;
 			if (rt->has_max_input_tokens && est > rt->max_input_tokens)
 				continue;
@@ -209,6 +215,8 @@ proxy_request(struct ig_request *r)
 	size_t len;
 
 	proxy_request_id(r);
+	if (admit_auth(r) == -1)
+		return;
 	if (r->ep == EP_MODELS) {
 		proxy_models(r);
 		return;
@@ -250,17 +258,32 @@ proxy_request(struct ig_request *r)
 		    "the model '%.128s' does not exist", name);
 		return;
 	}
+	if (!admit_model_allowed(r, m->conf->name)) {
+		r->outcome = "refused";
+		proxy_send_error(r, 403, "invalid_request_error",
+		    "model_not_allowed", "model", "this API key may not use "
+		    "the model '%.128s'", name);
+		return;
+	}
 	if ((r->model = proxy_route(r, m, len)) == NULL) {
 		proxy_send_error(r, 400, "invalid_request_error",
 		    "no_route", "model", "no route of model '%.128s' matches "
 		    "this request", name);
 		return;
 	}
+	r->routed_from = m;
+	admit_start(r);
+}
+
+/* Admitted (or no tenants): the body as forwarded, then the backend. */
+void
+proxy_admitted(struct ig_request *r)
+{
 	if (r->model->conf->upstream_model != NULL) {
 		json_object_set_new(r->json, "model",
 		    json_string(r->model->conf->upstream_model));
 		r->body_rewritten = true;
-	} else if (r->model != m) {
+	} else if (r->model != r->routed_from) {
 		json_object_set_new(r->json, "model",
 		    json_string(r->model->conf->name));
 		r->body_rewritten = true;
@@ -367,6 +390,9 @@ proxy_forward(struct ig_request *r)
 		evbuffer_add(buf, h->value, h->valuelen);
 		evbuffer_add(buf, "\r\n", 2);
 	}
+	if (r->tenant != NULL)
+		evbuffer_add_printf(buf, "X-Infergate-Tenant: %s\r\n",
+		    r->tenant->id);
 	evbuffer_add_printf(buf, "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\n"
 	    "Content-Length: %zu\r\n\r\n", r->id, r->client_ip,
 	    evbuffer_get_length(r->upbody));
@@ -426,6 +452,8 @@ proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
 		evbuffer_add(r->resp_head, h[i].value, h[i].valuelen);
 		evbuffer_add(r->resp_head, "\r\n", 2);
 	}
+	if (r->admit_hdrs != NULL)
+		evbuffer_add(r->resp_head, r->admit_hdrs, strlen(r->admit_hdrs));
 	evbuffer_add(r->resp_head, "", 1);	/* a C string */
 	if (r->stream && status >= 200 && status < 300 && r->conn != NULL) {
 		r->streaming = true;
@@ -445,7 +473,10 @@ static void
 proxy_on_body(struct ig_request *r, const char *data, size_t len)
 {
 	if (r->streaming) {
-		hs_response_body(r->conn, data, len);
+		if (r->tenant != NULL)	/* usage tap */
+			admit_stream_body(r, data, len);
+		else
+			hs_response_body(r->conn, data, len);
 		/* Backpressure: a slow client pauses the backend's reads. */
 		if (!r->paused && hs_output_full(r->conn)) {
 			r->paused = true;
@@ -479,9 +510,12 @@ proxy_on_complete(struct ig_request *r)
 	if (r->deadline != NULL)
 		evtimer_del(r->deadline);
 	if (r->streaming) {
+		if (r->sse != NULL)	/* a last event without its blank line */
+			hs_response_body_buffer(r->conn, r->sse);
 		hs_response_end(r->conn);
 		return;
 	}
+	admit_response_done(r);
 	hs_response_start(r->conn, r->status, NULL, 0,
 	    (const char *)evbuffer_pullup(r->resp_head, -1),
 	    evbuffer_get_length(r->resp));
@@ -564,6 +598,7 @@ proxy_request_free(struct ig_request *r)
 		up_cancel(r);
 	if (r->deadline != NULL)
 		event_free(r->deadline);
+	admit_finish(r);
 	if (r->dispatched) {
 		access_log_request(r);
 		WSTAT_SUB(r->worker, ST_REQ_INFLIGHT, 1);
@@ -577,6 +612,7 @@ proxy_request_free(struct ig_request *r)
 		evbuffer_free(r->resp);
 	if (r->resp_head != NULL)
 		evbuffer_free(r->resp_head);
+	free(r->admit_hdrs);
 	snapshot_unref(r->snap);
 	free(r);
 }

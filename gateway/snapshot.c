@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infergate/admission.h"
 #include "infergate/log.h"
 #include "gateway.h"
 
@@ -34,6 +35,11 @@ snapshot_create(struct ig_config *conf, char **err)
 		snapshot_unref(s);
 		return NULL;
 	}
+	if (conf->ntenants > 0 && (s->auth = ig_auth_create(conf->tenants,
+	    conf->ntenants, err)) == NULL) {
+		snapshot_unref(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -51,6 +57,7 @@ snapshot_unref(struct ig_snapshot *s)
 	    atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1)
 		return;
 	ig_catalog_free(s->catalog);
+	ig_auth_free(s->auth);
 	ig_config_unref(s->conf);
 	free(s);
 }

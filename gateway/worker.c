@@ -20,6 +20,7 @@
 #include <event2/util.h>
 
 #include "infergate/log.h"
+#include "infergate/store.h"
 #include "gateway.h"
 
 static struct ig_worker	*workers;
@@ -115,6 +116,8 @@ workers_start(struct ig_snapshot *snap, char **err)
 		if ((w->base = event_base_new()) == NULL ||
 		    (w->ctl = event_new(w->base, -1, 0, worker_ctl_cb, w)) == NULL ||
 		    (w->upstreams = up_pools_create(w)) == NULL ||
+		    (w->store = ig_store_create(&conf->store, w->base,
+		    err)) == NULL ||
 		    (w->listeners = calloc(conf->nlisten,
 		    sizeof(*w->listeners))) == NULL)
 			goto nomem;
@@ -134,7 +137,8 @@ workers_start(struct ig_snapshot *snap, char **err)
 		}
 	return 0;
 nomem:
-	*err = strdup("out of memory");
+	if (*err == NULL)
+		*err = strdup("out of memory");
 fail:
 	return -1;
 }
@@ -172,6 +176,8 @@ workers_free(void)
 		worker_close_listeners(w);
 		free(w->listeners);
 		up_pools_free(w->upstreams);
+		if (w->store != NULL)
+			ig_store_free(w->store);
 		if (w->drain != NULL)
 			event_free(w->drain);
 		if (w->ctl != NULL)
@@ -194,6 +200,18 @@ struct ig_worker *
 worker_at(size_t i)
 {
 	return i < nworkers ? &workers[i] : NULL;
+}
+
+uint64_t
+workers_sum(size_t offset)
+{
+	uint64_t sum = 0;
+	size_t i;
+
+	for (i = 0; i < nworkers; i++)
+		sum += atomic_load_explicit((_Atomic uint64_t *)
+		    ((char *)&workers[i] + offset), memory_order_relaxed);
+	return sum;
 }
 
 uint64_t

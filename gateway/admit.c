@@ -1,0 +1,374 @@
+/*
+ * Tenants on the request path: authentication, the admission policy and
+ * the budget store, the usage tap on responses, and settlement.
+ *
+ *   proxy_request -> admit_auth (401) -> model allowed (403)
+ *     -> admit_start: parse (400), estimate, policy (400), body edits,
+ *        ig_store_admit -> admit_store_cb -> refused (429/503) or
+ *        proxy_admitted (forward)
+ *   response: admit_stream_body (SSE: count content chunks, read and, if
+ *     the client did not ask for it, strip the usage chunk) or
+ *     admit_response_done (usage from the JSON body)
+ *   proxy_request_free -> admit_finish: settle exactly once
+ *
+ * With no tenants in the config, nothing here runs: the gateway is an
+ * open proxy (a warning says so at start).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <jansson.h>
+
+#include "infergate/admission.h"
+#include "infergate/log.h"
+#include "infergate/store.h"
+#include "gateway.h"
+
+/* The tenant of the request's API key; -1 when answered 401. */
+int
+admit_auth(struct ig_request *r)
+{
+	const struct ig_auth *auth = r->snap->auth;
+	const char *key = NULL;
+	size_t i, keylen = 0;
+
+	if (auth == NULL)
+		return 0;
+	for (i = 0; i < r->nheaders && key == NULL; i++) {
+		const struct ig_header *h = &r->headers[i];
+		char name[32];
+
+		if (h->namelen >= sizeof(name))
+			continue;
+		memcpy(name, h->name, h->namelen);
+		name[h->namelen] = '\0';
+		if (!ig_auth_key_from_header(name, h->value, h->valuelen, &key,
+		    &keylen))
+			key = NULL;
+	}
+	if (key != NULL)
+		r->tenant = ig_auth_lookup(auth, key, keylen);
+	if (r->tenant == NULL) {
+		WSTAT_ADD(r->worker, ST_AUTH_FAILURES, 1);
+		r->outcome = "refused";
+		proxy_send_error(r, 401, "invalid_request_error",
+		    "invalid_api_key", NULL, "%s", key == NULL ?
+		    "no API key: send Authorization: Bearer <key>" :
+		    "incorrect API key provided");
+		return -1;
+	}
+	return 0;
+}
+
+bool
+admit_model_allowed(const struct ig_request *r, const char *name)
+{
+	const struct ig_tenant_conf *t = r->tenant;
+	size_t i;
+
+	if (t == NULL)
+		return true;
+	for (i = 0; i < t->nmodels; i++)
+		if (strcmp(t->models[i], "*") == 0 ||
+		    strcmp(t->models[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void
+admit_refuse(struct ig_request *r, const struct ig_admit_result *res)
+{
+	char extra[64];
+
+	r->refused_by = ig_limit_name(res->limit);
+	atomic_fetch_add_explicit(&r->worker->rejects[res->limit], 1,
+	    memory_order_relaxed);
+	r->outcome = "refused";
+	extra[0] = '\0';
+	if (res->retry_after_s > 0)
+		snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n",
+		    (unsigned long long)res->retry_after_s);
+	free(r->admit_hdrs);
+	r->admit_hdrs = extra[0] ? strdup(extra) : NULL;
+	proxy_send_error(r, res->status, res->type ? res->type :
+	    "invalid_request_error", res->code, res->param, "%s", res->message);
+}
+
+/* Keeps the response headers admission adds for the client. */
+static void
+admit_keep_headers(struct ig_request *r, const struct ig_admit_result *res,
+    bool clamped)
+{
+	char buf[768];
+	int n;
+
+	n = ig_ratelimit_format(&res->rl, buf, sizeof(buf) - 128);
+	if (n < 0)
+		n = 0;
+	if (clamped)
+		n += snprintf(buf + n, sizeof(buf) - n,
+		    "x-infergate-max-tokens-clamped: %llu\r\n",
+		    (unsigned long long)r->max_tokens);
+	free(r->admit_hdrs);
+	r->admit_hdrs = n > 0 ? strdup(buf) : NULL;
+}
+
+static void
+admit_renew_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_request *r = arg;
+
+	if (r->lease != NULL)
+		ig_store_renew(r->worker->store, r->lease);
+}
+
+static void
+admit_store_cb(const struct ig_admit_result *res, struct ig_lease *lease,
+    void *arg)
+{
+	struct ig_request *r = arg;
+	bool clamped = r->admit_hdrs != NULL;	/* set by admit_start */
+
+	r->admit_op = NULL;
+	if (!res->admitted) {
+		admit_refuse(r, res);
+		return;
+	}
+	r->lease = lease;
+	if (res->would_refuse) {
+		r->would_refuse = ig_limit_name(res->limit);
+		atomic_fetch_add_explicit(&r->worker->would_reject[res->limit],
+		    1, memory_order_relaxed);
+	}
+	admit_keep_headers(r, res, clamped);
+	if (r->stream && lease != NULL) {
+		uint64_t ms = ig_store_renew_ms(r->worker->store);
+		struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+		r->renew = event_new(r->worker->base, -1, EV_PERSIST,
+		    admit_renew_cb, r);
+		if (r->renew != NULL && ms > 0)
+			event_add(r->renew, &tv);
+	}
+	proxy_admitted(r);
+}
+
+static enum ig_endpoint
+admit_endpoint(enum gw_endpoint ep)
+{
+	return ep == EP_CHAT ? IG_EP_CHAT : ep == EP_COMPLETIONS ?
+	    IG_EP_COMPLETIONS : IG_EP_EMBEDDINGS;
+}
+
+/*
+ * Admission of a parsed request whose model is known: the checks that
+ * need no store, the body edits, then the store. Ends in proxy_admitted()
+ * or in a refusal (which frees the request).
+ */
+void
+admit_start(struct ig_request *r)
+{
+	struct ig_request_error perr;
+	struct ig_output_decision out;
+	struct ig_admit_result res;
+	struct ig_admit_req ar;
+
+	if (r->tenant == NULL) {
+		proxy_admitted(r);
+		return;
+	}
+	if (ig_request_parse(r->json, admit_endpoint(r->ep), &r->info,
+	    &perr) == -1) {
+		r->outcome = "refused";
+		proxy_send_error(r, 400, "invalid_request_error",
+		    "invalid_value", perr.param, "%s", perr.message);
+		return;
+	}
+	r->input_est = ig_request_estimate_input(&r->info, r->model->conf);
+	if (ig_policy_request(r->tenant, r->input_est, &r->info,
+	    r->model->conf->context_tokens, &out, &res) == -1) {
+		admit_refuse(r, &res);
+		return;
+	}
+	if (res.would_refuse) {
+		r->would_refuse = ig_limit_name(res.limit);
+		atomic_fetch_add_explicit(&r->worker->would_reject[res.limit],
+		    1, memory_order_relaxed);
+	}
+	r->max_tokens = out.max_tokens;
+	if (out.set_body && r->ep != EP_EMBEDDINGS) {
+		if (ig_request_set_max_tokens(r->json, &r->info,
+		    out.max_tokens) == -1)
+			goto nomem;
+		r->body_rewritten = true;
+	}
+	if (out.clamped)	/* a marker until the store answers */
+		r->admit_hdrs = strdup("");
+	if (r->info.stream && !r->info.client_usage) {
+		if (ig_request_force_usage(r->json, &r->info) == -1)
+			goto nomem;
+		r->body_rewritten = true;
+	}
+	memset(&ar, 0, sizeof(ar));
+	ar.tenant = r->tenant->id;
+	ar.request_id = r->id;
+	ar.limits = r->tenant->limits;
+	ar.shadow = r->tenant->shadow;
+	ar.input_tokens = r->input_est;
+	ar.output_tokens = out.max_tokens;
+	if ((r->admit_op = ig_store_admit(r->worker->store, &ar,
+	    admit_store_cb, r)) == NULL)
+		goto nomem;
+	return;
+nomem:
+	proxy_send_error(r, 503, "server_error", NULL, NULL, "out of memory");
+}
+
+/* Reads a usage object's numbers. */
+static void
+admit_read_usage(struct ig_request *r, json_t *usage)
+{
+	json_t *p = json_object_get(usage, "prompt_tokens");
+	json_t *c = json_object_get(usage, "completion_tokens");
+	json_t *t = json_object_get(usage, "total_tokens");
+
+	if (!json_is_integer(p) && !json_is_integer(t))
+		return;
+	r->usage_prompt = json_is_integer(p) ? json_integer_value(p) : 0;
+	if (json_is_integer(c))
+		r->usage_completion = json_integer_value(c);
+	else
+		r->usage_completion = json_integer_value(t) - r->usage_prompt;
+	r->usage_known = true;
+}
+
+/*
+ * One complete SSE event (without its blank line) from the backend.
+ * Returns false when it must not reach the client: the usage chunk the
+ * gateway asked for on the client's behalf.
+ */
+static bool
+admit_sse_event(struct ig_request *r, const char *ev, size_t len)
+{
+	json_t *o, *usage, *choices;
+	bool forward = true;
+
+	if (len < 6 || memcmp(ev, "data:", 5) != 0)
+		return true;
+	if (memmem(ev, len, "\"usage\":{", 9) == NULL &&
+	    memmem(ev, len, "\"usage\": {", 10) == NULL) {
+		if (memmem(ev, len, "\"choices\":[{", 12) != NULL ||
+		    memmem(ev, len, "\"choices\": [{", 13) != NULL)
+			r->tokens_sent++;
+		return true;
+	}
+	o = json_loadb(ev + 5, len - 5, 0, NULL);
+	usage = json_object_get(o, "usage");
+	choices = json_object_get(o, "choices");
+	if (json_is_object(usage)) {
+		admit_read_usage(r, usage);
+		if (json_is_array(choices) && json_array_size(choices) == 0 &&
+		    !r->info.client_usage)
+			forward = false;
+	}
+	if (json_is_array(choices) && json_array_size(choices) > 0)
+		r->tokens_sent++;
+	json_decref(o);
+	return forward;
+}
+
+/*
+ * A piece of a streamed body: passed on event by event (the backend writes
+ * whole events, so this holds back at most a partial one).
+ */
+void
+admit_stream_body(struct ig_request *r, const char *data, size_t len)
+{
+	struct evbuffer_ptr p;
+	size_t evlen;
+
+	if (r->sse == NULL && (r->sse = evbuffer_new()) == NULL)
+		return;
+	evbuffer_add(r->sse, data, len);
+	for (;;) {
+		char *ev;
+
+		p = evbuffer_search(r->sse, "\n\n", 2, NULL);
+		if (p.pos < 0)
+			break;
+		evlen = p.pos + 2;
+		ev = (char *)evbuffer_pullup(r->sse, evlen);
+		if (admit_sse_event(r, ev, p.pos))
+			hs_response_body(r->conn, ev, evlen);
+		evbuffer_drain(r->sse, evlen);
+	}
+}
+
+/* A buffered (non-streaming) response is complete: read its usage. */
+void
+admit_response_done(struct ig_request *r)
+{
+	json_t *o;
+	size_t len = evbuffer_get_length(r->resp);
+
+	if (r->tenant == NULL || r->status < 200 || r->status >= 300 || len == 0)
+		return;
+	o = json_loadb((const char *)evbuffer_pullup(r->resp, -1), len, 0, NULL);
+	admit_read_usage(r, json_object_get(o, "usage"));
+	json_decref(o);
+}
+
+/*
+ * Settles the lease once, when the request ends:
+ *   usage reported                 -> the real total
+ *   broke mid-stream / client gone -> estimated input + chunks sent
+ *   failed before any output       -> 0
+ *   completed, no usage reported   -> the reservation stands
+ */
+void
+admit_finish(struct ig_request *r)
+{
+	uint64_t actual;
+
+	if (r->admit_op != NULL) {
+		ig_store_cancel(r->admit_op);
+		r->admit_op = NULL;
+	}
+	if (r->renew != NULL) {
+		event_free(r->renew);
+		r->renew = NULL;
+	}
+	if (r->sse != NULL) {
+		evbuffer_free(r->sse);
+		r->sse = NULL;
+	}
+	if (r->lease == NULL)
+		return;
+	if (r->usage_known)
+		actual = r->usage_prompt + r->usage_completion;
+	else if (!r->streaming)		/* the client got all or nothing */
+		actual = r->status >= 200 && r->status < 300 && r->outcome &&
+		    strcmp(r->outcome, "ok") == 0 ? IG_USAGE_UNKNOWN : 0;
+	else if (r->outcome != NULL && strcmp(r->outcome, "ok") != 0) {
+		actual = r->input_est + r->tokens_sent;
+		r->usage_estimated = true;
+	} else
+		actual = IG_USAGE_UNKNOWN;
+	if (actual == 0)
+		r->failed_before_output = true;
+	if (r->usage_known) {
+		atomic_fetch_add_explicit(&r->worker->tokens_in, r->usage_prompt,
+		    memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->worker->tokens_out,
+		    r->usage_completion, memory_order_relaxed);
+	} else if (r->usage_estimated) {
+		r->usage_prompt = r->input_est;
+		r->usage_completion = r->tokens_sent;
+	}
+	ig_store_settle(r->worker->store, r->lease, actual);
+	r->lease = NULL;
+}

@@ -1,0 +1,26 @@
+/*
+ * infergate: the `store`, `tenants` and `tenant_files` sections of the
+ * config (admission/). Called by ig_config_load() after the models are read,
+ * since tenants name models; see include/infergate/conf_yaml.h for the
+ * reader and its error format.
+ */
+#ifndef INFERGATE_ADMISSION_CONF_H
+#define INFERGATE_ADMISSION_CONF_H
+
+struct cy_ctx;
+struct cy_node;
+struct ig_config;
+
+/*
+ * Reads `store`, the inline `tenants` and every tenant file the
+ * `tenant_files` globs match (resolved against the main file's directory),
+ * reads the redis password file, then checks the relations (duplicate
+ * tenant ids and keys, tenants naming unknown models). Returns 0, or -1
+ * with ctx->err set; what was read is owned by cfg either way
+ * (admission_conf_free releases it, wiping the password).
+ */
+int	 admission_conf_read(struct cy_ctx *, const struct cy_node *root,
+	    struct ig_config *);
+void	 admission_conf_free(struct ig_config *);
+
+#endif

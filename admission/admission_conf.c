@@ -402,7 +402,7 @@ read_tenant_files(struct cy_ctx *ctx, const struct cy_node *root,
 	for (i = 0; rc == 0 && i < cfg->ntenant_files; i++) {
 		pattern = cy_resolve(globs->file, cfg->tenant_files[i]);
 		memset(&g, 0, sizeof(g));
-		grc = glob(pattern, GLOB_ERR, NULL, &g);
+		grc = glob(pattern, 0, NULL, &g);
 		if (grc == GLOB_NOMATCH)
 			log_warn("%s:%d:%d: tenant_files[%zu]: \"%s\" matches "
 			    "no file", globs->items[i]->file,

@@ -719,8 +719,6 @@ read_key(struct cy_ctx *ctx, const struct cy_node *n, const struct cy_key *k,
 		break;
 	case CY_LIST:
 		/* the check is per element, in read_list() */
-		if (n == NULL && k->min > 0)
-			return cy_err(ctx, NULL, "required key is missing");
 		return n == NULL ? 0 : read_list(ctx, n, k, obj);
 	case CY_STRLIST:
 		if (n != NULL)

@@ -56,6 +56,11 @@ check_password_file(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
 
 	if (st->redis_password_file == NULL)
 		return 0;
+	if (st->redis_password_file[0] == '\0') {	/* "": none */
+		free(st->redis_password_file);
+		st->redis_password_file = NULL;
+		return 0;
+	}
 	if ((fp = fopen(st->redis_password_file, "r")) == NULL)
 		return cy_err(ctx, n, "cannot read \"%s\": %s",
 		    st->redis_password_file, strerror(errno));

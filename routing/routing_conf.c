@@ -425,8 +425,8 @@ find_cycle(struct walk *w, size_t i)
 			    w->cfg->models[w->stack[s]].name);
 		mark = w->ctx->pathlen;
 		cy_err(w->ctx, edge_node(w->ctx, w->root, i, w->e, k),
-		    "%s: %s%s", w->e == EDGE_FALLBACK ?
-		    "fallback cycle" : "route loop", chain, w->cfg->models[t].name);
+		    "%s: %s%s", w->e == EDGE_FALLBACK ? "fallback cycle" :
+		    "route loop", chain, w->cfg->models[t].name);
 		cy_pop(w->ctx, mark);
 		return -1;
 	}

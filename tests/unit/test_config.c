@@ -590,6 +590,24 @@ test_full(void **state)
 	ig_config_unref(cfg);
 }
 
+/* An empty password_file means no password, as in the reference. */
+static void
+test_redis_no_password(void **state)
+{
+	struct ig_config *cfg;
+	char *err = NULL;
+
+	cfg = ig_config_load("configs/redis-nopass.yaml", &err);
+	if (cfg == NULL)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->store.type, IG_STORE_REDIS);
+	assert_string_equal(cfg->store.redis_address, "127.0.0.1:6379");
+	assert_null(cfg->store.redis_password_file);
+	assert_null(cfg->store.redis_password);
+	assert_int_equal(cfg->store.on_failure, IG_STORE_FAIL_OPEN);
+	ig_config_unref(cfg);
+}
+
 /* A reference keeps the config alive; the last unref frees it (ASan). */
 static void
 test_refcount(void **state)
@@ -671,6 +689,7 @@ main(void)
 		cmocka_unit_test(test_default_config),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_redis_no_password),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_durations),
 	};

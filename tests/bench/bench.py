@@ -508,6 +508,7 @@ defaults
     http-reuse always
     option http-keep-alive
     no option http-server-close
+    option http-no-delay
     maxconn {maxconn}
 
 frontend fe
@@ -585,13 +586,13 @@ def sha256_hex(s):
     return hashlib.sha256(s.encode()).hexdigest()
 
 
-BIG_LIMITS = """      limits:
-        max_input_tokens: 100000
-        max_output_tokens: 100000
-        max_concurrent_requests: 100000
-        daily_token_budget: 1000000000000
-        requests_per_minute: 100000000
-        tokens_per_minute: 1000000000000
+BIG_LIMITS = """    limits:
+      max_input_tokens: 100000
+      max_output_tokens: 100000
+      max_concurrent_requests: 100000
+      daily_token_budget: 1000000000000
+      requests_per_minute: 100000000
+      tokens_per_minute: 1000000000000
 """
 
 

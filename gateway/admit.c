@@ -301,7 +301,8 @@ admit_stream_body(struct ig_request *r, const char *data, size_t len)
 		if (p.pos < 0)
 			break;
 		evlen = p.pos + 2;
-		ev = (char *)evbuffer_pullup(r->sse, evlen);
+		if ((ev = (char *)evbuffer_pullup(r->sse, evlen)) == NULL)
+			break;
 		if (admit_sse_event(r, ev, p.pos))
 			hs_response_body(r->conn, ev, evlen);
 		evbuffer_drain(r->sse, evlen);

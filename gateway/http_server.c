@@ -313,9 +313,14 @@ hs_on_headers_complete(http_parser *p)
 	struct hs_conn *c = p->data;
 	struct ig_request *r = c->req;
 	const struct ig_limits_conf *lim = hs_limits(c);
-	bool has_host = false, expect_continue = false;
+	bool has_host = false, expect_continue = false, has_te = false;
 	size_t i;
 
+	if (p->http_major != 1) {
+		c->err_status = 505;
+		c->err_msg = "HTTP version not supported";
+		return -1;
+	}
 	r->method = p->method;
 	r->headers = c->hdrs;
 	r->nheaders = c->nhdrs;
@@ -330,11 +335,12 @@ hs_on_headers_complete(http_parser *p)
 			}
 			has_host = true;
 		} else if (hs_header_is(h, "transfer-encoding")) {
-			if (!hs_value_is(h, "chunked")) {
+			if (has_te || !hs_value_is(h, "chunked")) {
 				c->err_status = 400;
 				c->err_msg = "unsupported Transfer-Encoding";
 				return -1;
 			}
+			has_te = true;
 		} else if (hs_header_is(h, "expect")) {
 			if (!hs_value_is(h, "100-continue")) {
 				c->err_status = 417;
@@ -449,8 +455,6 @@ hs_parse_status(enum http_errno e)
 	switch (e) {
 	case HPE_HEADER_OVERFLOW:
 		return 431;
-	case HPE_INVALID_METHOD:
-		return 501;
 	default:
 		return 400;
 	}
@@ -685,6 +689,7 @@ hs_reason(int status)
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	default: return "Unknown";
 	}
 }

@@ -524,6 +524,16 @@ proxy_on_complete(struct ig_request *r)
 	hs_response_end(r->conn);
 }
 
+/* Backends of the pool this request has not failed on yet. */
+static size_t
+proxy_untried(const struct ig_request *r)
+{
+	const struct ig_pool *pool = r->model->pool;
+	size_t n = pool->nbackends > 64 ? 64 : pool->nbackends;
+
+	return n - (size_t)__builtin_popcountll(r->tried);
+}
+
 /*
  * The backend failed. Before any byte of a response the request may be
  * tried again: at once on a fresh connection when a pooled one turned
@@ -549,7 +559,8 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 
 		if (!stale && r->backend != NULL && r->backend->index < 64)
 			r->tried |= 1ULL << r->backend->index;
-		if (stale || r->attempts <= pc->retries_max_per_request) {
+		if (stale || (r->attempts <= pc->retries_max_per_request &&
+		    proxy_untried(r) > 0)) {
 			WSTAT_ADD(r->worker, ST_UP_RETRIES, 1);
 			if (stale)
 				r->attempts--;

@@ -71,8 +71,22 @@ def http(method, url, body=None, headers=None, timeout=10):
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
+                   "ERROR: LeakSanitizer", "Invalid read", "Invalid write",
+                   "definitely lost in")
+
+
+def _test_env(env):
+    env = dict(env or os.environ)
+    # a small quarantine keeps RSS measurements meaningful under ASan
+    env.setdefault("ASAN_OPTIONS", "quarantine_size_mb=8:detect_leaks=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    return env
+
+
 class Proc:
     def __init__(self, argv, name, workdir, env=None):
+        env = _test_env(env)
         self.name = name
         self.argv = argv
         self.log_path = os.path.join(workdir, name + ".log")
@@ -89,7 +103,8 @@ class Proc:
         return self.p.poll()
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -105,8 +120,16 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.killpg(self.p.pid, _signal.SIGKILL)
                 self.p.wait(timeout=5)
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
         return self.p.returncode
+
+    def sanitizer_report(self):
+        out = self.output()
+        for m in SANITIZER_MARKS:
+            if m in out:
+                return out
+        return None
 
 
 @pytest.fixture
@@ -117,11 +140,19 @@ def workdir():
 
 
 @pytest.fixture
-def procs():
+def procs(workdir):
     started = []
     yield started
+    problems = []
     for p in reversed(started):
-        p.stop()
+        if getattr(p, "killed", False):
+            p.stop()
+            continue
+        rc = p.stop()
+        report = p.sanitizer_report()
+        if report or (p.name.startswith("gw") and rc not in (0, None)):
+            problems.append("%s exited %s:\n%s" % (p.name, rc, p.output()[-4000:]))
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture

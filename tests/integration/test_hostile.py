@@ -47,7 +47,8 @@ CASES = [
      400, True),
     ("garbage_request_line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
      400, True),
-    ("bad_version", b"GET /v1/models HTTP/9.7\r\nHost: x\r\n\r\n", 400, True),
+    ("bad_version", b"GET /v1/models HTTP/9.7\r\nHost: x\r\n\r\n", 505, True),
+    ("http2_preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, True),
     ("header_too_large", post("Host: x\r\nX-Big: %s\r\n" % ("a" * 20000), b""), 431, True),
     ("too_many_headers", post("Host: x\r\n" + "".join("X-H%d: v\r\n" % i for i in range(150)),
                               b""), 431, True),
@@ -108,6 +109,7 @@ def env(tmp_path_factory):
     rc = g.stop()
     s.stop()
     assert rc in (0, None), g.output()
+    assert g.sanitizer_report() is None, g.output()
 
 
 @pytest.mark.parametrize("name,raw,status,closes", CASES, ids=[c[0] for c in CASES])

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+import conftest
 from conftest import http, sim_stats, free_port
 from rawhttp import Conn, request, sse_events
 
@@ -195,6 +196,7 @@ def test_client_disconnect_cancels_generation(setup):
 
 def test_keepalive_reuse(setup):
     s, g = setup(workers=1)
+    before = sim_stats(s)["connections"]   # the fixture's probe and this call
     c = Conn(g.port)
     for i in range(30):
         c.send(request("POST", "/v1/chat/completions", CHAT))
@@ -203,7 +205,8 @@ def test_keepalive_reuse(setup):
     c.close()
     for i in range(10):
         assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
-    assert sim_stats(s)["connections"] <= 2
+    # 40 requests over one pooled backend connection (+1 for the stats call)
+    assert sim_stats(s)["connections"] - before - 1 <= 1
     st, _, body = http("GET", g.admin_url + "/metrics")
     assert b"infergate_upstream_reuses_total" in body
 
@@ -232,8 +235,11 @@ def test_expect_100_continue_and_chunked_body(setup):
     c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
            b"Content-Length: %d\r\n\r\n" % len(body))
-    c._line()  # the interim response arrives before we send the body
-    assert c.buf.startswith(b"") and True
+    # the interim response arrives before we send the body
+    while b"\r\n\r\n" not in c.buf:
+        c._fill()
+    assert c.buf.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    c.buf = c.buf[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
     c.send(body)
     r = c.read_response()
     assert r.status == 200
@@ -321,8 +327,11 @@ def test_slow_client_memory_bounded(setup):
     peak = _rss_kb(g.pid)
     c.close()
     assert got > 0
-    # bounded buffers per request: far below what the backend sent
-    assert peak - before < 8 * 1024, (before, peak)
+    # bounded buffers per request: without backpressure the gateway would
+    # hold hundreds of MB here (the simulator streams at itl 0); ASan's
+    # allocator adds its own overhead.
+    limit = 24 if "asan" in conftest.BUILD else 8
+    assert peak - before < limit * 1024, (before, peak)
     assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
 
 

@@ -184,8 +184,8 @@ def sim_stats(s):
 
 @pytest.fixture
 def redis(procs, workdir):
-    def start():
-        port = free_port()
+    def start(port=None):
+        port = port or free_port()
         d = tempfile.mkdtemp(dir=workdir, prefix="redis-")
         p = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                   "--save", "", "--appendonly", "no", "--dir", d],

@@ -1,0 +1,448 @@
+"""Tenants and admission through the real gateway, against a real
+redis-server and the simulator; each store implementation in turn."""
+import hashlib
+import json
+import threading
+import time
+import concurrent.futures as cf
+
+import pytest
+
+from conftest import http, sim_stats
+from rawhttp import sse_events
+
+KEY = "sk-test-tenant-a"
+KEY_SHADOW = "sk-test-shadow"
+KEY_REJECT = "sk-test-reject"
+
+
+def h(key):
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def auth(key=KEY):
+    return {"Authorization": "Bearer " + key}
+
+
+def config(sim_port, store, limits="", shadow_limits="", redis_port=None,
+           on_failure="closed", workers=2, extra_pool=""):
+    if store == "redis":
+        store_yaml = """
+store:
+  type: redis
+  redis:
+    address: "127.0.0.1:%d"
+    timeout: 200ms
+  on_store_failure: %s
+""" % (redis_port, on_failure)
+    else:
+        store_yaml = "store:\n  type: local\n"
+    return """
+listen:
+  - address: "127.0.0.1:{port}"
+admin:
+  address: "127.0.0.1:{admin_port}"
+workers: %d
+log:
+  access_log: "off"
+%s
+pools:
+  p:
+    backends:
+      - address: "127.0.0.1:%d"
+    timeouts: {connect: 1s, first_byte: 5s, idle: 2s, request: 30s}
+%s
+models:
+  - name: m
+    pool: p
+    upstream_model: sim-model
+  - name: other
+    pool: p
+    upstream_model: sim-model
+tenants:
+  - id: acme
+    keys: ["%s"]
+    models: [m]
+    limits:
+%s
+  - id: shadowy
+    keys: ["%s"]
+    shadow: true
+    limits:
+%s
+  - id: strict
+    keys: ["%s"]
+    on_output_over_limit: reject
+    limits:
+      max_output_tokens: 10
+""" % (workers, store_yaml, sim_port, extra_pool, h(KEY), limits or
+       "      max_output_tokens: 64", h(KEY_SHADOW),
+       shadow_limits or "      requests_per_minute: 1", h(KEY_REJECT))
+
+
+def chat(max_tokens=4, stream=False, content="hello", **kw):
+    b = {"model": "m", "messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        b["max_tokens"] = max_tokens
+    if stream:
+        b["stream"] = True
+    b.update(kw)
+    return b
+
+
+@pytest.fixture(params=["local", "redis"])
+def env(request, sim, gateway, redis):
+    store = request.param
+
+    def start(limits="", sim_flags=None, **kw):
+        s = sim(**(sim_flags or {}))
+        r = redis() if store == "redis" else None
+        g = gateway(config(s.port, store, limits=limits,
+                           redis_port=r.port if r else None, **kw))
+        return s, g, r
+    start.store = store
+    return start
+
+
+def err(body):
+    return json.loads(body)["error"]
+
+
+def test_authentication(env):
+    s, g, _ = env()
+    st, _, body = http("POST", g.url + "/v1/chat/completions", chat())
+    assert st == 401 and err(body)["code"] == "invalid_api_key"
+    st, _, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                       headers=auth("sk-wrong"))
+    assert st == 401 and err(body)["code"] == "invalid_api_key"
+    for hdr in ({"Authorization": "Bearer " + KEY}, {"api-key": KEY},
+                {"x-api-key": KEY}):
+        st, _, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                           headers=hdr)
+        assert st == 200, body
+    last = sim_stats(s)["last_request"]["headers"]
+    assert "authorization" not in last and "x-api-key" not in last
+    assert last["x-infergate-tenant"] == "acme"
+    # a client cannot claim a tenant
+    st, _, _ = http("POST", g.url + "/v1/chat/completions", chat(),
+                    headers=dict(auth(), **{"X-Infergate-Tenant": "shadowy"}))
+    assert sim_stats(s)["last_request"]["headers"]["x-infergate-tenant"] == "acme"
+    # models list: only what the key may use
+    st, _, body = http("GET", g.url + "/v1/models", headers=auth())
+    assert [m["id"] for m in json.loads(body)["data"]] == ["m"]
+    assert http("GET", g.url + "/v1/models")[0] == 401
+
+
+def test_model_not_allowed_and_unknown(env):
+    s, g, _ = env()
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       dict(chat(), model="other"), headers=auth())
+    assert st == 403 and err(body)["code"] == "model_not_allowed"
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       dict(chat(), model="nope"), headers=auth())
+    assert st == 404 and err(body)["code"] == "model_not_found"
+
+
+def test_malformed_field_names_param(env):
+    s, g, _ = env()
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       chat(max_tokens="many"), headers=auth())
+    assert st == 400 and err(body)["param"] == "max_tokens"
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       {"model": "m", "messages": [{"role": "user", "content": 5}]},
+                       headers=auth())
+    assert st == 400 and err(body)["param"].startswith("messages[0]")
+
+
+def test_input_limit(env):
+    s, g, _ = env(limits="      max_input_tokens: 10")
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       chat(content="x" * 400), headers=auth())
+    assert st == 400 and err(body)["code"] == "context_length_exceeded"
+    assert sim_stats(s)["requests"] == 0   # never reached the model server
+    assert http("POST", g.url + "/v1/chat/completions", chat(),
+                headers=auth())[0] == 200
+
+
+def test_output_cap_set_clamped_rejected(env):
+    s, g, _ = env(limits="      max_output_tokens: 6")
+    st, hd, body = http("POST", g.url + "/v1/chat/completions",
+                        chat(max_tokens=None), headers=auth())
+    assert st == 200
+    assert sim_stats(s)["last_request"]["body"]["max_tokens"] == 6
+    st, hd, body = http("POST", g.url + "/v1/chat/completions",
+                        chat(max_tokens=500), headers=auth())
+    assert st == 200
+    assert hd["x-infergate-max-tokens-clamped"] == "6"
+    assert json.loads(body)["usage"]["completion_tokens"] == 6
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       chat(max_tokens=50), headers=auth(KEY_REJECT))
+    assert st == 400 and err(body)["code"] == "max_tokens_exceeded"
+
+
+def test_concurrency_limit(env):
+    s, g, _ = env(limits="      max_concurrent_requests: 1",
+                  sim_flags={"itl": 100})
+    out = {}
+
+    def slow():
+        out["slow"] = http("POST", g.url + "/v1/chat/completions",
+                           chat(max_tokens=8), headers=auth())
+    t = threading.Thread(target=slow)
+    t.start()
+    deadline = time.monotonic() + 3
+    while sim_stats(s)["active"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    st, hd, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                        headers=auth())
+    t.join(10)
+    assert st == 429 and err(body)["code"] == "concurrency_limit_exceeded"
+    assert int(hd["retry-after"]) >= 1
+    assert out["slow"][0] == 200
+    # the slot is free again once the first one is settled
+    assert http("POST", g.url + "/v1/chat/completions", chat(),
+                headers=auth())[0] == 200
+
+
+def test_requests_per_minute_and_headers(env):
+    s, g, _ = env(limits="      requests_per_minute: 3\n"
+                         "      tokens_per_minute: 100000")
+    remaining = []
+    for i in range(3):
+        st, hd, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                            headers=auth())
+        assert st == 200, body
+        assert hd["x-ratelimit-limit-requests"] == "3"
+        assert hd["x-ratelimit-limit-tokens"] == "100000"
+        assert "x-ratelimit-reset-requests" in hd
+        remaining.append(int(hd["x-ratelimit-remaining-requests"]))
+    assert remaining == [2, 1, 0]
+    st, hd, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                        headers=auth())
+    assert st == 429 and err(body)["code"] == "rate_limit_exceeded"
+    assert 1 <= int(hd["retry-after"]) <= 61
+
+
+def test_tokens_settled_with_real_usage(env):
+    s, g, _ = env(limits="      tokens_per_minute: 10000\n"
+                         "      max_output_tokens: 1000")
+    st, hd, body = http("POST", g.url + "/v1/chat/completions",
+                        chat(max_tokens=1000), headers=auth())
+    assert st == 200
+    first = int(hd["x-ratelimit-remaining-tokens"])
+    # the reservation (input + 1000) was replaced by the real usage (~11):
+    # the next request sees almost all of the window again
+    st, hd, body = http("POST", g.url + "/v1/chat/completions",
+                        chat(max_tokens=4), headers=auth())
+    used = json.loads(body)["usage"]["total_tokens"]
+    assert st == 200
+    second = int(hd["x-ratelimit-remaining-tokens"])
+    assert second > first - 100, (first, second)
+
+
+def test_daily_budget(env):
+    s, g, _ = env(limits="      daily_token_budget: 40")
+    codes = []
+    for i in range(8):
+        st, hd, body = http("POST", g.url + "/v1/chat/completions",
+                            chat(max_tokens=4), headers=auth())
+        codes.append(st)
+        if st == 429:
+            assert err(body)["code"] == "budget_exceeded"
+            assert int(hd["retry-after"]) >= 1
+            break
+    assert codes[0] == 200 and codes[-1] == 429
+
+
+def test_stream_usage_stripped_unless_asked(env):
+    s, g, _ = env()
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       chat(stream=True, max_tokens=3), headers=auth())
+    assert st == 200
+    ev = sse_events(body)
+    assert ev[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in ev[:-1]]
+    assert all(c["choices"] for c in chunks)   # no usage-only chunk
+    fwd = sim_stats(s)["last_request"]["body"]
+    assert fwd["stream_options"]["include_usage"] is True
+    # asked: the client gets it, and its other stream_options are kept
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       chat(stream=True, max_tokens=3,
+                            stream_options={"include_usage": True}),
+                       headers=auth())
+    chunks = [json.loads(e) for e in sse_events(body)[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_shadow_never_refuses(env):
+    s, g, _ = env()
+    for i in range(4):   # requests_per_minute: 1
+        st, _, _ = http("POST", g.url + "/v1/chat/completions", chat(),
+                        headers=auth(KEY_SHADOW))
+        assert st == 200
+    _, _, m = http("GET", g.admin_url + "/metrics")
+    line = [l for l in m.decode().splitlines() if l.startswith(
+        'infergate_admission_shadow_rejects_total{limit="requests_per_minute"}')]
+    assert int(line[0].split()[-1]) >= 3
+
+
+def test_abort_mid_stream_charges_what_was_sent(env):
+    from rawhttp import Conn, request
+    s, g, _ = env(limits="      tokens_per_minute: 100000\n"
+                         "      max_output_tokens: 2000",
+                  sim_flags={"itl": 30})
+    c = Conn(g.port)
+    c.send(request("POST", "/v1/chat/completions", chat(stream=True, max_tokens=2000),
+                   headers=auth()))
+    c.read_head()
+    it = c.iter_chunks()
+    for i in range(3):
+        next(it)
+    c.close()
+    time.sleep(0.3)
+    st, hd, _ = http("POST", g.url + "/v1/chat/completions", chat(max_tokens=1),
+                     headers=auth())
+    remaining = int(hd["x-ratelimit-remaining-tokens"])
+    # charged about prompt + a few chunks, not the 2000-token reservation
+    assert 100000 - remaining < 200, remaining
+
+
+def test_store_down(sim, gateway, redis):
+    s = sim()
+    r = redis()
+    g = gateway(config(s.port, "redis", redis_port=r.port, on_failure="closed"))
+    assert http("POST", g.url + "/v1/chat/completions", chat(),
+                headers=auth())[0] == 200
+    r.stop()
+    time.sleep(0.2)
+    st, hd, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                        headers=auth())
+    assert st == 503 and err(body)["code"] == "store_unavailable"
+    assert hd["retry-after"] == "1"
+    _, _, m = http("GET", g.admin_url + "/metrics")
+    assert b"infergate_store_degraded 1" in m
+
+
+def test_store_down_open(sim, gateway, redis):
+    s = sim()
+    r = redis()
+    g = gateway(config(s.port, "redis", redis_port=r.port, on_failure="open"))
+    r.stop()
+    time.sleep(0.2)
+    for i in range(3):
+        assert http("POST", g.url + "/v1/chat/completions", chat(),
+                    headers=auth())[0] == 200
+
+
+def test_two_gateways_share_concurrency(sim, gateway, redis):
+    s = sim(itl=20)
+    r = redis()
+    cfg = config(s.port, "redis", redis_port=r.port,
+                 limits="      max_concurrent_requests: 5\n"
+                        "      max_output_tokens: 64")
+    g1 = gateway(cfg)
+    g2 = gateway(cfg)
+
+    def one(i):
+        g = g1 if i % 2 else g2
+        return http("POST", g.url + "/v1/chat/completions",
+                    chat(max_tokens=5), headers=auth(), timeout=20)[0]
+    with cf.ThreadPoolExecutor(max_workers=40) as ex:
+        codes = list(ex.map(one, range(200)))
+    assert codes.count(200) >= 5
+    assert set(codes) <= {200, 429}
+    assert sim_stats(s)["max_active_by_tenant"]["acme"] <= 5
+
+
+def test_sigkill_leaks_no_concurrency_past_lease(sim, gateway, redis):
+    import signal
+    s = sim(itl=100)
+    r = redis()
+    cfg = config(s.port, "redis", redis_port=r.port,
+                 limits="      max_concurrent_requests: 1\n"
+                        "      max_output_tokens: 100").replace(
+        "  on_store_failure: closed\n",
+        "  on_store_failure: closed\n  lease_ttl: 2s\n")
+    g1 = gateway(cfg)
+    def doomed():
+        try:
+            http("POST", g1.url + "/v1/chat/completions", chat(max_tokens=100),
+                 headers=auth(), timeout=10)
+        except OSError:
+            pass    # its gateway is killed under it
+    t = threading.Thread(target=doomed)
+    t.start()
+    deadline = time.monotonic() + 3
+    while sim_stats(s)["active"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    g1.signal(signal.SIGKILL)
+    g1.killed = True
+    t.join(10)
+    g2 = gateway(cfg)
+    st, _, body = http("POST", g2.url + "/v1/chat/completions", chat(),
+                       headers=auth())
+    assert st == 429    # the dead gateway's lease still counts...
+    time.sleep(2.2)     # ...until it expires
+    st, _, body = http("POST", g2.url + "/v1/chat/completions", chat(),
+                       headers=auth())
+    assert st == 200, body
+
+
+def test_redis_restart_is_used_again(sim, gateway, redis):
+    s = sim()
+    r = redis()
+    port = r.port
+    g = gateway(config(s.port, "redis", redis_port=port, on_failure="local"))
+    r.stop()
+    time.sleep(0.2)
+    # local fallback: still served, flagged degraded
+    assert http("POST", g.url + "/v1/chat/completions", chat(),
+                headers=auth())[0] == 200
+    _, _, m = http("GET", g.admin_url + "/metrics")
+    assert b"infergate_store_degraded 1" in m
+    redis(port=port)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        http("POST", g.url + "/v1/chat/completions", chat(), headers=auth())
+        _, _, m = http("GET", g.admin_url + "/metrics")
+        if b"infergate_store_degraded 0" in m:
+            break
+        time.sleep(0.1)
+    assert b"infergate_store_degraded 0" in m
+
+
+def test_races_never_exceed_rpm_or_budget(sim, gateway, redis):
+    s = sim()
+    r = redis()
+    cfg = config(s.port, "redis", redis_port=r.port,
+                 limits="      requests_per_minute: 50\n"
+                        "      max_output_tokens: 4")
+    g1 = gateway(cfg)
+    g2 = gateway(cfg)
+
+    def one(i):
+        g = g1 if i % 2 else g2
+        return http("POST", g.url + "/v1/chat/completions", chat(max_tokens=4),
+                    headers=auth(), timeout=20)[0]
+    with cf.ThreadPoolExecutor(max_workers=40) as ex:
+        codes = list(ex.map(one, range(220)))
+    assert codes.count(200) == 50, codes.count(200)
+    assert sim_stats(s)["requests"] == 50
+    # daily budget: reservations never pass it
+    s2 = sim()
+    r2 = redis()
+    cfg = config(s2.port, "redis", redis_port=r2.port,
+                 limits="      daily_token_budget: 300\n"
+                        "      max_output_tokens: 20")
+    g3, g4 = gateway(cfg), gateway(cfg)
+
+    def two(i):
+        g = g3 if i % 2 else g4
+        return http("POST", g.url + "/v1/chat/completions",
+                    chat(max_tokens=20), headers=auth(), timeout=20)[0]
+    with cf.ThreadPoolExecutor(max_workers=40) as ex:
+        codes = list(ex.map(two, range(200)))
+    # each reserves 20 + ~3 input tokens: at most 300 // 23 at once
+    st = sim_stats(s2)
+    assert 1 <= codes.count(200) <= 300 // 21 + 1, codes.count(200)
+    assert st["requests"] == codes.count(200)

@@ -41,6 +41,7 @@ struct ig_snapshot {
 	uint64_t	 generation;
 	struct ig_config *conf;
 	struct ig_catalog *catalog;
+	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
 	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
 };
 
@@ -69,7 +70,7 @@ struct ig_worker {
 	unsigned	 id;
 	pthread_t	 thread;
 	struct event_base *base;
-	struct evconnlistener **listeners;
+	struct ig_listener *listeners;
 	size_t		 nlisteners;
 	struct event	*ctl;		/* wakes the loop for shutdown */
 	struct event	*drain;		/* polls for the end of in-flight work */
@@ -219,6 +220,21 @@ int		 up_send(struct ig_request *, struct ig_backend *,
 		    const struct up_events *ev);
 void		 up_cancel(struct ig_request *);	/* close, never pooled */
 void		 up_pause(struct ig_request *, bool paused);	/* backpressure */
+
+/* tls.c */
+struct ssl_ctx_st;
+struct ssl_st;
+struct ssl_ctx_st *tls_server_ctx(const struct ig_listen_conf *, char **err);
+struct ssl_ctx_st *tls_client_ctx(const struct ig_pool_conf *, char **err);
+struct ssl_st	*tls_client_ssl(struct ssl_ctx_st *, const struct ig_pool_conf *,
+		    const struct ig_backend *);
+
+/* A listening socket of a worker: plain, or TLS with its context. */
+struct ig_listener {
+	struct ig_worker *w;
+	struct ssl_ctx_st *tls;
+	struct evconnlistener *l;
+};
 
 /* admin.c */
 int		 admin_start(struct event_base *, const char *address, char **err);

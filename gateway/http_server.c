@@ -26,9 +26,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <http_parser.h>
+#include <openssl/ssl.h>
 
 #include "infergate/log.h"
 #include "gateway.h"
@@ -560,6 +562,8 @@ hs_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct hs_conn *c = arg;
 
+	if (what & BEV_EVENT_CONNECTED)		/* TLS handshake done */
+		return;
 	if (c->req != NULL && c->state == HS_BUSY)
 		c->req->outcome = (what & BEV_EVENT_TIMEOUT) ?
 		    "client_timeout" : "client_abort";
@@ -613,7 +617,8 @@ void
 hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
     int socklen, void *arg)
 {
-	struct ig_worker *w = arg;
+	struct ig_listener *il = arg;
+	struct ig_worker *w = il->w;
 	struct hs_conn *c;
 	struct ig_snapshot *snap;
 	struct timeval wt = { HS_SEND_TIMEOUT, 0 };
@@ -623,7 +628,18 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		goto fail;
 	c->w = w;
-	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (il->tls != NULL) {
+		SSL *ssl = SSL_new(il->tls);
+
+		c->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(
+		    w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev == NULL && ssl != NULL)
+			SSL_free(ssl);
+		if (c->bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	} else
+		c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(w->base, hs_timer_cb, c);
 	if (c->bev == NULL || c->timer == NULL) {
 		if (c->bev != NULL)

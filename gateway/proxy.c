@@ -396,8 +396,13 @@ proxy_forward(struct ig_request *r)
 	evbuffer_add_printf(buf, "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\n"
 	    "Content-Length: %zu\r\n\r\n", r->id, r->client_ip,
 	    evbuffer_get_length(r->upbody));
-	/* A reference, so that a retry can send the body again. */
-	evbuffer_add_buffer_reference(buf, r->upbody);
+	/* A reference, so that a retry can send the body again; a copy for
+	 * TLS, whose bufferevent does not write reference chains. */
+	if (r->snap->pool_tls[pool->index] != NULL)
+		evbuffer_add(buf, evbuffer_pullup(r->upbody, -1),
+		    evbuffer_get_length(r->upbody));
+	else
+		evbuffer_add_buffer_reference(buf, r->upbody);
 	if (r->deadline == NULL && pc->request_timeout_ms > 0) {
 		struct timeval tv = { pc->request_timeout_ms / 1000,
 		    (pc->request_timeout_ms % 1000) * 1000 };

@@ -6,6 +6,7 @@
  * request path does one atomic load and one atomic increment.
  */
 #include <pthread.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ struct ig_snapshot *
 snapshot_create(struct ig_config *conf, char **err)
 {
 	struct ig_snapshot *s;
+	size_t i;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		*err = strdup("out of memory");
@@ -35,6 +37,17 @@ snapshot_create(struct ig_config *conf, char **err)
 		snapshot_unref(s);
 		return NULL;
 	}
+	if ((s->pool_tls = calloc(conf->npools + 1, sizeof(*s->pool_tls))) == NULL) {
+		*err = strdup("out of memory");
+		snapshot_unref(s);
+		return NULL;
+	}
+	for (i = 0; i < conf->npools; i++)
+		if (conf->pools[i].tls_enabled && (s->pool_tls[i] =
+		    tls_client_ctx(&conf->pools[i], err)) == NULL) {
+			snapshot_unref(s);
+			return NULL;
+		}
 	if (conf->ntenants > 0 && (s->auth = ig_auth_create(conf->tenants,
 	    conf->ntenants, err)) == NULL) {
 		snapshot_unref(s);
@@ -56,6 +69,9 @@ snapshot_unref(struct ig_snapshot *s)
 	if (s == NULL ||
 	    atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1)
 		return;
+	for (size_t i = 0; s->pool_tls != NULL && i < s->conf->npools; i++)
+		SSL_CTX_free(s->pool_tls[i]);
+	free(s->pool_tls);
 	ig_catalog_free(s->catalog);
 	ig_auth_free(s->auth);
 	ig_config_unref(s->conf);

@@ -21,8 +21,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <http_parser.h>
+#include <openssl/ssl.h>
 
 #include "infergate/log.h"
 #include "gateway.h"
@@ -58,7 +60,7 @@ struct up_conn {
 TAILQ_HEAD(up_conn_list, up_conn);
 
 struct up_backend {
-	char		 name[160];
+	char		 name[176];
 	struct up_conn_list idle;
 	size_t		 nidle;
 	struct up_backend *next;
@@ -398,7 +400,12 @@ up_send(struct ig_request *r, struct ig_backend *be,
 	struct up_backend *home;
 	struct up_conn *c;
 
-	if ((home = up_backend_get(w->upstreams, be->name)) == NULL)
+	struct ssl_ctx_st *tls = r->snap->pool_tls[r->model->pool->index];
+	char key[176];
+
+	/* TLS and plain connections to one address are different pools. */
+	snprintf(key, sizeof(key), "%s%s", tls ? "tls:" : "", be->name);
+	if ((home = up_backend_get(w->upstreams, key)) == NULL)
 		return -1;
 	if ((c = TAILQ_FIRST(&home->idle)) != NULL) {
 		TAILQ_REMOVE(&home->idle, c, entry);
@@ -410,7 +417,17 @@ up_send(struct ig_request *r, struct ig_backend *be,
 		if ((c = calloc(1, sizeof(*c))) == NULL)
 			return -1;
 		c->home = home;
-		c->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+		if (tls != NULL) {
+			SSL *ssl = tls_client_ssl(tls, pc, be);
+
+			c->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(
+			    w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+			    BEV_OPT_CLOSE_ON_FREE);
+			if (c->bev == NULL && ssl != NULL)
+				SSL_free(ssl);
+		} else
+			c->bev = bufferevent_socket_new(w->base, -1,
+			    BEV_OPT_CLOSE_ON_FREE);
 		if (c->bev == NULL) {
 			free(c);
 			return -1;

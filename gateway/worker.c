@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "infergate/log.h"
 #include "infergate/store.h"
@@ -26,8 +27,12 @@
 static struct ig_worker	*workers;
 static size_t		 nworkers;
 
+static struct ssl_ctx_st **listen_tls;	/* per listen conf, shared */
+static size_t		 nlisten_tls;
+
 static struct evconnlistener *
-worker_listen(struct ig_worker *w, const char *address, char **err)
+worker_listen(struct ig_worker *w, struct ig_listener *il,
+    const char *address, char **err)
 {
 	struct sockaddr_storage ss;
 	int sslen = sizeof(ss);
@@ -39,7 +44,7 @@ worker_listen(struct ig_worker *w, const char *address, char **err)
 			*err = NULL;
 		return NULL;
 	}
-	l = evconnlistener_new_bind(w->base, hs_listener_cb, w,
+	l = evconnlistener_new_bind(w->base, hs_listener_cb, il,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
 	    LEV_OPT_REUSEABLE_PORT, 4096, (struct sockaddr *)&ss, sslen);
 	if (l == NULL && asprintf(err, "listen %s: %s", address,
@@ -54,8 +59,8 @@ worker_close_listeners(struct ig_worker *w)
 	size_t i;
 
 	for (i = 0; i < w->nlisteners; i++)
-		if (w->listeners[i] != NULL)
-			evconnlistener_free(w->listeners[i]);
+		if (w->listeners[i].l != NULL)
+			evconnlistener_free(w->listeners[i].l);
 	w->nlisteners = 0;
 }
 
@@ -107,6 +112,13 @@ workers_start(struct ig_snapshot *snap, char **err)
 	size_t i, j;
 
 	nworkers = conf->workers ? conf->workers : 1;
+	if ((listen_tls = calloc(conf->nlisten + 1, sizeof(*listen_tls))) == NULL)
+		goto nomem;
+	nlisten_tls = conf->nlisten;
+	for (j = 0; j < conf->nlisten; j++)
+		if (conf->listen[j].tls_certificate != NULL &&
+		    (listen_tls[j] = tls_server_ctx(&conf->listen[j], err)) == NULL)
+			goto fail;
 	if ((workers = calloc(nworkers, sizeof(*workers))) == NULL)
 		goto nomem;
 	for (i = 0; i < nworkers; i++) {
@@ -122,9 +134,11 @@ workers_start(struct ig_snapshot *snap, char **err)
 		    sizeof(*w->listeners))) == NULL)
 			goto nomem;
 		for (j = 0; j < conf->nlisten; j++) {
-			w->listeners[j] = worker_listen(w,
+			w->listeners[j].w = w;
+			w->listeners[j].tls = listen_tls[j];
+			w->listeners[j].l = worker_listen(w, &w->listeners[j],
 			    conf->listen[j].address, err);
-			if (w->listeners[j] == NULL)
+			if (w->listeners[j].l == NULL)
 				goto fail;
 			w->nlisteners++;
 		}
@@ -187,6 +201,10 @@ workers_free(void)
 	}
 	free(workers);
 	workers = NULL;
+	for (i = 0; listen_tls != NULL && i < nlisten_tls; i++)
+		SSL_CTX_free(listen_tls[i]);
+	free(listen_tls);
+	listen_tls = NULL;
 	nworkers = 0;
 }
 

@@ -1,0 +1,68 @@
+"""TLS on both sides: a TLS listener, and a pool that reaches its backends
+over TLS with the certificate and host name verified."""
+import json
+import os
+import ssl
+import subprocess
+import urllib.request
+
+import pytest
+
+from conftest import http, sim_stats
+from test_proxy import gw_config, CHAT
+
+
+@pytest.fixture
+def cert(workdir):
+    crt, key = os.path.join(workdir, "srv.crt"), os.path.join(workdir, "srv.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", key, "-out", crt, "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    return crt, key
+
+
+def tls_listener_config(sim_port, crt, key, workdir):
+    return gw_config([sim_port], workdir).replace(
+        '  - address: "127.0.0.1:{port}"\n',
+        '  - address: "127.0.0.1:{port}"\n'
+        '    tls:\n      certificate: "%s"\n      key: "%s"\n' % (crt, key))
+
+
+def https(url, body, cafile):
+    ctx = ssl.create_default_context(cafile=cafile)
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def test_tls_listener(sim, gateway, workdir, cert):
+    s = sim()
+    g = gateway(tls_listener_config(s.port, *cert, workdir))
+    st, body = https("https://localhost:%d/v1/chat/completions" % g.port,
+                     CHAT, cert[0])
+    assert st == 200 and body["usage"]["completion_tokens"] == 5
+    # plain HTTP on a TLS listener gets nowhere, and the gateway carries on
+    with pytest.raises(Exception):
+        http("POST", g.url + "/v1/chat/completions", CHAT, timeout=2)
+    assert https("https://localhost:%d/v1/chat/completions" % g.port,
+                 CHAT, cert[0])[0] == 200
+
+
+def test_tls_to_backends(sim, gateway, workdir, cert):
+    s = sim()
+    front = gateway(tls_listener_config(s.port, *cert, workdir))
+    # the edge gateway's pool speaks TLS to the other gateway
+    cfg = gw_config([front.port], workdir, pool_extra=(
+        '    tls:\n      ca: "%s"\n      server_name: localhost\n' % cert[0]),
+        models="models:\n  - name: m\n    pool: p\n")
+    edge = gateway(cfg)
+    st, _, body = http("POST", edge.url + "/v1/chat/completions",
+                       dict(CHAT, model="m"))
+    assert st == 200, body
+    assert sim_stats(s)["last_request"]["body"]["model"] == "sim-model"
+    # a name the certificate does not carry is refused: 502
+    bad = gateway(cfg.replace("server_name: localhost", "server_name: evil.example"))
+    st, _, body = http("POST", bad.url + "/v1/chat/completions", dict(CHAT, model="m"))
+    assert st == 502

@@ -559,7 +559,8 @@ redis_eval(struct store_redis *r, int s, int eval, const char *tenant,
 	struct redis_keys k;
 	int		 i, argc = 0, rc;
 
-	if (r->state != R_READY || r->ac == NULL || redis_keys(r, tenant, &k) == -1)
+	if (nargs > 12 || r->state != R_READY || r->ac == NULL ||
+	    redis_keys(r, tenant, &k) == -1)
 		return -1;
 	argv[argc++] = eval ? "EVAL" : "EVALSHA";
 	argv[argc++] = eval ? redis_scripts[s] : r->sha[s];

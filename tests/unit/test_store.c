@@ -1,0 +1,811 @@
+/*
+ * The budget store: one suite of policy cases run against both
+ * implementations (local, and redis against a redis-server this test
+ * starts on a free port), then Redis failures: each on_store_failure mode
+ * with Redis down or stopped, and Redis used again once it is back.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "infergate/store.h"
+
+/* --- redis-server ------------------------------------------------------ */
+
+static int	 redis_port;
+static pid_t	 redis_pid = -1;
+
+static int
+free_port(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t	 len = sizeof(sin);
+	int		 fd, port;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) == -1 ||
+	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
+		return -1;
+	port = ntohs(sin.sin_port);
+	close(fd);
+	return port;
+}
+
+static redisContext *
+redis_sync(void)
+{
+	struct timeval	 tv = { 1, 0 };
+	redisContext	*c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+
+	if (c != NULL && c->err != 0) {
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void
+redis_cmd(const char *cmd)
+{
+	redisContext	*c = redis_sync();
+	redisReply	*r;
+
+	assert_non_null(c);
+	r = redisCommand(c, cmd);
+	assert_non_null(r);
+	freeReplyObject(r);
+	redisFree(c);
+}
+
+static int
+redis_start(void)
+{
+	char		 port[16];
+	redisContext	*c;
+	int		 i;
+
+	snprintf(port, sizeof(port), "%d", redis_port);
+	if ((redis_pid = fork()) == -1) {
+		redis_pid = -1;
+		return -1;
+	}
+	if (redis_pid == 0) {
+		/* Dies with the test, whatever happens to the test. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execlp("redis-server", "redis-server", "--port", port,
+		    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		    "--loglevel", "warning", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 500; i++) {
+		if ((c = redis_sync()) != NULL) {
+			redisFree(c);
+			return 0;
+		}
+		usleep(10000);
+	}
+	return -1;
+}
+
+/* Signals our redis-server only: never kill(-1) or a process group. */
+static void
+redis_signal(int sig)
+{
+	if (redis_pid > 0)
+		kill(redis_pid, sig);
+}
+
+static void
+redis_stop(void)
+{
+	if (redis_pid <= 0)
+		return;
+	kill(redis_pid, SIGCONT);
+	kill(redis_pid, SIGKILL);
+	waitpid(redis_pid, NULL, 0);
+	redis_pid = -1;
+}
+
+static int
+group_setup(void **state)
+{
+	if ((redis_port = free_port()) == -1)
+		return -1;
+	return redis_start();
+}
+
+static int
+group_teardown(void **state)
+{
+	redis_stop();
+	return 0;
+}
+
+/* --- the fixture: one store on one event base -------------------------- */
+
+enum kind { KIND_LOCAL, KIND_REDIS };
+static enum kind kind_local = KIND_LOCAL, kind_redis = KIND_REDIS;
+
+struct ctx {
+	enum kind	 kind;
+	struct event_base *base;
+	struct ig_store	*store;
+	struct ig_store_conf conf;
+	char		 addr[32];
+	char		 tenant[64];
+	int		 seq;
+};
+
+struct waiter {
+	int		 calls;
+	struct ig_admit_result res;
+	struct ig_lease	*lease;
+};
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs the loop for MS, or until *DONE when DONE is given. */
+static void
+spin(struct ctx *c, int ms, const int *done)
+{
+	uint64_t	 end = now_ms() + (uint64_t)ms;
+
+	while (now_ms() < end && (done == NULL || *done == 0)) {
+		event_base_loop(c->base, EVLOOP_NONBLOCK);
+		usleep(200);
+	}
+}
+
+static void
+conf_init(struct ctx *c, enum kind k)
+{
+	memset(&c->conf, 0, sizeof(c->conf));
+	c->conf.type = k == KIND_REDIS ? IG_STORE_REDIS : IG_STORE_LOCAL;
+	snprintf(c->addr, sizeof(c->addr), "127.0.0.1:%d", redis_port);
+	c->conf.redis_address = c->addr;
+	c->conf.redis_key_prefix = "igtest";
+	c->conf.redis_timeout_ms = 500;	/* generous: sanitizer builds */
+	c->conf.on_failure = IG_STORE_FAIL_CLOSED;
+	c->conf.replicas = 1;
+	c->conf.lease_ttl_ms = 120000;
+}
+
+static void
+store_open(struct ctx *c)
+{
+	struct ig_store_stats st;
+	char		*err = NULL;
+	uint64_t	 end = now_ms() + 3000;
+
+	c->store = ig_store_create(&c->conf, c->base, &err);
+	if (c->store == NULL)
+		fail_msg("ig_store_create: %s", err);
+	if (c->kind != KIND_REDIS)
+		return;
+	do {	/* connected and scripts loaded */
+		spin(c, 5, NULL);
+		ig_store_stats(c->store, &st);
+	} while (st.degraded && now_ms() < end);
+}
+
+static int
+ctx_setup(void **state)
+{
+	static int	 tenants;
+	struct ctx	*c = calloc(1, sizeof(*c));
+
+	c->kind = *(enum kind *)*state;
+	c->base = event_base_new();
+	snprintf(c->tenant, sizeof(c->tenant), "t%d-%ld-%d", (int)getpid(),
+	    (long)time(NULL), ++tenants);
+	conf_init(c, c->kind);
+	*state = c;
+	return 0;
+}
+
+static int
+ctx_teardown(void **state)
+{
+	struct ctx	*c = *state;
+
+	ig_store_free(c->store);
+	event_base_free(c->base);
+	free(c);
+	/* A failed Redis test must not leave it stopped or down. */
+	redis_signal(SIGCONT);
+	if (redis_pid <= 0 && redis_start() == -1)
+		return -1;
+	return 0;
+}
+
+static void
+on_admit(const struct ig_admit_result *res, struct ig_lease *lease, void *arg)
+{
+	struct waiter	*w = arg;
+
+	w->calls++;
+	w->res = *res;
+	w->lease = lease;
+}
+
+struct want {
+	uint64_t	 input, output;
+	struct ig_tenant_limits limits;
+	bool		 shadow;
+	const char	*request_id;	/* NULL: a new one */
+};
+
+/* One admission, waited for. Returns the lease (NULL when refused). */
+static struct ig_lease *
+admit(struct ctx *c, const struct want *w, struct ig_admit_result *res)
+{
+	struct ig_admit_req req;
+	struct waiter	 wt = { 0 };
+	struct ig_store_op *op;
+	char		 id[64];
+
+	snprintf(id, sizeof(id), "req-%d", ++c->seq);
+	memset(&req, 0, sizeof(req));
+	req.tenant = c->tenant;
+	req.request_id = w->request_id != NULL ? w->request_id : id;
+	req.limits = w->limits;
+	req.shadow = w->shadow;
+	req.input_tokens = w->input;
+	req.output_tokens = w->output;
+	op = ig_store_admit(c->store, &req, on_admit, &wt);
+	assert_non_null(op);
+	assert_int_equal(wt.calls, 0);	/* never from inside admit */
+	spin(c, 3000, &wt.calls);
+	assert_int_equal(wt.calls, 1);
+	*res = wt.res;
+	assert_int_equal(res->admitted, wt.lease != NULL);
+	return wt.lease;
+}
+
+static void
+settle(struct ctx *c, struct ig_lease *l, uint64_t actual)
+{
+	ig_store_settle(c->store, l, actual);
+	if (c->kind == KIND_REDIS)
+		spin(c, 20, NULL);	/* fire and forget: let it land */
+}
+
+static void
+assert_refused(const struct ig_admit_result *r, enum ig_limit limit,
+    int status, const char *code)
+{
+	assert_false(r->admitted);
+	assert_int_equal(r->limit, limit);
+	assert_int_equal(r->status, status);
+	assert_string_equal(r->code, code);
+	assert_true(r->message[0] != '\0');
+}
+
+/* --- the shared policy cases ------------------------------------------- */
+
+static void
+test_concurrency(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 10, .output = 10,
+	    .limits.max_concurrent_requests = 2 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b, *d;
+
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_false(r.degraded);
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	/* above the bound: refused, Retry-After until the earliest lease ends */
+	assert_null(admit(c, &w, &r));
+	assert_refused(&r, IG_LIMIT_CONCURRENCY, 429,
+	    "concurrency_limit_exceeded");
+	assert_in_range(r.retry_after_s, 119, 120);
+	/* a settlement frees the slot */
+	settle(c, a, 15);
+	d = admit(c, &w, &r);
+	assert_non_null(d);
+	settle(c, b, 15);
+	settle(c, d, 15);
+}
+
+static void
+test_rpm(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.requests_per_minute = 3 };
+	struct ig_admit_result r;
+	int		 i;
+
+	store_open(c);
+	for (i = 0; i < 3; i++) {
+		struct ig_lease *l = admit(c, &w, &r);
+
+		assert_non_null(l);
+		assert_true(r.rl.has_requests);
+		assert_false(r.rl.has_tokens);
+		assert_int_equal(r.rl.limit_requests, 3);
+		assert_int_equal(r.rl.remaining_requests, 2 - i);
+		assert_in_range(r.rl.reset_requests_ms, 60000, 61000);
+		/* settled requests still count in the minute */
+		settle(c, l, 1);
+	}
+	assert_null(admit(c, &w, &r));
+	assert_refused(&r, IG_LIMIT_RPM, 429, "rate_limit_exceeded");
+	assert_in_range(r.retry_after_s, 59, 61);
+	assert_int_equal(r.rl.remaining_requests, 0);
+}
+
+static void
+test_tpm(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 40, .output = 20,
+	    .limits.tokens_per_minute = 100 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b;
+
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_int_equal(r.rl.remaining_tokens, 40);
+	w.input = 30;
+	w.output = 11;		/* 60 + 41 > 100 */
+	assert_null(admit(c, &w, &r));
+	assert_refused(&r, IG_LIMIT_TPM, 429, "rate_limit_exceeded");
+	assert_in_range(r.retry_after_s, 59, 61);
+	assert_int_equal(r.rl.remaining_tokens, 40);
+	w.output = 10;		/* exactly at the bound */
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	assert_int_equal(r.rl.remaining_tokens, 0);
+	settle(c, a, IG_USAGE_UNKNOWN);
+	settle(c, b, IG_USAGE_UNKNOWN);
+	w.input = 1;
+	w.output = 0;
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_TPM);
+}
+
+static void
+test_daily(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 50, .output = 50,
+	    .limits.daily_token_budget = 250 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b;
+
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	w.output = 51;		/* 200 + 101 > 250 */
+	assert_null(admit(c, &w, &r));
+	assert_refused(&r, IG_LIMIT_DAILY, 429, "budget_exceeded");
+	assert_in_range(r.retry_after_s, 1, 86400);
+	/* the real usage was lower: room again */
+	settle(c, a, 30);
+	settle(c, b, 30);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	settle(c, a, 101);
+	w.output = 100;		/* 161 + 150 > 250 */
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_DAILY);
+}
+
+static void
+test_settle_lowers_remaining(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 100, .output = 400,
+	    .limits.tokens_per_minute = 1000 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b;
+
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_int_equal(ig_lease_reserved(a), 500);
+	assert_int_equal(r.rl.remaining_tokens, 500);
+	settle(c, a, 120);
+	w.input = 10;
+	w.output = 0;
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	assert_int_equal(r.rl.remaining_tokens, 1000 - 120 - 10);
+	/* unknown usage: the reservation stands */
+	settle(c, b, IG_USAGE_UNKNOWN);
+	b = admit(c, &w, &r);
+	assert_int_equal(r.rl.remaining_tokens, 1000 - 120 - 10 - 10);
+	/* settling twice is harmless */
+	settle(c, b, 0);
+	b = admit(c, &w, &r);
+	assert_int_equal(r.rl.remaining_tokens, 1000 - 120 - 10 - 10);
+	settle(c, b, 10);
+}
+
+static void
+test_lease_idempotent(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 10, .output = 10, .request_id = "same",
+	    .limits.max_concurrent_requests = 1,
+	    .limits.requests_per_minute = 10 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b;
+
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_int_equal(r.rl.remaining_requests, 9);
+	/* the same request id again: the lease it holds, nothing counted */
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	assert_int_equal(r.rl.remaining_requests, 9);
+	w.request_id = NULL;
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+	settle(c, a, 20);
+	settle(c, b, 20);	/* already settled: nothing */
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_int_equal(r.rl.remaining_requests, 8);
+	settle(c, a, 20);
+}
+
+static void
+test_lease_expiry(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 1 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b;
+
+	c->conf.lease_ttl_ms = 300;
+	store_open(c);
+	assert_int_equal(ig_store_renew_ms(c->store), 100);
+	a = admit(c, &w, &r);	/* a gateway that dies holding it */
+	assert_non_null(a);
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.retry_after_s, 1);
+	spin(c, 400, NULL);
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	/* renewed, it outlives its first ttl */
+	spin(c, 200, NULL);
+	ig_store_renew(c->store, b);
+	spin(c, 200, NULL);
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+	settle(c, b, 1);
+	settle(c, a, 1);	/* expired: nothing left to settle */
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	settle(c, b, 1);
+}
+
+static void
+test_cancel(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 5, .output = 5,
+	    .limits.max_concurrent_requests = 1,
+	    .limits.tokens_per_minute = 100 };
+	struct ig_admit_req req = { .tenant = c->tenant,
+	    .request_id = "doomed", .input_tokens = 5, .output_tokens = 5 };
+	struct waiter	 wt = { 0 };
+	struct ig_admit_result r;
+	struct ig_store_op *op;
+	struct ig_lease	*a;
+
+	store_open(c);
+	req.limits = w.limits;
+	op = ig_store_admit(c->store, &req, on_admit, &wt);
+	assert_non_null(op);
+	ig_store_cancel(op);
+	spin(c, 100, NULL);
+	assert_int_equal(wt.calls, 0);
+	/* the slot and the tokens are free again */
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_int_equal(r.rl.remaining_tokens, 90);
+	settle(c, a, 10);
+}
+
+static void
+test_shadow(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .shadow = true,
+	    .limits.requests_per_minute = 1 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b;
+
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_false(r.would_refuse);
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	assert_true(r.admitted);
+	assert_true(r.would_refuse);
+	assert_int_equal(r.limit, IG_LIMIT_RPM);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.code, "rate_limit_exceeded");
+	assert_int_equal(r.retry_after_s, 0);
+	settle(c, a, 1);
+	settle(c, b, 1);
+	/* shadow requests are counted: a real one is now refused */
+	w.shadow = false;
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_RPM);
+}
+
+static void
+test_order(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 10, .output = 0, .limits = { 0, 0,
+	    1, 10, 1, 10 } };
+	struct ig_admit_result r;
+	struct ig_lease	*a;
+
+	store_open(c);
+	a = admit(c, &w, &r);	/* uses every limit up */
+	assert_non_null(a);
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+	settle(c, a, 10);
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_RPM);
+	w.limits.requests_per_minute = 0;
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_TPM);
+	w.limits.tokens_per_minute = 0;
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_DAILY);
+	w.limits.daily_token_budget = 0;
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	settle(c, a, 10);
+}
+
+/* --- Redis failures ---------------------------------------------------- */
+
+static void
+degraded_case(struct ctx *c, enum ig_store_failure mode)
+{
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 4 };
+	struct ig_store_stats st;
+	struct ig_admit_result r;
+	struct ig_lease	*l[3];
+	int		 i;
+
+	c->conf.on_failure = mode;
+	c->conf.replicas = 2;
+	c->conf.redis_timeout_ms = 100;
+	store_open(c);
+	ig_store_stats(c->store, &st);
+	assert_false(st.degraded);
+	redis_stop();
+	for (i = 0; i < 3; i++) {
+		l[i] = admit(c, &w, &r);
+		assert_true(r.degraded);
+	}
+	ig_store_stats(c->store, &st);
+	assert_true(st.degraded);
+	assert_true(st.fallbacks >= 3);
+	switch (mode) {
+	case IG_STORE_FAIL_CLOSED:
+		for (i = 0; i < 3; i++)
+			assert_null(l[i]);
+		assert_refused(&r, IG_LIMIT_STORE, 503, "store_unavailable");
+		assert_int_equal(r.retry_after_s, 1);
+		break;
+	case IG_STORE_FAIL_OPEN:
+		for (i = 0; i < 3; i++)
+			assert_non_null(l[i]);
+		break;
+	case IG_STORE_FAIL_LOCAL:
+		/* 4 concurrent across 2 replicas: 2 here */
+		assert_non_null(l[0]);
+		assert_non_null(l[1]);
+		assert_null(l[2]);
+		assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+		break;
+	}
+	for (i = 0; i < 3; i++)
+		if (l[i] != NULL)
+			settle(c, l[i], 1);
+	/* Redis back: used again within a second */
+	assert_int_equal(redis_start(), 0);
+	{
+		uint64_t t0 = now_ms();
+
+		do {
+			spin(c, 10, NULL);
+			ig_store_stats(c->store, &st);
+		} while (st.degraded && now_ms() - t0 < 3000);
+		assert_false(st.degraded);
+		assert_true(now_ms() - t0 < 1200);
+	}
+	l[0] = admit(c, &w, &r);
+	assert_non_null(l[0]);
+	assert_false(r.degraded);
+	settle(c, l[0], 1);
+}
+
+static void
+test_down_closed(void **state)
+{
+	degraded_case(*state, IG_STORE_FAIL_CLOSED);
+}
+
+static void
+test_down_open(void **state)
+{
+	degraded_case(*state, IG_STORE_FAIL_OPEN);
+}
+
+static void
+test_down_local(void **state)
+{
+	degraded_case(*state, IG_STORE_FAIL_LOCAL);
+}
+
+/* A Redis that stops answering (SIGSTOP) keeps its connection open. */
+static void
+test_stalled(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 1 };
+	struct ig_store_stats st;
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	uint64_t	 t0;
+	int		 i;
+
+	c->conf.on_failure = IG_STORE_FAIL_OPEN;
+	c->conf.redis_timeout_ms = 50;
+	store_open(c);
+	assert_true(redis_pid > 0);
+	redis_signal(SIGSTOP);
+	for (i = 0; i < 4; i++) {
+		t0 = now_ms();
+		l = admit(c, &w, &r);
+		assert_non_null(l);
+		assert_true(r.degraded);
+		assert_true(now_ms() - t0 < 400);
+		settle(c, l, 1);
+	}
+	ig_store_stats(c->store, &st);
+	assert_true(st.timeouts >= 1);
+	assert_true(st.degraded);
+	redis_signal(SIGCONT);
+	t0 = now_ms();
+	do {
+		spin(c, 10, NULL);
+		ig_store_stats(c->store, &st);
+	} while (st.degraded && now_ms() - t0 < 3000);
+	assert_false(st.degraded);
+	/* the lease granted after the timeout was released, not leaked */
+	spin(c, 100, NULL);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_false(r.degraded);
+	settle(c, l, 1);
+}
+
+/* SCRIPT FLUSH under a connected store: NOSCRIPT, re-sent with EVAL. */
+static void
+test_noscript(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.requests_per_minute = 5 };
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+
+	store_open(c);
+	redis_cmd("SCRIPT FLUSH");
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_false(r.degraded);
+	redis_cmd("SCRIPT FLUSH");
+	settle(c, l, 1);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_int_equal(r.rl.remaining_requests, 3);
+	settle(c, l, 1);
+}
+
+/* The keys carry the tenant as a hash tag. */
+static void
+test_keys(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1 };
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	redisContext	*rc;
+	redisReply	*rep;
+
+	store_open(c);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	rc = redis_sync();
+	assert_non_null(rc);
+	rep = redisCommand(rc, "ZSCORE igtest:{%s}:leases req-1", c->tenant);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	freeReplyObject(rep);
+	settle(c, l, 1);
+	rep = redisCommand(rc, "EXISTS igtest:{%s}:leases", c->tenant);
+	freeReplyObject(rep);
+	rep = redisCommand(rc, "ZSCORE igtest:{%s}:leases req-1", c->tenant);
+	assert_int_equal(rep->type, REDIS_REPLY_NIL);
+	freeReplyObject(rep);
+	redisFree(rc);
+}
+
+#define BOTH(f)								\
+	cmocka_unit_test_prestate_setup_teardown(f, ctx_setup,		\
+	    ctx_teardown, &kind_local),					\
+	cmocka_unit_test_prestate_setup_teardown(f, ctx_setup,		\
+	    ctx_teardown, &kind_redis)
+#define REDIS(f)							\
+	cmocka_unit_test_prestate_setup_teardown(f, ctx_setup,		\
+	    ctx_teardown, &kind_redis)
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		BOTH(test_concurrency),
+		BOTH(test_rpm),
+		BOTH(test_tpm),
+		BOTH(test_daily),
+		BOTH(test_settle_lowers_remaining),
+		BOTH(test_lease_idempotent),
+		BOTH(test_lease_expiry),
+		BOTH(test_cancel),
+		BOTH(test_shadow),
+		BOTH(test_order),
+		REDIS(test_keys),
+		REDIS(test_noscript),
+		REDIS(test_down_closed),
+		REDIS(test_down_open),
+		REDIS(test_down_local),
+		REDIS(test_stalled),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

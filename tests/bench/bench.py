@@ -557,8 +557,9 @@ backend be
         why = "no answer"
         while time.monotonic() < deadline:
             if self.proxy and not self.proxy.alive():
-                raise Unavailable("exited (%s): %s" % (self.proxy.p.returncode,
-                                                       last_line(self.proxy.output())))
+                raise Unavailable("exited (%s): %s; log %s" % (
+                    self.proxy.p.returncode, last_line(self.proxy.output()),
+                    os.path.relpath(self.proxy.log_path, self.env.out)))
             try:
                 st, h, b = http("POST", "http://127.0.0.1:%d/v1/chat/completions" % self.port,
                                 STREAM_BODY if stream else BODY,
@@ -676,11 +677,12 @@ def measured(c, fn):
     return res
 
 
-def run_sseload(env, port, conns, duration, ramp, auth):
+def run_sseload(env, port, conns, duration, ramp, auth, measure_after=None):
     argv = [env.sseload, "--port", str(port), "--body-file", env.stream_body_file,
             "--header", "Authorization: " + auth, "--conns", str(conns),
             "--duration", str(duration), "--ramp", str(ramp),
-            "--measure-after", str(ramp), "--drain", "10",
+            "--measure-after", str(ramp if measure_after is None else measure_after),
+            "--drain", "10",
             "--stall-ms", str(10 * STREAM_ITL_MS)]
 
     def pre():
@@ -835,7 +837,8 @@ class Run:
         per = {c.name: [] for c in running}
         for c in list(running):
             try:
-                warm(c)
+                if warm is not None:
+                    warm(c)
             except Exception as e:  # noqa: BLE001 - any failure = unavailable
                 unavailable[c.name] = "warm-up failed: %s" % str(e)[:250]
                 log("%s: %s" % (c.name, unavailable[c.name]))
@@ -865,7 +868,8 @@ class Run:
             try:
                 per = self.alternate(
                     running, unavailable,
-                    lambda c: run_wrk(env, c.port, conns, warm, env.auth),
+                    None if env.quick else (lambda c: run_wrk(env, c.port, conns, warm,
+                                                              env.auth)),
                     lambda c, r: measured(c, lambda: run_wrk(env, c.port, conns, dur,
                                                              env.auth)))
                 peaks = {c.name: status_kb(c.cpu_pids(), "VmHWM") for c in running
@@ -926,8 +930,12 @@ class Run:
     def scenario3(self):
         env = self.env
         n = 100 if env.quick else self.args.streams
-        ramp = STREAM_TOKENS * STREAM_ITL_MS / 1000.0 * (0.5 if env.quick else 1)
-        dur = (ramp + 1.5) if env.quick else (ramp + self.args.stream_duration)
+        # connection i starts at i * ramp / n; only streams started after the
+        # ramp (keep-alive, steady state) are measured. Quick: one stream per
+        # connection, all measured.
+        ramp = STREAM_TOKENS * STREAM_ITL_MS / 1000.0 * (0.25 if env.quick else 1)
+        dur = ramp if env.quick else (ramp + self.args.stream_duration)
+        measure_after = 0 if env.quick else ramp
         res = {"streams": n, "duration_s": dur, "ramp_s": ramp, "rounds": self.rounds,
                "contenders": {}, "unavailable": {}}
         self.results["s3"] = res
@@ -953,14 +961,15 @@ class Run:
                 s = RssSampler(c.cpu_pids())
                 try:
                     out = measured(c, lambda: run_sseload(env, c.port, n, dur, ramp,
-                                                          env.auth))
+                                                          env.auth, measure_after))
                 finally:
                     peak = s.stop()
                 out["peak_rss_kib"] = peak
                 return out
             per = self.alternate(
                 running, unavailable,
-                lambda c: run_sseload(env, c.port, max(10, n // 10), 1.0, 0.2, env.auth),
+                None if env.quick else (
+                    lambda c: run_sseload(env, c.port, max(10, n // 10), 1.0, 0.2, env.auth)),
                 one)
             peaks = {c.name: status_kb(c.cpu_pids(), "VmHWM") for c in running}
             for c in running:

@@ -78,6 +78,7 @@ struct ig_worker {
 	atomic_int	 stopping;
 	struct up_pool	*upstreams;	/* per backend address */
 	struct ig_store	*store;		/* tenant budgets */
+	struct hs_conn	*conns;		/* open client connections */
 	_Atomic uint64_t rejects[IG_LIMIT_STORE + 1];	/* by limit */
 	_Atomic uint64_t would_reject[IG_LIMIT_STORE + 1];	/* shadow */
 	_Atomic uint64_t tokens_in;	/* settled prompt tokens */
@@ -184,6 +185,7 @@ void		 proxy_send_error(struct ig_request *, int status, const char *type,
 /* http_server.c: the response side, called by proxy.c */
 struct hs_response_header { const char *name; size_t namelen;
 	const char *value; size_t valuelen; };
+void		 hs_close_all(struct ig_worker *);
 void		 hs_listener_cb(struct evconnlistener *, int fd,
 		    struct sockaddr *, int socklen, void *arg);
 /* Status line + headers; body_len -1 means a chunked (streamed) body. */

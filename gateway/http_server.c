@@ -45,6 +45,8 @@ enum hs_state { HS_IDLE, HS_HEAD, HS_BODY, HS_BUSY, HS_CLOSING };
 
 struct hs_conn {
 	struct ig_worker *w;
+	struct hs_conn	*next;		/* the worker's open connections */
+	struct hs_conn	*prev;
 	struct bufferevent *bev;
 	struct event	*timer;
 	http_parser	 parser;
@@ -610,7 +612,21 @@ hs_close(struct hs_conn *c)
 	bufferevent_free(c->bev);
 	event_free(c->timer);
 	WSTAT_SUB(c->w, ST_CONN_OPEN, 1);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		c->w->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
 	free(c);
+}
+
+/* Closes every connection of the worker (at its exit). */
+void
+hs_close_all(struct ig_worker *w)
+{
+	while (w->conns != NULL)
+		hs_close(w->conns);
 }
 
 void
@@ -671,6 +687,10 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	snapshot_unref(snap);
 	bufferevent_setcb(c->bev, hs_read_cb, hs_write_cb, hs_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->next = w->conns;
+	if (w->conns != NULL)
+		w->conns->prev = c;
+	w->conns = c;
 	WSTAT_ADD(w, ST_CONN_ACCEPTED, 1);
 	WSTAT_ADD(w, ST_CONN_OPEN, 1);
 	return;

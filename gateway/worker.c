@@ -96,6 +96,7 @@ worker_main(void *arg)
 	struct ig_worker *w = arg;
 
 	event_base_dispatch(w->base);
+	hs_close_all(w);
 	snapshot_thread_done();
 	return NULL;
 }

@@ -32,7 +32,7 @@ store:
   type: redis
   redis:
     address: "127.0.0.1:%d"
-    timeout: 200ms
+    timeout: 2s
   on_store_failure: %s
 """ % (redis_port, on_failure)
     else:

@@ -13,9 +13,11 @@ against a gateway in front of simulators:
 
 Node and npm are part of the bootstrap: their absence fails the test.
 """
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -96,20 +98,36 @@ def _tool(name):
 
 
 def _run(argv, timeout, **kw):
+    """Runs argv in its own process group; on timeout kills the whole group
+    (npm and node --test start children that would keep the pipe open)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True, **kw)
     try:
-        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace")
-        pytest.fail("%s did not finish within %ds:\n%s" % (" ".join(argv), timeout, out))
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate(timeout=10)
+        pytest.fail("%s did not finish within %ds:\n%s"
+                    % (" ".join(argv), timeout, out.decode(errors="replace")))
+    return subprocess.CompletedProcess(argv, p.returncode, out)
+
+
+def _installed_matches_pin():
+    """node_modules holds the openai version package.json pins."""
+    try:
+        with open(os.path.join(COMPAT, "package.json")) as f:
+            pinned = json.load(f)["dependencies"]["openai"]
+        with open(os.path.join(COMPAT, "node_modules", "openai", "package.json")) as f:
+            return json.load(f)["version"] == pinned
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def _ensure_sdk(npm):
-    marker = os.path.join(COMPAT, "node_modules", "openai", "package.json")
-    if os.path.exists(marker):
+    if _installed_matches_pin():
         return
     r = _run([npm, "ci", "--no-audit", "--no-fund"], NPM_TIMEOUT, cwd=COMPAT)
-    if r.returncode != 0 or not os.path.exists(marker):
+    if r.returncode != 0 or not _installed_matches_pin():
         pytest.fail("npm ci in tests/compat failed (exit %s):\n%s"
                     % (r.returncode, r.stdout.decode(errors="replace")))
 

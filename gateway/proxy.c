@@ -304,8 +304,8 @@ proxy_admitted(struct ig_request *r)
 		}
 		evbuffer_add(r->upbody, s, strlen(s));
 		free(s);
-	} else
-		evbuffer_add_buffer_reference(r->upbody, r->body);
+	} else	/* moved, not copied: the body is not read again */
+		evbuffer_add_buffer(r->upbody, r->body);
 	proxy_forward(r);
 }
 
@@ -324,7 +324,7 @@ proxy_drop_request_header(const struct ig_header *h, const struct ig_header *con
 		if (h->namelen == strlen(drop[i]) &&
 		    strncasecmp(h->name, drop[i], h->namelen) == 0)
 			return true;
-	if (h->namelen >= 11 && strncasecmp(h->name, "x-infergate-", 12) == 0)
+	if (h->namelen >= 12 && strncasecmp(h->name, "x-infergate-", 12) == 0)
 		return true;
 	/* Names listed in Connection: are hop-by-hop too. */
 	if (conn != NULL) {
@@ -396,13 +396,14 @@ proxy_forward(struct ig_request *r)
 	evbuffer_add_printf(buf, "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\n"
 	    "Content-Length: %zu\r\n\r\n", r->id, r->client_ip,
 	    evbuffer_get_length(r->upbody));
-	/* A reference, so that a retry can send the body again; a copy for
-	 * TLS, whose bufferevent does not write reference chains. */
-	if (r->snap->pool_tls[pool->index] != NULL)
-		evbuffer_add(buf, evbuffer_pullup(r->upbody, -1),
-		    evbuffer_get_length(r->upbody));
-	else
-		evbuffer_add_buffer_reference(buf, r->upbody);
+	/* A reference, so that a retry can send the body again. (libevent
+	 * refuses to reference a buffer that holds references itself.) */
+	if (evbuffer_add_buffer_reference(buf, r->upbody) == -1) {
+		evbuffer_free(buf);
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
+		return;
+	}
 	if (r->deadline == NULL && pc->request_timeout_ms > 0) {
 		struct timeval tv = { pc->request_timeout_ms / 1000,
 		    (pc->request_timeout_ms % 1000) * 1000 };

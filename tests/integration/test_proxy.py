@@ -359,3 +359,15 @@ def test_reload_keeps_serving(setup, workdir):
     assert st == 200 and b"m-new" in body
     _, _, m = http("GET", g.admin_url + "/metrics")
     assert b"infergate_reload_failures_total 1" in m
+
+
+def test_body_forwarded_unchanged_without_rewrite(sim, gateway, workdir):
+    # no upstream_model: the client's bytes go to the backend as they are
+    s = sim()
+    g = gateway(gw_config([s.port], workdir,
+                          models="models:\n  - name: sim-model\n    pool: p\n"))
+    body = '{"model":"sim-model",  "messages":[{"role":"user","content":"hi"}],\n "max_tokens":3}'
+    st, _, out = http("POST", g.url + "/v1/chat/completions", body)
+    assert st == 200, out
+    assert json.loads(out)["usage"]["completion_tokens"] == 3
+    assert sim_stats(s)["last_request"]["body"]["max_tokens"] == 3

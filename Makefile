@@ -4,11 +4,12 @@
 #   make run        bootstrap, build, start the demo (simulated model servers)
 #   make asan       the whole test suite under AddressSanitizer + UBSan
 #   make bench      benchmarks side by side with nginx and HAProxy
-#   make install    PREFIX (default /usr/local) and DESTDIR honoured
+#   make install    PREFIX (default /usr/local), SYSCONFDIR, DESTDIR honoured
 #   make clean
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 BUILD   ?= build
 CC      ?= cc
 VERSION := 0.1.0
@@ -92,13 +93,13 @@ bench: bootstrap all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man8 \
-	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/etc/infergate/tenants.d
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(SYSCONFDIR)/infergate/tenants.d
 	install -m 755 $(BUILD)/infergate $(DESTDIR)$(PREFIX)/bin/infergate
 	install -m 755 $(BUILD)/infergate-sim $(DESTDIR)$(PREFIX)/bin/infergate-sim
 	install -m 644 man/infergate.8 $(DESTDIR)$(PREFIX)/share/man/man8/infergate.8
 	install -m 644 man/infergate.yaml.5 $(DESTDIR)$(PREFIX)/share/man/man5/infergate.yaml.5
-	install -m 644 conf/infergate.yaml $(DESTDIR)$(PREFIX)/etc/infergate/infergate.yaml
-	install -m 644 conf/tenants.d/example.yaml $(DESTDIR)$(PREFIX)/etc/infergate/tenants.d/example.yaml
+	install -m 644 conf/infergate.yaml $(DESTDIR)$(SYSCONFDIR)/infergate/infergate.yaml
+	install -m 644 conf/tenants.d/example.yaml $(DESTDIR)$(SYSCONFDIR)/infergate/tenants.d/example.yaml
 
 clean:
 	rm -rf build

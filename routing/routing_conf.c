@@ -182,7 +182,7 @@ static const struct cy_key pool_keys[] = {
 	  .names = when_empty_names, .off = POOL(when_empty) },
 	{ .name = "timeouts", .type = CY_TABLE, .sub = timeouts_keys },
 	{ .name = "retries", .type = CY_TABLE, .sub = retries_keys },
-	POOL_UINT("keepalive_connections", keepalive_connections, "32", 0,
+	POOL_UINT("keepalive_connections", keepalive_connections, "256", 0,
 	    10000),
 	{ .name = "tls", .type = CY_TABLE, .flags = CY_OPTIONAL,
 	  .sub = pool_tls_keys, .check = check_pool_tls },

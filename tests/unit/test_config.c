@@ -517,7 +517,7 @@ test_full(void **state)
 	assert_int_equal(p->request_timeout_ms, 600000);
 	assert_int_equal(p->retries_max_per_request, 1);
 	assert_true(p->retries_budget > 0.19 && p->retries_budget < 0.21);
-	assert_int_equal(p->keepalive_connections, 32);
+	assert_int_equal(p->keepalive_connections, 256);
 	assert_false(p->tls_enabled);
 	assert_null(p->tls_ca);
 

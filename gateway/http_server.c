@@ -307,6 +307,39 @@ hs_route(struct hs_conn *c, struct ig_request *r)
 }
 
 /*
+ * The arena was sized for the largest header section allowed; a request
+ * that lives on (a stream) keeps only what it used: the headers are moved
+ * to a block of their own size and the arena freed.
+ */
+static int
+hs_compact(struct hs_conn *c)
+{
+	size_t hsz = c->nhdrs * sizeof(struct ig_header);
+	char *blk, *old = c->arena;
+	size_t i;
+
+	if ((blk = malloc(hsz + c->arena_used + 1)) == NULL)
+		return -1;
+	memcpy(blk + hsz, old, c->arena_used);
+	memcpy(blk, c->hdrs, hsz);
+	c->hdrs = (struct ig_header *)blk;
+	for (i = 0; i < c->nhdrs; i++) {
+		c->hdrs[i].name = blk + hsz + (c->hdrs[i].name - old);
+		if (c->hdrs[i].value != NULL)
+			c->hdrs[i].value = blk + hsz + (c->hdrs[i].value - old);
+		else
+			c->hdrs[i].value = blk + hsz + c->arena_used;
+	}
+	if (c->url != NULL)
+		c->url = blk + hsz + (c->url - old);
+	blk[hsz + c->arena_used] = '\0';
+	c->arena = blk;
+	c->arena_cap = c->arena_used;
+	free(old);
+	return 0;
+}
+
+/*
  * The header section is complete: check what http-parser leaves to us
  * (Host, Transfer-Encoding other than a lone "chunked", body size, Expect)
  * and decide what happens to the body.
@@ -326,6 +359,11 @@ hs_on_headers_complete(http_parser *p)
 		return -1;
 	}
 	r->method = p->method;
+	if (hs_compact(c) == -1) {
+		c->err_status = 503;
+		c->err_msg = "out of memory";
+		return -1;
+	}
 	r->headers = c->hdrs;
 	r->nheaders = c->nhdrs;
 	for (i = 0; i < c->nhdrs; i++) {

@@ -53,8 +53,10 @@ struct up_conn {
 	bool		 in_value;
 	size_t		 nhdrs;
 	size_t		 hdr_used;
-	struct ig_header hdrs[UP_MAX_HEADERS];
-	char		 hdrbuf[UP_HEADER_BYTES];
+	/* Only while a response head is parsed (not for the life of a
+	 * stream or of an idle connection): see up_hdr_release(). */
+	struct ig_header *hdrs;		/* UP_MAX_HEADERS */
+	char		*hdrbuf;	/* UP_HEADER_BYTES */
 };
 
 TAILQ_HEAD(up_conn_list, up_conn);
@@ -85,12 +87,21 @@ up_pools_create(struct ig_worker *w)
 }
 
 static void
+up_hdr_release(struct up_conn *c)
+{
+	free(c->hdrs);
+	c->hdrs = NULL;
+	c->hdrbuf = NULL;
+}
+
+static void
 up_conn_free(struct up_conn *c)
 {
 	if (c->in_cb) {
 		c->dead = true;
 		return;
 	}
+	up_hdr_release(c);
 	if (c->req == NULL && c->home != NULL && c->connected &&
 	    c->entry.tqe_prev != NULL) {
 		TAILQ_REMOVE(&c->home->idle, c, entry);
@@ -224,13 +235,20 @@ up_on_message_begin(http_parser *p)
 
 	c->nhdrs = c->hdr_used = 0;
 	c->in_value = false;
+	if (c->hdrs == NULL) {
+		c->hdrs = malloc(UP_MAX_HEADERS * sizeof(*c->hdrs) +
+		    UP_HEADER_BYTES);
+		if (c->hdrs == NULL)
+			return -1;
+		c->hdrbuf = (char *)(c->hdrs + UP_MAX_HEADERS);
+	}
 	return 0;
 }
 
 static int
 up_hdr_add(struct up_conn *c, const char *at, size_t len)
 {
-	if (c->hdr_used + len > sizeof(c->hdrbuf))
+	if (c->hdr_used + len > UP_HEADER_BYTES)
 		return -1;
 	memcpy(c->hdrbuf + c->hdr_used, at, len);
 	c->hdr_used += len;
@@ -282,6 +300,7 @@ up_on_headers_complete(http_parser *p)
 	up_set_read_timeout(c, c->idle_ms, 0);
 	if (c->req != NULL)
 		c->ev->on_headers(c->req, p->status_code, c->hdrs, c->nhdrs);
+	up_hdr_release(c);	/* the proxy keeps what it needs */
 	return c->req == NULL || c->dead ? -1 : 0;
 }
 

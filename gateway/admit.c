@@ -309,18 +309,40 @@ admit_stream_body(struct ig_request *r, const char *data, size_t len)
 	}
 }
 
-/* A buffered (non-streaming) response is complete: read its usage. */
+/*
+ * A buffered (non-streaming) response is complete: read its usage. Only
+ * the usage object is parsed, not the whole completion: the last
+ * "usage" key not inside a string (inside one its quotes would be
+ * escaped), whose value jansson reads up to its end.
+ */
 void
 admit_response_done(struct ig_request *r)
 {
-	json_t *o;
 	size_t len = evbuffer_get_length(r->resp);
+	const char *b, *p;
+	json_t *o;
 
-	if (r->tenant == NULL || r->status < 200 || r->status >= 300 || len == 0)
+	if (r->tenant == NULL || r->status < 200 || r->status >= 300 || len < 8)
 		return;
-	o = json_loadb((const char *)evbuffer_pullup(r->resp, -1), len, 0, NULL);
-	admit_read_usage(r, json_object_get(o, "usage"));
-	json_decref(o);
+	if ((b = (const char *)evbuffer_pullup(r->resp, -1)) == NULL)
+		return;
+	for (p = b + len - 7; p >= b; p--) {
+		const char *v;
+
+		if (memcmp(p, "\"usage\"", 7) != 0 || (p > b && p[-1] == '\\'))
+			continue;
+		for (v = p + 7; v < b + len && (*v == ' ' || *v == ':' ||
+		    *v == '\t' || *v == '\n' || *v == '\r'); v++)
+			;
+		if (v >= b + len || *v != '{')
+			continue;
+		o = json_loadb(v, b + len - v, JSON_DISABLE_EOF_CHECK, NULL);
+		if (o != NULL) {
+			admit_read_usage(r, o);
+			json_decref(o);
+		}
+		return;
+	}
 }
 
 /*

@@ -65,6 +65,9 @@ CONTENDERS = [
     {"name": "direct", "kind": "direct"},
     {"name": "nginx", "kind": "nginx"},
     {"name": "haproxy", "kind": "haproxy"},
+    # no tenants: routing only, admission off (the plain path of issue 4's
+    # "cost of admission per request" ratio)
+    {"name": "infergate-open", "kind": "infergate", "store": "none"},
     {"name": "infergate-local", "kind": "infergate", "store": "local"},
     {"name": "infergate-redis", "kind": "infergate", "store": "redis"},
 ]
@@ -636,6 +639,8 @@ def infergate_config(port, admin_port, backend_port, store, redis_port,
     for i, m in enumerate(names):
         out += ["  - name: %s" % m, "    pool: pool%d" % (i % n_pools),
                 "    upstream_model: %s" % MODEL]
+    if store == "none":		# no tenants: no authentication, no admission
+        return "\n".join(out) + "\n"
     out.append("tenants:")
     for i in range(n_tenants):
         out += ["  - id: tenant-%05d" % i,

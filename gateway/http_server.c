@@ -836,8 +836,12 @@ hs_response_start(struct hs_conn *c, int status,
 	}
 }
 
-void
-hs_response_body(struct hs_conn *c, const void *data, size_t len)
+/*
+ * Body bytes: DATA (copied) or, when DATA is NULL, the whole of BUF
+ * (moved, not copied), framed as one chunk when the response is chunked.
+ */
+static void
+hs_body(struct hs_conn *c, const void *data, struct evbuffer *buf, size_t len)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	char size[24];
@@ -850,32 +854,26 @@ hs_response_body(struct hs_conn *c, const void *data, size_t len)
 	if (c->chunked_out) {
 		n = snprintf(size, sizeof(size), "%zx\r\n", len);
 		evbuffer_add(out, size, n);
+	}
+	if (data != NULL)
 		evbuffer_add(out, data, len);
+	else
+		evbuffer_add_buffer(out, buf);
+	if (c->chunked_out)
 		evbuffer_add(out, "\r\n", 2);
-	} else
-		evbuffer_add(out, data, len);
+}
+
+void
+hs_response_body(struct hs_conn *c, const void *data, size_t len)
+{
+	hs_body(c, data, NULL, len);
 }
 
 /* Moves a whole buffer to the output without copying it. */
 void
 hs_response_body_buffer(struct hs_conn *c, struct evbuffer *buf)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	size_t len = evbuffer_get_length(buf);
-	char size[24];
-	int n;
-
-	if (len == 0)
-		return;
-	if (c->req != NULL)
-		c->req->bytes_out += len;
-	if (c->chunked_out) {
-		n = snprintf(size, sizeof(size), "%zx\r\n", len);
-		evbuffer_add(out, size, n);
-		evbuffer_add_buffer(out, buf);
-		evbuffer_add(out, "\r\n", 2);
-	} else
-		evbuffer_add_buffer(out, buf);
+	hs_body(c, NULL, buf, evbuffer_get_length(buf));
 }
 
 /*

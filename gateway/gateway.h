@@ -79,6 +79,10 @@ struct ig_worker {
 	struct up_pool	*upstreams;	/* per backend address */
 	struct ig_store	*store;		/* tenant budgets */
 	struct hs_conn	*conns;		/* open client connections */
+	struct hs_conn	*tq_head[3];	/* phase timeouts: idle, head, body */
+	struct hs_conn	*tq_tail[3];
+	struct event	*tq_timer;
+	uint64_t	 tq_when;	/* when tq_timer fires; 0: not armed */
 	_Atomic uint64_t rejects[IG_LIMIT_STORE + 1];	/* by limit */
 	_Atomic uint64_t would_reject[IG_LIMIT_STORE + 1];	/* shadow */
 	_Atomic uint64_t tokens_in;	/* settled prompt tokens */

@@ -48,7 +48,13 @@ struct hs_conn {
 	struct hs_conn	*next;		/* the worker's open connections */
 	struct hs_conn	*prev;
 	struct bufferevent *bev;
-	struct event	*timer;
+	/* The phase timeout: one FIFO per phase per worker (every entry of a
+	 * list has the same timeout, so appending keeps it sorted) and one
+	 * timer per worker, instead of an event per connection. */
+	struct hs_conn	*tnext;
+	struct hs_conn	*tprev;
+	uint64_t	 deadline;	/* now_ns() value */
+	int		 tq;		/* the list it is in: its state, or -1 */
 	http_parser	 parser;
 	enum hs_state	 state;
 	unsigned	 nrequests;
@@ -93,15 +99,85 @@ hs_limits(struct hs_conn *c)
 	return &c->snap->conf->limits;
 }
 
+static void	 hs_timer_fire(struct hs_conn *);
+
+static void
+hs_tq_unlink(struct hs_conn *c)
+{
+	struct ig_worker *w = c->w;
+
+	if (c->tq < 0)
+		return;
+	if (c->tprev != NULL)
+		c->tprev->tnext = c->tnext;
+	else
+		w->tq_head[c->tq] = c->tnext;
+	if (c->tnext != NULL)
+		c->tnext->tprev = c->tprev;
+	else
+		w->tq_tail[c->tq] = c->tprev;
+	c->tnext = c->tprev = NULL;
+	c->tq = -1;
+}
+
+/* Makes the worker's timer fire by WHEN (now_ns() value) at the latest. */
+static void
+hs_tq_schedule(struct ig_worker *w, uint64_t when)
+{
+	uint64_t now = now_ns(), d = when > now ? when - now : 0;
+	struct timeval tv = { d / 1000000000ULL, (d % 1000000000ULL) / 1000 };
+
+	if (w->tq_when != 0 && w->tq_when <= when)
+		return;
+	w->tq_when = when;
+	evtimer_add(w->tq_timer, &tv);
+}
+
+/* Expires what is due in each list, then waits for the earliest left. */
+static void
+hs_tq_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_worker *w = arg;
+	uint64_t now = now_ns(), next = 0;
+	struct hs_conn *c;
+	int q;
+
+	w->tq_when = 0;
+	for (q = 0; q < 3; q++) {
+		while ((c = w->tq_head[q]) != NULL && c->deadline <= now) {
+			hs_tq_unlink(c);
+			hs_timer_fire(c);
+		}
+		if ((c = w->tq_head[q]) != NULL && (next == 0 || c->deadline < next))
+			next = c->deadline;
+	}
+	if (next != 0)
+		hs_tq_schedule(w, next);
+}
+
+/* Arms the timeout of the connection's current phase (0: none). */
 static void
 hs_timer_arm(struct hs_conn *c, uint64_t ms)
 {
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct ig_worker *w = c->w;
+	int q = c->state;	/* HS_IDLE, HS_HEAD, HS_BODY: 0..2 */
 
-	if (ms == 0)
-		evtimer_del(c->timer);
+	hs_tq_unlink(c);
+	if (ms == 0 || q > HS_BODY)
+		return;
+	if (w->tq_timer == NULL &&
+	    (w->tq_timer = evtimer_new(w->base, hs_tq_cb, w)) == NULL)
+		return;
+	c->deadline = now_ns() + ms * 1000000ULL;
+	c->tq = q;
+	c->tprev = w->tq_tail[q];
+	c->tnext = NULL;
+	if (w->tq_tail[q] != NULL)
+		w->tq_tail[q]->tnext = c;
 	else
-		evtimer_add(c->timer, &tv);
+		w->tq_head[q] = c;
+	w->tq_tail[q] = c;
+	hs_tq_schedule(w, c->deadline);
 }
 
 static void
@@ -439,7 +515,7 @@ hs_on_message_complete(http_parser *p)
 	struct hs_conn *c = p->data;
 
 	c->state = HS_BUSY;
-	evtimer_del(c->timer);
+	hs_tq_unlink(c);
 	http_parser_pause(p, 1);
 	return 0;
 }
@@ -611,10 +687,8 @@ hs_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 static void
-hs_timer_cb(evutil_socket_t fd, short what, void *arg)
+hs_timer_fire(struct hs_conn *c)
 {
-	struct hs_conn *c = arg;
-
 	switch (c->state) {
 	case HS_HEAD:
 	case HS_BODY:
@@ -648,7 +722,7 @@ hs_close(struct hs_conn *c)
 	}
 	hs_request_reset(c);
 	bufferevent_free(c->bev);
-	event_free(c->timer);
+	hs_tq_unlink(c);
 	WSTAT_SUB(c->w, ST_CONN_OPEN, 1);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -694,14 +768,9 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
 	} else
 		c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	c->timer = evtimer_new(w->base, hs_timer_cb, c);
-	if (c->bev == NULL || c->timer == NULL) {
-		if (c->bev != NULL)
-			bufferevent_free(c->bev);
-		else
-			evutil_closesocket(fd);
-		if (c->timer != NULL)
-			event_free(c->timer);
+	c->tq = -1;
+	if (c->bev == NULL) {
+		evutil_closesocket(fd);
 		free(c);
 		return;
 	}
@@ -964,7 +1033,7 @@ hs_refuse(struct hs_conn *c, int status, const char *code, const char *fmt, ...)
 	if (c->state != HS_BUSY)	/* not at a message boundary */
 		c->keep_alive = false;
 	c->state = HS_BUSY;
-	evtimer_del(c->timer);
+	hs_tq_unlink(c);
 	WSTAT_ADD(c->w, ST_BAD_REQUESTS, 1);
 	if (c->req == NULL) {	/* no memory even for the request */
 		c->keep_alive = false;

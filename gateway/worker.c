@@ -214,6 +214,8 @@ workers_free(void)
 			ig_store_free(w->store);
 		if (w->drain != NULL)
 			event_free(w->drain);
+		if (w->tq_timer != NULL)
+			event_free(w->tq_timer);
 		if (w->ctl != NULL)
 			event_free(w->ctl);
 		if (w->base != NULL)

@@ -123,25 +123,56 @@ admin_admission_metrics(struct evbuffer *b)
 	    sum.settles_dropped);
 }
 
+/* The per-worker counters exposed one to one, summed over the workers. */
+static const struct {
+	const char	*name;
+	const char	*type;
+	const char	*help;
+	enum ig_stat	 stat;
+} worker_metrics[] = {
+	{ "infergate_connections_accepted_total", "counter",
+	    "Client connections accepted.", ST_CONN_ACCEPTED },
+	{ "infergate_connections_open", "gauge",
+	    "Client connections open now.", ST_CONN_OPEN },
+	{ "infergate_requests_total", "counter",
+	    "Requests started by clients.", ST_REQUESTS },
+	{ "infergate_requests_inflight", "gauge",
+	    "Requests received whole and not yet answered.", ST_REQ_INFLIGHT },
+	{ "infergate_bad_requests_total", "counter",
+	    "Requests refused as malformed or over a client limit.",
+	    ST_BAD_REQUESTS },
+	{ "infergate_client_aborts_total", "counter",
+	    "Requests whose client went away before the response ended.",
+	    ST_CLIENT_ABORTS },
+	{ "infergate_streams_total", "counter",
+	    "Responses passed through as streams.", ST_STREAMS },
+	{ "infergate_upstream_connects_total", "counter",
+	    "New connections opened to backends.", ST_UP_CONNECT },
+	{ "infergate_upstream_reuses_total", "counter",
+	    "Requests sent on a pooled keep-alive backend connection.",
+	    ST_UP_REUSE },
+	{ "infergate_upstream_errors_total", "counter",
+	    "Backend failures (refused, reset, timeout, bad response).",
+	    ST_UP_ERRORS },
+	{ "infergate_upstream_retries_total", "counter",
+	    "Requests sent again after a failure before any response byte.",
+	    ST_UP_RETRIES },
+};
+
 /* Prometheus text exposition of the counters summed over the workers. */
 static void
 admin_metrics(struct evhttp_request *req)
 {
 	struct evbuffer *b = evbuffer_new();
+	size_t i;
 
 	if (b == NULL) {
 		evhttp_send_error(req, 500, NULL);
 		return;
 	}
-	admin_metric(b, "infergate_connections_accepted_total", "counter",
-	    "Client connections accepted.", workers_stat(ST_CONN_ACCEPTED));
-	admin_metric(b, "infergate_connections_open", "gauge",
-	    "Client connections open now.", workers_stat(ST_CONN_OPEN));
-	admin_metric(b, "infergate_requests_total", "counter",
-	    "Requests started by clients.", workers_stat(ST_REQUESTS));
-	admin_metric(b, "infergate_requests_inflight", "gauge",
-	    "Requests received whole and not yet answered.",
-	    workers_stat(ST_REQ_INFLIGHT));
+	for (i = 0; i < sizeof(worker_metrics) / sizeof(worker_metrics[0]); i++)
+		admin_metric(b, worker_metrics[i].name, worker_metrics[i].type,
+		    worker_metrics[i].help, workers_stat(worker_metrics[i].stat));
 	evbuffer_add_printf(b, "# HELP infergate_responses_total Responses by "
 	    "status class.\n# TYPE infergate_responses_total counter\n"
 	    "infergate_responses_total{class=\"2xx\"} %llu\n"
@@ -150,25 +181,6 @@ admin_metrics(struct evhttp_request *req)
 	    (unsigned long long)workers_stat(ST_RESP_2XX),
 	    (unsigned long long)workers_stat(ST_RESP_4XX),
 	    (unsigned long long)workers_stat(ST_RESP_5XX));
-	admin_metric(b, "infergate_bad_requests_total", "counter",
-	    "Requests refused as malformed or over a client limit.",
-	    workers_stat(ST_BAD_REQUESTS));
-	admin_metric(b, "infergate_client_aborts_total", "counter",
-	    "Requests whose client went away before the response ended.",
-	    workers_stat(ST_CLIENT_ABORTS));
-	admin_metric(b, "infergate_streams_total", "counter",
-	    "Responses passed through as streams.", workers_stat(ST_STREAMS));
-	admin_metric(b, "infergate_upstream_connects_total", "counter",
-	    "New connections opened to backends.", workers_stat(ST_UP_CONNECT));
-	admin_metric(b, "infergate_upstream_reuses_total", "counter",
-	    "Requests sent on a pooled keep-alive backend connection.",
-	    workers_stat(ST_UP_REUSE));
-	admin_metric(b, "infergate_upstream_errors_total", "counter",
-	    "Backend failures (refused, reset, timeout, bad response).",
-	    workers_stat(ST_UP_ERRORS));
-	admin_metric(b, "infergate_upstream_retries_total", "counter",
-	    "Requests sent again after a failure before any response byte.",
-	    workers_stat(ST_UP_RETRIES));
 	admin_metric(b, "infergate_reloads_total", "counter",
 	    "Successful configuration reloads.", admin_reloads_ok);
 	admin_metric(b, "infergate_reload_failures_total", "counter",

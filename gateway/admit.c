@@ -100,8 +100,7 @@ admit_refuse(struct ig_request *r, const struct ig_admit_result *res)
 
 /* Keeps the response headers admission adds for the client. */
 static void
-admit_keep_headers(struct ig_request *r, const struct ig_admit_result *res,
-    bool clamped)
+admit_keep_headers(struct ig_request *r, const struct ig_admit_result *res)
 {
 	char buf[768];
 	int n;
@@ -109,7 +108,7 @@ admit_keep_headers(struct ig_request *r, const struct ig_admit_result *res,
 	n = ig_ratelimit_format(&res->rl, buf, sizeof(buf) - 128);
 	if (n < 0)
 		n = 0;
-	if (clamped)
+	if (r->clamped)
 		n += snprintf(buf + n, sizeof(buf) - n,
 		    "x-infergate-max-tokens-clamped: %llu\r\n",
 		    (unsigned long long)r->max_tokens);
@@ -131,7 +130,6 @@ admit_store_cb(const struct ig_admit_result *res, struct ig_lease *lease,
     void *arg)
 {
 	struct ig_request *r = arg;
-	bool clamped = r->admit_hdrs != NULL;	/* set by admit_start */
 
 	r->admit_op = NULL;
 	if (!res->admitted) {
@@ -144,7 +142,7 @@ admit_store_cb(const struct ig_admit_result *res, struct ig_lease *lease,
 		atomic_fetch_add_explicit(&r->worker->would_reject[res->limit],
 		    1, memory_order_relaxed);
 	}
-	admit_keep_headers(r, res, clamped);
+	admit_keep_headers(r, res);
 	if (r->stream && lease != NULL) {
 		uint64_t ms = ig_store_renew_ms(r->worker->store);
 		struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
@@ -206,8 +204,7 @@ admit_start(struct ig_request *r)
 			goto nomem;
 		r->body_rewritten = true;
 	}
-	if (out.clamped)	/* a marker until the store answers */
-		r->admit_hdrs = strdup("");
+	r->clamped = out.clamped;
 	if (r->info.stream && !r->info.client_usage) {
 		if (ig_request_force_usage(r->json, &r->info) == -1)
 			goto nomem;

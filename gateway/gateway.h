@@ -163,6 +163,7 @@ struct ig_request {
 	struct ig_lease	*lease;		/* admitted: settle once */
 	struct event	*renew;		/* lease renewal of long streams */
 	char		*admit_hdrs;	/* x-ratelimit-* etc. for the client */
+	bool		 clamped;	/* max_tokens lowered to the tenant's cap */
 	const char	*would_refuse;	/* shadow: the limit that would have */
 	const char	*refused_by;	/* the limit that refused */
 	struct evbuffer	*sse;		/* a partial SSE event being read */
@@ -187,14 +188,11 @@ void		 proxy_send_error(struct ig_request *, int status, const char *type,
 		    __attribute__((format(printf, 6, 7)));
 
 /* http_server.c: the response side, called by proxy.c */
-struct hs_response_header { const char *name; size_t namelen;
-	const char *value; size_t valuelen; };
 void		 hs_close_all(struct ig_worker *);
 void		 hs_listener_cb(struct evconnlistener *, int fd,
 		    struct sockaddr *, int socklen, void *arg);
 /* Status line + headers; body_len -1 means a chunked (streamed) body. */
 void		 hs_response_start(struct hs_conn *, int status,
-		    const struct hs_response_header *, size_t nheaders,
 		    const char *extra, int64_t body_len);
 void		 hs_response_body(struct hs_conn *, const void *, size_t);
 void		 hs_response_body_buffer(struct hs_conn *, struct evbuffer *);

@@ -844,15 +844,13 @@ hs_reason(int status)
  * NULL. Decides keep-alive for this response.
  */
 void
-hs_response_start(struct hs_conn *c, int status,
-    const struct hs_response_header *h, size_t nh, const char *extra,
+hs_response_start(struct hs_conn *c, int status, const char *extra,
     int64_t body_len)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct ig_request *r = c->req;
 	const struct ig_limits_conf *lim = hs_limits(c);
 	char line[256];
-	size_t i;
 	int n;
 
 	if (c->nrequests >= lim->max_requests_per_connection &&
@@ -867,12 +865,6 @@ hs_response_start(struct hs_conn *c, int status,
 	n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n",
 	    c->parser.http_minor >= 1 ? 1 : 0, status, hs_reason(status));
 	evbuffer_add(out, line, n);
-	for (i = 0; i < nh; i++) {
-		evbuffer_add(out, h[i].name, h[i].namelen);
-		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, h[i].value, h[i].valuelen);
-		evbuffer_add(out, "\r\n", 2);
-	}
 	if (extra != NULL)
 		evbuffer_add(out, extra, strlen(extra));
 	if (r != NULL && r->id[0] != '\0') {

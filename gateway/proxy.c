@@ -89,7 +89,7 @@ proxy_send_error(struct ig_request *r, int status, const char *type,
 	    "Content-Type: application/json\r\n%s%s%s%s",
 	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
 	    r->allow ? "\r\n" : "", r->admit_hdrs ? r->admit_hdrs : "");
-	hs_response_start(r->conn, status, NULL, 0, extra, len);
+	hs_response_start(r->conn, status, extra, len);
 	if (r->method != HTTP_HEAD)
 		hs_response_body(r->conn, body, len);
 	free(body);
@@ -108,7 +108,7 @@ proxy_reply_json(struct ig_request *r, int status, json_t *o)
 		return;
 	}
 	len = strlen(body);
-	hs_response_start(r->conn, status, NULL, 0,
+	hs_response_start(r->conn, status,
 	    "Content-Type: application/json\r\n", len);
 	if (r->method != HTTP_HEAD)
 		hs_response_body(r->conn, body, len);
@@ -179,11 +179,11 @@ proxy_route(struct ig_request *r, const struct ig_model *m, size_t body_len)
 	for (hops = 0; m != NULL && m->pool == NULL && hops < 8; hops++) {
 		const struct ig_model_conf *mc = m->conf;
 		const struct ig_model *next = NULL;
+		uint64_t est = (uint64_t)(body_len /
+		    (mc->bytes_per_token > 0 ? mc->bytes_per_token : 4));
 
 		for (i = 0; i < mc->nroutes && next == NULL; i++) {
 			const struct ig_route_conf *rt = &mc->routes[i];
-			uint64_t est = (uint64_t)(body_len /
-			    (mc->bytes_per_token > 0 ? mc->bytes_per_token : 4));
 
 			if (rt->tier != NULL && (r->tenant == NULL ||
 			    r->tenant->tier == NULL ||
@@ -464,7 +464,7 @@ proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
 	if (r->stream && status >= 200 && status < 300 && r->conn != NULL) {
 		r->streaming = true;
 		WSTAT_ADD(r->worker, ST_STREAMS, 1);
-		hs_response_start(r->conn, status, NULL, 0,
+		hs_response_start(r->conn, status,
 		    (const char *)evbuffer_pullup(r->resp_head, -1), -1);
 		return;
 	}
@@ -522,7 +522,7 @@ proxy_on_complete(struct ig_request *r)
 		return;
 	}
 	admit_response_done(r);
-	hs_response_start(r->conn, r->status, NULL, 0,
+	hs_response_start(r->conn, r->status,
 	    (const char *)evbuffer_pullup(r->resp_head, -1),
 	    evbuffer_get_length(r->resp));
 	if (r->method != HTTP_HEAD)

@@ -9,6 +9,7 @@
  * in flight or the shutdown grace has passed.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,11 +258,6 @@ workers_sum(size_t offset)
 uint64_t
 workers_stat(enum ig_stat s)
 {
-	uint64_t sum = 0;
-	size_t i;
-
-	for (i = 0; i < nworkers; i++)
-		sum += atomic_load_explicit(&workers[i].stats[s],
-		    memory_order_relaxed);
-	return sum;
+	return workers_sum(offsetof(struct ig_worker, stats) +
+	    s * sizeof(uint64_t));
 }

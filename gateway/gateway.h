@@ -33,6 +33,61 @@ struct up_pool;
 struct ig_store;
 struct ig_store_op;
 struct ig_lease;
+struct ig_io;
+struct ssl_st;
+
+/* --- socket I/O (io.c): both sides, plain or TLS, no bufferevents ----- */
+
+enum io_what { IO_EOF = 1, IO_ERROR, IO_TIMEOUT, IO_CONNECT_FAILED,
+	IO_CONNECTED };
+
+/*
+ * Each returns 0, or -1 when the owner released the io inside it.
+ *   on_read   DATA/LEN: new bytes in the worker's read buffer (io->in is
+ *             empty); the owner parses what it can and says how much
+ *             with io_consumed(), the rest is kept in io->in. DATA NULL:
+ *             the input is in io->in, which the owner drains itself.
+ *   on_drain  output was written and at most 16 KiB of it waits (only
+ *             with io_notify_drain() on).
+ *   on_event  one of enum io_what; after anything but IO_CONNECTED the
+ *             io neither reads nor writes any more: release it.
+ */
+struct io_handlers {
+	int	(*on_read)(struct ig_io *, void *arg, const char *data,
+		    size_t len);
+	int	(*on_drain)(struct ig_io *, void *arg);
+	int	(*on_event)(struct ig_io *, void *arg, int what);
+};
+
+struct ig_io {
+	struct ig_worker *w;
+	int		 fd;
+	uint32_t	 flags;
+	uint32_t	 wtimeout_ms;	/* pending output makes no progress */
+	struct ssl_st	*ssl;
+	struct event	*rev;		/* persistent: read interest */
+	struct event	*wev;		/* only while output waits */
+	struct evbuffer	*in;		/* what the owner left unparsed */
+	struct evbuffer	*out;		/* written at the end of the batch */
+	const struct io_handlers *h;
+	void		*arg;
+	struct ig_io	*dnext, *dprev;	/* the worker's flush list */
+	size_t		 rused;		/* io_consumed() of this read */
+	size_t		 ssl_wlen;	/* a TLS write to repeat */
+};
+
+int		 io_init(struct ig_io *, struct ig_worker *, int fd,
+		    struct ssl_st *, bool connecting, const struct io_handlers *,
+		    void *arg);
+void		 io_release(struct ig_io *);
+void		 io_consumed(struct ig_io *, size_t);
+void		 io_schedule_flush(struct ig_io *);
+void		 io_schedule_read(struct ig_io *);
+void		 io_pause_read(struct ig_io *, bool paused);
+void		 io_notify_drain(struct ig_io *, bool);
+bool		 io_output_pending(const struct ig_io *);
+size_t		 io_output_length(const struct ig_io *);
+void		 io_flush_cb(int fd, short what, void *arg);	/* worker's */
 
 /* --- snapshots: one config and everything built from it --------------- */
 
@@ -83,6 +138,11 @@ struct ig_worker {
 	struct hs_conn	*tq_tail[3];
 	struct event	*tq_timer;
 	uint64_t	 tq_when;	/* when tq_timer fires; 0: not armed */
+	struct event	*flush;		/* io.c: writes at the end of a batch */
+	bool		 flush_active;
+	struct ig_io	*dirty;		/* connections with output to write */
+	char		*rbuf;		/* every read lands here first */
+	size_t		 rbuf_size;
 	_Atomic uint64_t rejects[IG_LIMIT_STORE + 1];	/* by limit */
 	_Atomic uint64_t would_reject[IG_LIMIT_STORE + 1];	/* shadow */
 	_Atomic uint64_t tokens_in;	/* settled prompt tokens */
@@ -135,7 +195,7 @@ struct ig_request {
 	const struct ig_model *routed_from;	/* the model the client named */
 	struct ig_backend *backend;
 	struct up_conn	*up;
-	struct event	*deadline;
+	uint64_t	 deadline_ns;	/* pools.*.timeouts.request; 0: none */
 	uint64_t	 tried;		/* backends that failed this request */
 	unsigned	 attempts;
 	bool		 stream;	/* the client asked for a stream */
@@ -216,12 +276,14 @@ struct up_events {
 struct up_pool	*up_pools_create(struct ig_worker *);
 void		 up_pools_free(struct up_pool *);
 /*
- * Sends the request head + body to the backend on a pooled or new
- * connection; events come back through `ev`. The body buffer is drained.
+ * Takes a pooled or new connection to the backend for the request and
+ * returns the buffer to write the request head and body into (NULL: no
+ * connection could be started); up_start() sends it. Events come back
+ * through `ev`.
  */
-int		 up_send(struct ig_request *, struct ig_backend *,
-		    const struct ig_pool_conf *, struct evbuffer *head_and_body,
-		    const struct up_events *ev);
+struct evbuffer	*up_open(struct ig_request *, struct ig_backend *,
+		    const struct ig_pool_conf *, const struct up_events *ev);
+void		 up_start(struct ig_request *);
 void		 up_cancel(struct ig_request *);	/* close, never pooled */
 void		 up_pause(struct ig_request *, bool paused);	/* backpressure */
 

@@ -1,6 +1,6 @@
 /*
- * The client side of the gateway: HTTP/1.1 connections on bufferevents,
- * parsed with http-parser, one small function per state.
+ * The client side of the gateway: HTTP/1.1 connections on our own socket
+ * I/O (io.c), parsed with http-parser, one small function per state.
  *
  *   IDLE --first byte--> HEAD --headers--> BODY --complete--> BUSY
  *    ^                                                          |
@@ -8,8 +8,10 @@
  *   any state --error / Connection: close--> CLOSING (flush, then free)
  *
  * One request at a time per connection: pipelined requests wait in the
- * input buffer (bounded by its read watermark) and are parsed once the
- * response before them is handed off, so responses go out in order.
+ * input buffer (reading pauses past max_header_bytes + 64 KiB of it) and
+ * are parsed once the response before them is handed off, so responses
+ * go out in order. Requests are parsed straight from the worker's read
+ * buffer; only what a read leaves unparsed is copied.
  * While a request is BUSY, reading stays on so that a client that goes
  * away is noticed at once and its upstream request cancelled.
  */
@@ -25,8 +27,6 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <http_parser.h>
@@ -47,7 +47,8 @@ struct hs_conn {
 	struct ig_worker *w;
 	struct hs_conn	*next;		/* the worker's open connections */
 	struct hs_conn	*prev;
-	struct bufferevent *bev;
+	struct ig_io	 io;
+	size_t		 in_max;	/* pipelined input kept before pausing */
 	/* The phase timeout: one FIFO per phase per worker (every entry of a
 	 * list has the same timeout, so appending keeps it sorted) and one
 	 * timer per worker, instead of an event per connection. */
@@ -88,7 +89,7 @@ struct hs_conn {
 };
 
 static const http_parser_settings hs_settings;
-static void	 hs_feed(struct hs_conn *);
+static int	 hs_feed(struct hs_conn *, const char *, size_t);
 static void	 hs_close(struct hs_conn *);
 static void	 hs_refuse(struct hs_conn *, int status, const char *code,
 		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -481,10 +482,10 @@ hs_on_headers_complete(http_parser *p)
 	}
 	c->keep_alive = http_should_keep_alive(p);
 	hs_route(c, r);
-	if (expect_continue && c->err_status == 0 && p->http_minor >= 1)
-		evbuffer_add(bufferevent_get_output(c->bev),
-		    "HTTP/1.1 100 Continue\r\n\r\n", 25);
-	else if (expect_continue)	/* refused: do not make it send the body */
+	if (expect_continue && c->err_status == 0 && p->http_minor >= 1) {
+		evbuffer_add(c->io.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		io_schedule_flush(&c->io);
+	} else if (expect_continue)	/* refused: do not make it send the body */
 		c->keep_alive = false;
 	c->state = HS_BODY;
 	hs_timer_arm(c, lim->body_timeout_ms);
@@ -595,33 +596,58 @@ hs_dispatch(struct hs_conn *c)
 	proxy_request(r);
 }
 
-/*
- * Feeds buffered input to the parser while the connection may take a new
- * request. Stops at the end of each request (the parser is paused there)
- * and resumes only when its response has been handed off.
- */
+/* Takes N bytes of the input: from DATA (*data, *len) or from io->in. */
 static void
-hs_feed(struct hs_conn *c)
+hs_consume(struct hs_conn *c, const char **data, size_t *len, size_t n)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (*data != NULL) {
+		*data += n;
+		*len -= n;
+		io_consumed(&c->io, n);
+	} else
+		evbuffer_drain(c->io.in, n);
+}
+
+/*
+ * Feeds input to the parser while the connection may take a new request:
+ * DATA (the worker's read buffer, what is left unparsed is kept by io.c)
+ * or, when NULL, what waits in io->in. Stops at the end of each request
+ * (the parser is paused there) and resumes only when its response has
+ * been handed off. Returns -1 when the connection was closed.
+ */
+static int
+hs_feed(struct hs_conn *c, const char *data, size_t len)
+{
 	struct evbuffer_iovec v;
-	size_t n;
+	const char *p;
+	size_t n, avail;
 	enum http_errno e;
 
 	c->feeding = true;
-	while ((c->state == HS_IDLE || c->state == HS_HEAD ||
-	    c->state == HS_BODY) && evbuffer_peek(in, -1, NULL, &v, 1) > 0) {
+	while (c->state == HS_IDLE || c->state == HS_HEAD ||
+	    c->state == HS_BODY) {
+		if (data != NULL) {
+			if (len == 0)
+				break;
+			p = data;
+			avail = len;
+		} else {
+			if (evbuffer_peek(c->io.in, -1, NULL, &v, 1) <= 0)
+				break;
+			p = v.iov_base;
+			avail = v.iov_len;
+		}
 		if (c->state == HS_IDLE)
 			hs_request_reset(c);
-		if (c->scanning && hs_scan(c, v.iov_base, v.iov_len) == -1) {
+		if (c->scanning && hs_scan(c, (const unsigned char *)p,
+		    avail) == -1) {
 			if (c->req == NULL)
 				hs_on_message_begin(&c->parser);
 			hs_refuse(c, 400, NULL, "malformed line ending or folded header");
 			break;
 		}
-		n = http_parser_execute(&c->parser, &hs_settings, v.iov_base,
-		    v.iov_len);
-		evbuffer_drain(in, n);
+		n = http_parser_execute(&c->parser, &hs_settings, p, avail);
+		hs_consume(c, &data, &len, n);
 		e = HTTP_PARSER_ERRNO(&c->parser);
 		if (e == HPE_PAUSED) {
 			http_parser_pause(&c->parser, 0);
@@ -642,49 +668,75 @@ hs_feed(struct hs_conn *c)
 		}
 	}
 	c->feeding = false;
-	if (c->state == HS_CLOSING &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		hs_close(c);
-}
-
-static void
-hs_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct hs_conn *c = arg;
-
 	if (c->state == HS_CLOSING) {
-		evbuffer_drain(bufferevent_get_input(bev), -1);
-		return;
-	}
-	hs_feed(c);
-}
-
-static void
-hs_write_cb(struct bufferevent *bev, void *arg)
-{
-	struct hs_conn *c = arg;
-
-	if (c->state == HS_CLOSING) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		/* Nothing more is read from a connection being closed. */
+		if (data != NULL)
+			io_consumed(&c->io, len);
+		evbuffer_drain(c->io.in, evbuffer_get_length(c->io.in));
+		if (!io_output_pending(&c->io)) {
 			hs_close(c);
-		return;
+			return -1;
+		}
+		io_schedule_flush(&c->io);
+	}
+	return 0;
+}
+
+static int
+hs_on_read(struct ig_io *io, void *arg, const char *data, size_t len)
+{
+	struct hs_conn *c = arg;
+
+	if (c->state == HS_CLOSING) {
+		if (data != NULL)
+			io_consumed(io, len);
+		evbuffer_drain(io->in, evbuffer_get_length(io->in));
+		return 0;
+	}
+	if (hs_feed(c, data, len) == -1)
+		return -1;
+	/* Pipelined input waiting behind a busy request is bounded. */
+	if (c->state == HS_BUSY && evbuffer_get_length(io->in) + len > c->in_max)
+		io_pause_read(io, true);
+	return 0;
+}
+
+/* Output drained: close a closing connection, resume a paused backend. */
+static int
+hs_on_drain(struct ig_io *io, void *arg)
+{
+	struct hs_conn *c = arg;
+
+	if (c->state == HS_CLOSING) {
+		if (io_output_pending(io))
+			return 0;
+		hs_close(c);
+		return -1;
 	}
 	if (c->req != NULL && c->state == HS_BUSY)
 		proxy_client_writable(c->req);
+	return 0;
 }
 
-static void
-hs_event_cb(struct bufferevent *bev, short what, void *arg)
+static int
+hs_on_event(struct ig_io *io, void *arg, int what)
 {
 	struct hs_conn *c = arg;
 
-	if (what & BEV_EVENT_CONNECTED)		/* TLS handshake done */
-		return;
+	if (what == IO_CONNECTED)
+		return 0;
 	if (c->req != NULL && c->state == HS_BUSY)
-		c->req->outcome = (what & BEV_EVENT_TIMEOUT) ?
-		    "client_timeout" : "client_abort";
+		c->req->outcome = what == IO_TIMEOUT ? "client_timeout" :
+		    "client_abort";
 	hs_close(c);
+	return -1;
 }
+
+static const struct io_handlers hs_io = {
+	.on_read = hs_on_read,
+	.on_drain = hs_on_drain,
+	.on_event = hs_on_event,
+};
 
 static void
 hs_timer_fire(struct hs_conn *c)
@@ -721,7 +773,7 @@ hs_close(struct hs_conn *c)
 		proxy_request_free(r);
 	}
 	hs_request_reset(c);
-	bufferevent_free(c->bev);
+	io_release(&c->io);
 	hs_tq_unlink(c);
 	WSTAT_SUB(c->w, ST_CONN_OPEN, 1);
 	if (c->prev != NULL)
@@ -747,33 +799,27 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 {
 	struct ig_listener *il = arg;
 	struct ig_worker *w = il->w;
-	struct hs_conn *c;
+	struct hs_conn *c = NULL;
 	struct ig_snapshot *snap;
-	struct timeval wt = { HS_SEND_TIMEOUT, 0 };
+	SSL *ssl = NULL;
 	int one = 1;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if ((c = calloc(1, sizeof(*c))) == NULL)
+	if (il->tls != NULL) {
+		if ((ssl = SSL_new(il->tls)) == NULL || SSL_set_fd(ssl, fd) != 1)
+			goto fail;
+		SSL_set_accept_state(ssl);
+		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+		    SSL_MODE_RELEASE_BUFFERS);
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    io_init(&c->io, w, fd, ssl, false, &hs_io, c) == -1)
 		goto fail;
 	c->w = w;
-	if (il->tls != NULL) {
-		SSL *ssl = SSL_new(il->tls);
-
-		c->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(
-		    w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		    BEV_OPT_CLOSE_ON_FREE);
-		if (c->bev == NULL && ssl != NULL)
-			SSL_free(ssl);
-		if (c->bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-	} else
-		c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->tq = -1;
-	if (c->bev == NULL) {
-		evutil_closesocket(fd);
-		free(c);
-		return;
-	}
+	c->io.wtimeout_ms = HS_SEND_TIMEOUT * 1000;
+	io_notify_drain(&c->io, true);
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
 		    c->client_ip, sizeof(c->client_ip));
@@ -785,15 +831,9 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	c->state = HS_IDLE;
 	c->scanning = true;
 	snap = snapshot_current();
-	/* Pipelined input is bounded: past this, reading pauses. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-	    snap->conf->limits.max_header_bytes + 65536);
-	bufferevent_setwatermark(c->bev, EV_WRITE, HS_OUT_LOW, 0);
-	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	c->in_max = snap->conf->limits.max_header_bytes + 65536;
 	hs_timer_arm(c, snap->conf->limits.keepalive_timeout_ms);
 	snapshot_unref(snap);
-	bufferevent_setcb(c->bev, hs_read_cb, hs_write_cb, hs_event_cb, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	c->next = w->conns;
 	if (w->conns != NULL)
 		w->conns->prev = c;
@@ -802,6 +842,8 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	WSTAT_ADD(w, ST_CONN_OPEN, 1);
 	return;
 fail:
+	free(c);
+	SSL_free(ssl);
 	evutil_closesocket(fd);
 }
 
@@ -847,7 +889,7 @@ void
 hs_response_start(struct hs_conn *c, int status, const char *extra,
     int64_t body_len)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = c->io.out;
 	struct ig_request *r = c->req;
 	const struct ig_limits_conf *lim = hs_limits(c);
 	char line[256];
@@ -895,6 +937,7 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 		else
 			WSTAT_ADD(c->w, ST_RESP_2XX, 1);
 	}
+	io_schedule_flush(&c->io);
 }
 
 /*
@@ -904,7 +947,7 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 static void
 hs_body(struct hs_conn *c, const void *data, struct evbuffer *buf, size_t len)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = c->io.out;
 	char size[24];
 	int n;
 
@@ -922,6 +965,7 @@ hs_body(struct hs_conn *c, const void *data, struct evbuffer *buf, size_t len)
 		evbuffer_add_buffer(out, buf);
 	if (c->chunked_out)
 		evbuffer_add(out, "\r\n", 2);
+	io_schedule_flush(&c->io);
 }
 
 void
@@ -946,10 +990,9 @@ void
 hs_response_end(struct hs_conn *c)
 {
 	struct ig_request *r = c->req;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
 
 	if (c->chunked_out)
-		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+		evbuffer_add(c->io.out, "0\r\n\r\n", 5);
 	c->chunked_out = false;
 	c->req = NULL;
 	if (r != NULL) {
@@ -958,22 +1001,17 @@ hs_response_end(struct hs_conn *c)
 			r->outcome = "ok";
 		proxy_request_free(r);
 	}
+	io_schedule_flush(&c->io);
 	if (!c->keep_alive) {
-		c->state = HS_CLOSING;
-		/* Flushed by hs_write_cb; start it if nothing is pending. */
-		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-		if (!c->feeding && evbuffer_get_length(
-		    bufferevent_get_output(c->bev)) == 0)
-			bufferevent_trigger(c->bev, EV_WRITE,
-			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		c->state = HS_CLOSING;	/* closed once flushed (hs_on_drain) */
 		return;
 	}
 	c->state = HS_IDLE;
 	hs_request_reset(c);
-	if (evbuffer_get_length(in) > 0) {
+	io_pause_read(&c->io, false);
+	if (evbuffer_get_length(c->io.in) > 0) {
 		if (!c->feeding)
-			bufferevent_trigger(c->bev, EV_READ,
-			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+			io_schedule_read(&c->io);
 	} else {
 		struct ig_snapshot *snap = snapshot_current();
 
@@ -996,16 +1034,13 @@ hs_response_abort(struct hs_conn *c)
 		proxy_request_free(r);
 	}
 	c->state = HS_CLOSING;
-	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	if (!c->feeding)
-		bufferevent_trigger(c->bev, EV_WRITE,
-		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	io_schedule_flush(&c->io);
 }
 
 bool
 hs_output_full(struct hs_conn *c)
 {
-	return evbuffer_get_length(bufferevent_get_output(c->bev)) > HS_OUT_HIGH;
+	return evbuffer_get_length(c->io.out) > HS_OUT_HIGH;
 }
 
 /*
@@ -1030,9 +1065,7 @@ hs_refuse(struct hs_conn *c, int status, const char *code, const char *fmt, ...)
 	if (c->req == NULL) {	/* no memory even for the request */
 		c->keep_alive = false;
 		c->state = HS_CLOSING;
-		if (!c->feeding)
-			bufferevent_trigger(c->bev, EV_WRITE,
-			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		io_schedule_flush(&c->io);
 		return;
 	}
 	c->req->outcome = "refused";

@@ -346,16 +346,6 @@ proxy_drop_request_header(const struct ig_header *h, const struct ig_header *con
 	return false;
 }
 
-static void
-proxy_deadline_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct ig_request *r = arg;
-
-	up_cancel(r);
-	WSTAT_ADD(r->worker, ST_UP_ERRORS, 1);
-	proxy_fail(r, "request deadline exceeded", true);
-}
-
 /* Builds the upstream request and sends it to the next backend to try. */
 static void
 proxy_forward(struct ig_request *r)
@@ -373,9 +363,10 @@ proxy_forward(struct ig_request *r)
 		return;
 	}
 	r->attempts++;
-	if ((buf = evbuffer_new()) == NULL) {
-		proxy_send_error(r, 503, "server_error", NULL, NULL,
-		    "out of memory");
+	if (r->deadline_ns == 0 && pc->request_timeout_ms > 0)
+		r->deadline_ns = now_ns() + pc->request_timeout_ms * 1000000ULL;
+	if ((buf = up_open(r, r->backend, pc, &proxy_up_events)) == NULL) {
+		proxy_on_error(r, "cannot connect", false, true);
 		return;
 	}
 	evbuffer_add_printf(buf, "POST %s HTTP/1.1\r\nHost: %s\r\n", r->path,
@@ -396,28 +387,14 @@ proxy_forward(struct ig_request *r)
 	evbuffer_add_printf(buf, "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\n"
 	    "Content-Length: %zu\r\n\r\n", r->id, r->client_ip,
 	    evbuffer_get_length(r->upbody));
-	/* A reference, so that a retry can send the body again. (libevent
-	 * refuses to reference a buffer that holds references itself.) */
+	/* A copy: a retry sends the body again. */
 	if (evbuffer_add_buffer_reference(buf, r->upbody) == -1) {
-		evbuffer_free(buf);
+		up_cancel(r);
 		proxy_send_error(r, 503, "server_error", NULL, NULL,
 		    "out of memory");
 		return;
 	}
-	if (r->deadline == NULL && pc->request_timeout_ms > 0) {
-		struct timeval tv = { pc->request_timeout_ms / 1000,
-		    (pc->request_timeout_ms % 1000) * 1000 };
-
-		r->deadline = evtimer_new(r->worker->base, proxy_deadline_cb, r);
-		if (r->deadline != NULL)
-			evtimer_add(r->deadline, &tv);
-	}
-	if (up_send(r, r->backend, pc, buf, &proxy_up_events) == -1) {
-		evbuffer_free(buf);
-		proxy_on_error(r, "cannot connect", false, true);
-		return;
-	}
-	evbuffer_free(buf);
+	up_start(r);
 }
 
 /* Response headers the client must not get from the backend as they are. */
@@ -513,8 +490,6 @@ proxy_client_writable(struct ig_request *r)
 static void
 proxy_on_complete(struct ig_request *r)
 {
-	if (r->deadline != NULL)
-		evtimer_del(r->deadline);
 	if (r->streaming) {
 		if (r->sse != NULL)	/* a last event without its blank line */
 			hs_response_body_buffer(r->conn, r->sse);
@@ -560,7 +535,8 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 		proxy_request_free(r);
 		return;
 	}
-	if (before_response && !r->resp_started) {
+	if (before_response && !r->resp_started &&
+	    (r->deadline_ns == 0 || now_ns() < r->deadline_ns)) {
 		bool stale = r->up_reused && !timeout;
 
 		if (!stale && r->backend != NULL && r->backend->index < 64)
@@ -613,8 +589,6 @@ proxy_request_free(struct ig_request *r)
 {
 	if (r->up != NULL)
 		up_cancel(r);
-	if (r->deadline != NULL)
-		event_free(r->deadline);
 	admit_finish(r);
 	if (r->dispatched) {
 		access_log_request(r);

@@ -11,6 +11,7 @@
  * up_conn_free(); inside a parser callback it is marked dead and freed
  * when the parser returns (hiredis's REDIS_IN_CALLBACK).
  */
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -18,10 +19,9 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <http_parser.h>
 #include <openssl/ssl.h>
@@ -36,18 +36,24 @@
 struct up_backend;
 
 struct up_conn {
+	struct ig_io	 io;
 	struct up_backend *home;
-	struct bufferevent *bev;
 	struct ig_request *req;		/* NULL when idle */
 	const struct up_events *ev;
 	http_parser	 parser;
 	TAILQ_ENTRY(up_conn) entry;
-	uint64_t	 idle_ms;	/* first_byte, then idle timeout */
+	struct event	*timer;		/* the phase deadline, lazily re-armed */
+	uint64_t	 deadline;	/* now_ns(); 0: none */
+	uint64_t	 timer_at;	/* when the timer fires; 0: not armed */
+	uint64_t	 idle_ms;	/* between response bytes */
+	uint64_t	 first_byte_ms;
+	uint64_t	 connect_ms;
 	size_t		 keep_max;	/* the pool's keepalive_connections */
 	bool		 connected;
 	bool		 got_bytes;	/* any byte of a response */
 	bool		 headers_done;
 	bool		 complete;
+	bool		 trailing;	/* bytes after the response */
 	bool		 in_cb;
 	bool		 dead;
 	bool		 in_value;
@@ -76,6 +82,8 @@ struct up_pool {
 
 static const http_parser_settings up_settings;
 
+static const struct io_handlers up_io;
+
 struct up_pool *
 up_pools_create(struct ig_worker *w)
 {
@@ -94,6 +102,7 @@ up_hdr_release(struct up_conn *c)
 	c->hdrbuf = NULL;
 }
 
+/* The one teardown of a connection; deferred while its parser runs. */
 static void
 up_conn_free(struct up_conn *c)
 {
@@ -102,12 +111,13 @@ up_conn_free(struct up_conn *c)
 		return;
 	}
 	up_hdr_release(c);
-	if (c->req == NULL && c->home != NULL && c->connected &&
-	    c->entry.tqe_prev != NULL) {
+	if (c->req == NULL && c->home != NULL && c->entry.tqe_prev != NULL) {
 		TAILQ_REMOVE(&c->home->idle, c, entry);
 		c->home->nidle--;
 	}
-	bufferevent_free(c->bev);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	io_release(&c->io);
 	free(c);
 }
 
@@ -146,13 +156,39 @@ up_backend_get(struct up_pool *p, const char *name)
 	return b;
 }
 
+/* Arms the timer for c->deadline unless it already fires by then. */
 static void
-up_set_read_timeout(struct up_conn *c, uint64_t ms, uint64_t write_ms)
+up_timer_arm(struct up_conn *c)
 {
-	struct timeval rt = { ms / 1000, (ms % 1000) * 1000 };
-	struct timeval wt = { write_ms / 1000, (write_ms % 1000) * 1000 };
+	uint64_t now = now_ns(), d;
+	struct timeval tv;
 
-	bufferevent_set_timeouts(c->bev, ms ? &rt : NULL, write_ms ? &wt : NULL);
+	if (c->deadline == 0 || (c->timer_at != 0 && c->timer_at <= c->deadline))
+		return;
+	d = c->deadline > now ? c->deadline - now : 0;
+	tv.tv_sec = d / 1000000000ULL;
+	tv.tv_usec = (d % 1000000000ULL) / 1000 + 1;
+	c->timer_at = c->deadline;
+	evtimer_add(c->timer, &tv);
+}
+
+/*
+ * Sets the phase deadline MS from now (0: none), or the request's own
+ * deadline when that comes first. The timer is re-armed only when the
+ * deadline moves earlier than it fires: a deadline pushed back by every
+ * read (idle) costs no timer operation; the timer finds it moved when it
+ * fires and waits for the rest.
+ */
+static void
+up_deadline(struct up_conn *c, uint64_t ms)
+{
+	struct ig_request *r = c->req;
+
+	c->deadline = ms ? now_ns() + ms * 1000000ULL : 0;
+	if (r != NULL && r->deadline_ns != 0 &&
+	    (c->deadline == 0 || r->deadline_ns < c->deadline))
+		c->deadline = r->deadline_ns;
+	up_timer_arm(c);
 }
 
 /* Detaches the request from its connection: neither refers to the other. */
@@ -167,37 +203,19 @@ up_detach(struct up_conn *c)
 	return r;
 }
 
-static void
-up_idle_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	up_conn_free(arg);
-}
-
-static void
-up_idle_read_cb(struct bufferevent *bev, void *arg)
-{
-	/* A backend that speaks while idle has nothing we want to hear. */
-	up_conn_free(arg);
-}
-
 /* Puts a finished connection back in its backend's idle list, or closes it. */
 static void
 up_release(struct up_conn *c, bool reusable)
 {
-	struct timeval tv = { UP_IDLE_TIMEOUT, 0 };
-
-	if (!reusable || c->home->nidle >= c->keep_max ||
-	    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
-	    c->home->pool->w->stopping) {
+	if (!reusable || c->trailing || c->home->nidle >= c->keep_max ||
+	    evbuffer_get_length(c->io.in) > 0 || c->home->pool->w->stopping) {
 		up_conn_free(c);
 		return;
 	}
 	http_parser_init(&c->parser, HTTP_RESPONSE);
 	c->parser.data = c;
 	c->ev = NULL;
-	bufferevent_setcb(c->bev, up_idle_read_cb, NULL, up_idle_event_cb, c);
-	bufferevent_set_timeouts(c->bev, &tv, NULL);
-	bufferevent_enable(c->bev, EV_READ);
+	up_deadline(c, UP_IDLE_TIMEOUT * 1000);
 	TAILQ_INSERT_HEAD(&c->home->idle, c, entry);
 	c->home->nidle++;
 }
@@ -226,6 +244,30 @@ up_finish(struct up_conn *c, const char *errstr, bool timeout)
 	up_conn_free(c);
 	if (r != NULL)
 		ev->on_error(r, errstr, timeout, before);
+}
+
+static void
+up_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct up_conn *c = arg;
+	struct ig_request *r = c->req;
+	uint64_t now = now_ns();
+
+	c->timer_at = 0;
+	if (c->deadline == 0)
+		return;
+	if (now < c->deadline) {	/* moved back since: wait for the rest */
+		up_timer_arm(c);
+		return;
+	}
+	if (r == NULL) {		/* idle in the pool for too long */
+		up_conn_free(c);
+		return;
+	}
+	up_finish(c, r->deadline_ns != 0 && now >= r->deadline_ns ?
+	    "request deadline exceeded" : !c->connected ? "connect timeout" :
+	    !c->headers_done ? "no response in time" :
+	    "backend idle for too long", true);
 }
 
 static int
@@ -297,7 +339,7 @@ up_on_headers_complete(http_parser *p)
 		return 0;
 	c->headers_done = true;
 	/* From now on the backend may pause between chunks, up to idle. */
-	up_set_read_timeout(c, c->idle_ms, 0);
+	up_deadline(c, c->idle_ms);
 	if (c->req != NULL)
 		c->ev->on_headers(c->req, p->status_code, c->hdrs, c->nhdrs);
 	up_hdr_release(c);	/* the proxy keeps what it needs */
@@ -345,87 +387,181 @@ up_parse(struct up_conn *c, const char *data, size_t len, size_t *nparsed)
 	return HTTP_PARSER_ERRNO(&c->parser);
 }
 
-static void
-up_read_cb(struct bufferevent *bev, void *arg)
+/*
+ * Parses response bytes. Returns -1 when the connection is gone (freed,
+ * or finished and pooled: either way the caller must not touch it).
+ */
+static int
+up_feed(struct up_conn *c, const char *data, size_t len, size_t *used)
 {
-	struct up_conn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer_iovec v;
 	enum http_errno e;
-	size_t n;
 
-	c->got_bytes = true;
-	while (!c->complete && evbuffer_peek(in, -1, NULL, &v, 1) > 0) {
-		e = up_parse(c, v.iov_base, v.iov_len, &n);
-		evbuffer_drain(in, n);
-		if (c->dead) {
-			up_conn_free(c);
-			return;
-		}
-		if (e == HPE_PAUSED)
-			break;
-		if (e != HPE_OK) {
-			up_finish(c, c->req == NULL ? "cancelled" :
-			    http_errno_description(e), false);
-			return;
-		}
+	e = up_parse(c, data, len, used);
+	if (c->dead) {
+		up_conn_free(c);
+		return -1;
 	}
-	if (c->complete)	/* bytes after the reply: up_release closes */
+	if (e != HPE_OK && e != HPE_PAUSED) {
+		up_finish(c, c->req == NULL ? "cancelled" :
+		    http_errno_description(e), false);
+		return -1;
+	}
+	if (c->complete) {
+		c->trailing = *used < len;	/* bytes after the reply */
 		up_finish(c, NULL, false);
+		return -1;
+	}
+	return 0;
 }
 
-static void
-up_event_cb(struct bufferevent *bev, short what, void *arg)
+static int
+up_on_read(struct ig_io *io, void *arg, const char *data, size_t len)
+{
+	struct up_conn *c = arg;
+	struct evbuffer_iovec v;
+	size_t n;
+
+	if (c->req == NULL) {
+		/* A backend that speaks while idle has nothing we want to hear. */
+		up_conn_free(c);
+		return -1;
+	}
+	c->got_bytes = true;
+	if (c->headers_done)
+		up_deadline(c, c->idle_ms);
+	if (data != NULL) {
+		if (up_feed(c, data, len, &n) == -1)
+			return -1;
+		io_consumed(io, n);
+		return 0;
+	}
+	while (evbuffer_peek(io->in, -1, NULL, &v, 1) > 0) {
+		if (up_feed(c, v.iov_base, v.iov_len, &n) == -1)
+			return -1;
+		evbuffer_drain(io->in, n);
+	}
+	return 0;
+}
+
+static int
+up_on_drain(struct ig_io *io, void *arg)
+{
+	return 0;
+}
+
+static int
+up_on_event(struct ig_io *io, void *arg, int what)
 {
 	struct up_conn *c = arg;
 	size_t n;
 	int one = 1;
 
-	if (what & BEV_EVENT_CONNECTED) {
+	if (what == IO_CONNECTED) {
 		c->connected = true;
-		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY,
-		    &one, sizeof(one));
-		return;
+		setsockopt(io->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (c->req != NULL)
+			up_deadline(c, c->first_byte_ms);
+		return 0;
 	}
-	if ((what & BEV_EVENT_EOF) && c->headers_done && !c->complete) {
+	if (c->req == NULL) {
+		up_conn_free(c);
+		return -1;
+	}
+	if (what == IO_EOF && c->headers_done && !c->complete) {
 		/* A body delimited by the close of the connection ends here. */
-		if (up_parse(c, NULL, 0, &n) == HPE_OK && c->complete) {
+		if (up_parse(c, NULL, 0, &n) == HPE_OK && c->complete &&
+		    !c->dead) {
 			up_finish(c, NULL, false);
-			return;
+			return -1;
 		}
 	}
-	if (what & BEV_EVENT_TIMEOUT)
+	if (what == IO_TIMEOUT)
 		up_finish(c, !c->connected ? "connect timeout" :
-		    !c->headers_done ? "no response in time" :
-		    "backend idle for too long", true);
-	else if (!c->connected)
+		    "backend not reading the request", true);
+	else if (what == IO_CONNECT_FAILED || !c->connected)
 		up_finish(c, "connection refused", false);
 	else
-		up_finish(c, (what & BEV_EVENT_EOF) ? "backend closed the connection"
-		    : "connection reset", false);
+		up_finish(c, what == IO_EOF ? "backend closed the connection" :
+		    "connection reset", false);
+	return -1;
+}
+
+static const struct io_handlers up_io = {
+	.on_read = up_on_read,
+	.on_drain = up_on_drain,
+	.on_event = up_on_event,
+};
+
+/* A new connection to BE, connecting. NULL when refused at once. */
+static struct up_conn *
+up_connect(struct ig_worker *w, struct up_backend *home,
+    const struct ig_backend *be, struct ssl_ctx_st *tls,
+    const struct ig_pool_conf *pc)
+{
+	struct up_conn *c;
+	SSL *ssl = NULL;
+	int fd, rc, one = 1;
+
+	fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return NULL;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	rc = connect(fd, (const struct sockaddr *)&be->addr, be->addrlen);
+	if (rc == -1 && errno != EINPROGRESS)
+		goto fail;
+	if (tls != NULL) {
+		if ((ssl = tls_client_ssl(tls, pc, be)) == NULL ||
+		    SSL_set_fd(ssl, fd) != 1)
+			goto fail;
+		SSL_set_connect_state(ssl);
+		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		goto fail;
+	if ((c->timer = evtimer_new(w->base, up_timer_cb, c)) == NULL ||
+	    io_init(&c->io, w, fd, ssl, rc == -1, &up_io, c) == -1) {
+		if (c->timer != NULL)
+			event_free(c->timer);
+		free(c);
+		goto fail;
+	}
+	c->home = home;
+	c->connected = rc == 0;
+	http_parser_init(&c->parser, HTTP_RESPONSE);
+	c->parser.data = c;
+	return c;
+fail:
+	SSL_free(ssl);
+	close(fd);
+	return NULL;
 }
 
 /*
- * Sends `buf` (request head and body, consumed) to the backend: on the
- * most recently used idle connection when there is one, else on a new
- * connection. Returns -1 when no connection could even be started.
+ * Takes the most recently used idle connection to BE, or starts a new
+ * one, for R, and returns the buffer the request is to be written into;
+ * up_start() sends it. Returns NULL when no connection could even be
+ * started (refused at once).
  */
-int
-up_send(struct ig_request *r, struct ig_backend *be,
-    const struct ig_pool_conf *pc, struct evbuffer *buf,
-    const struct up_events *ev)
+struct evbuffer *
+up_open(struct ig_request *r, struct ig_backend *be,
+    const struct ig_pool_conf *pc, const struct up_events *ev)
 {
 	struct ig_worker *w = r->worker;
 	struct up_backend *home;
 	struct up_conn *c;
-
 	struct ssl_ctx_st *tls = r->snap->pool_tls[r->model->pool->index];
 	char key[176];
 
 	/* TLS and plain connections to one address are different pools. */
-	snprintf(key, sizeof(key), "%s%s", tls ? "tls:" : "", be->name);
-	if ((home = up_backend_get(w->upstreams, key)) == NULL)
-		return -1;
+	if (tls != NULL) {
+		snprintf(key, sizeof(key), "tls:%s", be->name);
+		home = up_backend_get(w->upstreams, key);
+	} else
+		home = up_backend_get(w->upstreams, be->name);
+	if (home == NULL)
+		return NULL;
 	if ((c = TAILQ_FIRST(&home->idle)) != NULL) {
 		TAILQ_REMOVE(&home->idle, c, entry);
 		home->nidle--;
@@ -433,26 +569,8 @@ up_send(struct ig_request *r, struct ig_backend *be,
 		r->up_reused = true;
 		WSTAT_ADD(w, ST_UP_REUSE, 1);
 	} else {
-		if ((c = calloc(1, sizeof(*c))) == NULL)
-			return -1;
-		c->home = home;
-		if (tls != NULL) {
-			SSL *ssl = tls_client_ssl(tls, pc, be);
-
-			c->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(
-			    w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-			    BEV_OPT_CLOSE_ON_FREE);
-			if (c->bev == NULL && ssl != NULL)
-				SSL_free(ssl);
-		} else
-			c->bev = bufferevent_socket_new(w->base, -1,
-			    BEV_OPT_CLOSE_ON_FREE);
-		if (c->bev == NULL) {
-			free(c);
-			return -1;
-		}
-		http_parser_init(&c->parser, HTTP_RESPONSE);
-		c->parser.data = c;
+		if ((c = up_connect(w, home, be, tls, pc)) == NULL)
+			return NULL;
 		r->up_reused = false;
 		WSTAT_ADD(w, ST_UP_CONNECT, 1);
 	}
@@ -460,24 +578,25 @@ up_send(struct ig_request *r, struct ig_backend *be,
 	c->ev = ev;
 	c->keep_max = pc->keepalive_connections;
 	c->idle_ms = pc->idle_timeout_ms;
-	c->got_bytes = c->headers_done = c->complete = false;
+	c->first_byte_ms = pc->first_byte_timeout_ms;
+	c->connect_ms = pc->connect_timeout_ms;
+	c->got_bytes = c->headers_done = c->complete = c->trailing = false;
 	r->up = c;
-	bufferevent_setcb(c->bev, up_read_cb, NULL, up_event_cb, c);
-	/* Connect and send within connect timeout; the reply head within
-	 * first_byte; then at most idle between chunks. */
-	up_set_read_timeout(c, pc->first_byte_timeout_ms,
-	    c->connected ? pc->first_byte_timeout_ms : pc->connect_timeout_ms);
-	bufferevent_write_buffer(c->bev, buf);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	if (!c->connected && bufferevent_socket_connect(c->bev,
-	    (struct sockaddr *)&be->addr, be->addrlen) == -1) {
-		/* Refused at once (e.g. no route): reported from the loop
-		 * would be nicer, but the caller handles -1 the same way. */
-		up_detach(c);
-		up_conn_free(c);
-		return -1;
-	}
-	return 0;
+	return c->io.out;
+}
+
+/*
+ * Sends what was written into up_open()'s buffer: connect and send within
+ * the connect timeout; the response head within first_byte; then at most
+ * idle between response bytes.
+ */
+void
+up_start(struct ig_request *r)
+{
+	struct up_conn *c = r->up;
+
+	up_deadline(c, c->connected ? c->first_byte_ms : c->connect_ms);
+	io_schedule_flush(&c->io);
 }
 
 /* The request no longer wants the response: close, never pool. */
@@ -495,10 +614,6 @@ up_cancel(struct ig_request *r)
 void
 up_pause(struct ig_request *r, bool paused)
 {
-	if (r->up == NULL)
-		return;
-	if (paused)
-		bufferevent_disable(r->up->bev, EV_READ);
-	else
-		bufferevent_enable(r->up->bev, EV_READ);
+	if (r->up != NULL)
+		io_pause_read(&r->up->io, paused);
 }

@@ -25,6 +25,9 @@
 #include "infergate/store.h"
 #include "gateway.h"
 
+/* Every read lands in the worker's buffer of this size first (io.c). */
+#define WORKER_READ_BUF		(64 * 1024)
+
 static struct ig_worker	*workers;
 static size_t		 nworkers;
 
@@ -146,7 +149,10 @@ workers_start(struct ig_snapshot *snap, char **err)
 		struct ig_worker *w = &workers[i];
 
 		w->id = i;
+		w->rbuf_size = WORKER_READ_BUF;
 		if ((w->base = worker_base_new()) == NULL ||
+		    (w->rbuf = malloc(w->rbuf_size)) == NULL ||
+		    (w->flush = event_new(w->base, -1, 0, io_flush_cb, w)) == NULL ||
 		    (w->ctl = event_new(w->base, -1, 0, worker_ctl_cb, w)) == NULL ||
 		    (w->upstreams = up_pools_create(w)) == NULL ||
 		    (w->store = ig_store_create(&conf->store, w->base,
@@ -217,6 +223,9 @@ workers_free(void)
 			event_free(w->drain);
 		if (w->tq_timer != NULL)
 			event_free(w->tq_timer);
+		if (w->flush != NULL)
+			event_free(w->flush);
+		free(w->rbuf);
 		if (w->ctl != NULL)
 			event_free(w->ctl);
 		if (w->base != NULL)

@@ -5,6 +5,7 @@
  * nothing about how close a guess came.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +26,28 @@ struct ig_auth {
 	size_t		 mask;		/* nslots - 1, nslots a power of two */
 };
 
+static EVP_MD	*auth_md;		/* fetched once, never freed */
+
+static void
+auth_fetch(void)
+{
+	auth_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/*
+ * sha256 of KEY. The implementation is fetched once: EVP_sha256() makes
+ * EVP_Digest() look the algorithm up in the provider tables on every
+ * call, which costs more than hashing a key.
+ */
 static void
 auth_sha256(const char *key, size_t keylen, uint8_t out[32])
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	unsigned int	 n = 32;
 
-	if (EVP_Digest(key, keylen, out, &n, EVP_sha256(), NULL) != 1)
+	pthread_once(&once, auth_fetch);
+	if (EVP_Digest(key, keylen, out, &n, auth_md != NULL ? auth_md :
+	    EVP_sha256(), NULL) != 1)
 		abort();	/* sha256 cannot fail short of a broken libcrypto */
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "infergate/admission.h"
+#include "infergate/fmt.h"
 
 const char *
 ig_limit_name(enum ig_limit l)
@@ -240,62 +241,88 @@ ig_policy_store_unavailable(struct ig_admit_result *res)
 	    "The budget store is unavailable; retry shortly");
 }
 
-int
-ig_ratelimit_format_reset(uint64_t ms, char *buf, size_t len)
+/* The x-ratelimit-reset-* form of MS (see ig_ratelimit_format_reset). */
+static void
+policy_fmt_reset(struct ig_fmt *f, uint64_t ms)
 {
 	uint64_t	 h = ms / 3600000, m = ms / 60000 % 60;
 	uint64_t	 s = ms / 1000 % 60, frac = ms % 1000;
-	char		 fs[8] = "";
-	int		 n;
+	char		 fs[4];
+	size_t		 nf = 0;
 
-	if (ms == 0)
-		return snprintf(buf, len, "0s");
-	if (ms < 1000)
-		return snprintf(buf, len, "%" PRIu64 "ms", ms);
-	if (frac != 0) {
-		snprintf(fs, sizeof(fs), ".%03" PRIu64, frac);
-		for (n = (int)strlen(fs); fs[n - 1] == '0'; n--)
-			fs[n - 1] = '\0';
+	if (ms < 1000) {
+		ig_fmt_u64(f, ms);
+		if (ms == 0)
+			ig_fmt_lit(f, "s");
+		else
+			ig_fmt_lit(f, "ms");
+		return;
 	}
-	if (h != 0)
-		return snprintf(buf, len, "%" PRIu64 "h%" PRIu64 "m%" PRIu64
-		    "%ss", h, m, s, fs);
-	if (m != 0)
-		return snprintf(buf, len, "%" PRIu64 "m%" PRIu64 "%ss", m, s, fs);
-	return snprintf(buf, len, "%" PRIu64 "%ss", s, fs);
+	if (frac != 0) {	/* ".5", ".25", ".125": no trailing zeros */
+		fs[nf++] = '.';
+		fs[nf++] = (char)('0' + frac / 100);
+		if (frac % 100 != 0)
+			fs[nf++] = (char)('0' + frac / 10 % 10);
+		if (frac % 10 != 0)
+			fs[nf++] = (char)('0' + frac % 10);
+	}
+	if (h != 0) {
+		ig_fmt_u64(f, h);
+		ig_fmt_lit(f, "h");
+	}
+	if (h != 0 || m != 0) {
+		ig_fmt_u64(f, m);
+		ig_fmt_lit(f, "m");
+	}
+	ig_fmt_u64(f, s);
+	ig_fmt_mem(f, fs, nf);
+	ig_fmt_lit(f, "s");
+}
+
+int
+ig_ratelimit_format_reset(uint64_t ms, char *buf, size_t len)
+{
+	struct ig_fmt	 f = IG_FMT_INIT(buf, len);
+
+	policy_fmt_reset(&f, ms);
+	return f.overflow ? -1 : (int)f.len;
+}
+
+/* Three x-ratelimit-*-KIND lines: limit, remaining, reset. */
+static void
+policy_fmt_limit(struct ig_fmt *f, const char *kind, uint64_t limit,
+    uint64_t remaining, uint64_t reset_ms)
+{
+	ig_fmt_lit(f, "x-ratelimit-limit-");
+	ig_fmt_cstr(f, kind);
+	ig_fmt_lit(f, ": ");
+	ig_fmt_u64(f, limit);
+	ig_fmt_lit(f, "\r\nx-ratelimit-remaining-");
+	ig_fmt_cstr(f, kind);
+	ig_fmt_lit(f, ": ");
+	ig_fmt_u64(f, remaining);
+	ig_fmt_lit(f, "\r\nx-ratelimit-reset-");
+	ig_fmt_cstr(f, kind);
+	ig_fmt_lit(f, ": ");
+	policy_fmt_reset(f, reset_ms);
+	ig_fmt_lit(f, "\r\n");
 }
 
 int
 ig_ratelimit_format(const struct ig_ratelimit *rl, char *buf, size_t len)
 {
-	char		 rr[32], rt[32];
-	int		 n = 0, k;
+	struct ig_fmt	 f = IG_FMT_INIT(buf, len);
 
-	if (len > 0)
-		buf[0] = '\0';
-	if (rl->has_requests) {
-		ig_ratelimit_format_reset(rl->reset_requests_ms, rr, sizeof(rr));
-		k = snprintf(buf, len,
-		    "x-ratelimit-limit-requests: %" PRIu64 "\r\n"
-		    "x-ratelimit-remaining-requests: %" PRIu64 "\r\n"
-		    "x-ratelimit-reset-requests: %s\r\n",
-		    rl->limit_requests, rl->remaining_requests, rr);
-		if (k < 0 || (size_t)k >= len)
-			return -1;
-		n = k;
-	}
-	if (rl->has_tokens) {
-		ig_ratelimit_format_reset(rl->reset_tokens_ms, rt, sizeof(rt));
-		k = snprintf(buf + n, len - (size_t)n,
-		    "x-ratelimit-limit-tokens: %" PRIu64 "\r\n"
-		    "x-ratelimit-remaining-tokens: %" PRIu64 "\r\n"
-		    "x-ratelimit-reset-tokens: %s\r\n",
-		    rl->limit_tokens, rl->remaining_tokens, rt);
-		if (k < 0 || (size_t)k >= len - (size_t)n)
-			return -1;
-		n += k;
-	}
-	return n;
+	if (len == 0)
+		return -1;
+	buf[0] = '\0';
+	if (rl->has_requests)
+		policy_fmt_limit(&f, "requests", rl->limit_requests,
+		    rl->remaining_requests, rl->reset_requests_ms);
+	if (rl->has_tokens)
+		policy_fmt_limit(&f, "tokens", rl->limit_tokens,
+		    rl->remaining_tokens, rl->reset_tokens_ms);
+	return f.overflow ? -1 : (int)f.len;
 }
 
 uint64_t

@@ -121,6 +121,18 @@ enum ig_stat {
 
 /* --- workers -------------------------------------------------------- */
 
+/*
+ * Blocks too large for malloc's per-thread cache that every request
+ * takes and gives back (header arenas): kept per worker, no locks.
+ */
+enum wblock_kind { WB_ARENA, WB_UPHDR, WB_MAX };
+
+struct wblock_cache {
+	void		*head;		/* free blocks, linked by their first word */
+	size_t		 size;		/* of every block in the list */
+	unsigned	 n;
+};
+
 struct ig_worker {
 	unsigned	 id;
 	pthread_t	 thread;
@@ -143,6 +155,7 @@ struct ig_worker {
 	struct ig_io	*dirty;		/* connections with output to write */
 	char		*rbuf;		/* every read lands here first */
 	size_t		 rbuf_size;
+	struct wblock_cache blocks[WB_MAX];
 	_Atomic uint64_t rejects[IG_LIMIT_STORE + 1];	/* by limit */
 	_Atomic uint64_t would_reject[IG_LIMIT_STORE + 1];	/* shadow */
 	_Atomic uint64_t tokens_in;	/* settled prompt tokens */
@@ -156,6 +169,11 @@ struct ig_worker {
 	atomic_fetch_add_explicit(&(w)->stats[(s)], (n), memory_order_relaxed)
 #define WSTAT_SUB(w, s, n) \
 	atomic_fetch_sub_explicit(&(w)->stats[(s)], (n), memory_order_relaxed)
+
+/* A block of SIZE bytes (uninitialised) and its return; NULL: no memory. */
+void		*worker_block_get(struct ig_worker *, enum wblock_kind, size_t size);
+void		 worker_block_put(struct ig_worker *, enum wblock_kind, void *,
+		    size_t size);
 
 int		 workers_start(struct ig_snapshot *, char **err);
 void		 workers_stop(uint64_t grace_ms);

@@ -32,6 +32,7 @@
 #include <http_parser.h>
 #include <openssl/ssl.h>
 
+#include "infergate/fmt.h"
 #include "infergate/log.h"
 #include "gateway.h"
 
@@ -63,6 +64,7 @@ struct hs_conn {
 	struct ig_snapshot *snap;	/* of the request being received */
 	/* The request being received: URL and headers in one arena. */
 	char		*arena;
+	size_t		 arena_block;	/* a worker block of this size; 0: malloc'd */
 	size_t		 arena_used;
 	size_t		 arena_cap;
 	struct ig_header *hdrs;
@@ -181,10 +183,22 @@ hs_timer_arm(struct hs_conn *c, uint64_t ms)
 	hs_tq_schedule(w, c->deadline);
 }
 
+/* The arena of the request being received goes back or is freed. */
+static void
+hs_arena_free(struct hs_conn *c)
+{
+	if (c->arena_block != 0)
+		worker_block_put(c->w, WB_ARENA, c->arena, c->arena_block);
+	else
+		free(c->arena);
+	c->arena = NULL;
+	c->arena_block = 0;
+}
+
 static void
 hs_request_reset(struct hs_conn *c)
 {
-	free(c->arena);
+	hs_arena_free(c);
 	c->arena = NULL;
 	c->hdrs = NULL;
 	c->arena_used = c->arena_cap = c->nhdrs = c->max_hdrs = 0;
@@ -215,7 +229,8 @@ hs_on_message_begin(http_parser *p)
 	lim = hs_limits(c);
 	c->max_hdrs = lim->max_headers;
 	c->arena_cap = lim->max_header_bytes;
-	c->arena = malloc(c->arena_cap + c->max_hdrs * sizeof(struct ig_header));
+	c->arena_block = c->arena_cap + c->max_hdrs * sizeof(struct ig_header);
+	c->arena = worker_block_get(c->w, WB_ARENA, c->arena_block);
 	if (c->arena == NULL || (r = calloc(1, sizeof(*r))) == NULL) {
 		c->err_status = 503;
 		return -1;
@@ -410,9 +425,9 @@ hs_compact(struct hs_conn *c)
 	if (c->url != NULL)
 		c->url = blk + hsz + (c->url - old);
 	blk[hsz + c->arena_used] = '\0';
+	hs_arena_free(c);
 	c->arena = blk;
 	c->arena_cap = c->arena_used;
-	free(old);
 	return 0;
 }
 
@@ -892,8 +907,8 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 	struct evbuffer *out = c->io.out;
 	struct ig_request *r = c->req;
 	const struct ig_limits_conf *lim = hs_limits(c);
+	struct ig_fmt f;
 	char line[256];
-	int n;
 
 	if (c->nrequests >= lim->max_requests_per_connection &&
 	    lim->max_requests_per_connection != 0)
@@ -904,29 +919,37 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 	c->close_delimited = body_len < 0 && !c->chunked_out;
 	if (c->close_delimited)
 		c->keep_alive = false;
-	n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n",
-	    c->parser.http_minor >= 1 ? 1 : 0, status, hs_reason(status));
-	evbuffer_add(out, line, n);
+	f = (struct ig_fmt)IG_FMT_INIT(line, sizeof(line));
+	if (c->parser.http_minor >= 1)
+		ig_fmt_lit(&f, "HTTP/1.1 ");
+	else
+		ig_fmt_lit(&f, "HTTP/1.0 ");
+	ig_fmt_u64(&f, (uint64_t)status);
+	ig_fmt_lit(&f, " ");
+	ig_fmt_cstr(&f, hs_reason(status));
+	ig_fmt_lit(&f, "\r\n");
+	evbuffer_add(out, line, f.len);
 	if (extra != NULL)
 		evbuffer_add(out, extra, strlen(extra));
+	f = (struct ig_fmt)IG_FMT_INIT(line, sizeof(line));
 	if (r != NULL && r->id[0] != '\0') {
-		n = snprintf(line, sizeof(line), "x-request-id: %s\r\n", r->id);
-		evbuffer_add(out, line, n);
+		ig_fmt_lit(&f, "x-request-id: ");
+		ig_fmt_cstr(&f, r->id);
+		ig_fmt_lit(&f, "\r\n");
 	}
-	if (body_len >= 0)
-		n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n",
-		    (long long)body_len);
-	else if (c->chunked_out)
-		n = snprintf(line, sizeof(line), "Transfer-Encoding: chunked\r\n");
-	else
-		n = 0;
-	evbuffer_add(out, line, n);
+	if (body_len >= 0) {
+		ig_fmt_lit(&f, "Content-Length: ");
+		ig_fmt_u64(&f, (uint64_t)body_len);
+		ig_fmt_lit(&f, "\r\n");
+	} else if (c->chunked_out)
+		ig_fmt_lit(&f, "Transfer-Encoding: chunked\r\n");
 	if (!c->keep_alive)
-		evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+		ig_fmt_lit(&f, "Connection: close\r\n\r\n");
 	else if (c->parser.http_minor == 0)
-		evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+		ig_fmt_lit(&f, "Connection: keep-alive\r\n\r\n");
 	else
-		evbuffer_add(out, "\r\n", 2);
+		ig_fmt_lit(&f, "\r\n");
+	evbuffer_add(out, line, f.len);
 	if (r != NULL) {
 		r->status = status;
 		r->resp_started = true;
@@ -949,15 +972,17 @@ hs_body(struct hs_conn *c, const void *data, struct evbuffer *buf, size_t len)
 {
 	struct evbuffer *out = c->io.out;
 	char size[24];
-	int n;
 
 	if (len == 0)
 		return;
 	if (c->req != NULL)
 		c->req->bytes_out += len;
 	if (c->chunked_out) {
-		n = snprintf(size, sizeof(size), "%zx\r\n", len);
-		evbuffer_add(out, size, n);
+		struct ig_fmt f = IG_FMT_INIT(size, sizeof(size));
+
+		ig_fmt_hex(&f, len);
+		ig_fmt_lit(&f, "\r\n");
+		evbuffer_add(out, size, f.len);
 	}
 	if (data != NULL)
 		evbuffer_add(out, data, len);

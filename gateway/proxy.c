@@ -27,6 +27,7 @@
 #include <http_parser.h>
 #include <jansson.h>
 
+#include "infergate/fmt.h"
 #include "infergate/log.h"
 #include "gateway.h"
 
@@ -139,6 +140,16 @@ proxy_models(struct ig_request *r)
 	json_decref(list);
 }
 
+/* V as exactly WIDTH lowercase hex digits (the low ones) at P. */
+static void
+proxy_hex(char *p, uint64_t v, int width)
+{
+	while (width-- > 0) {
+		p[width] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	}
+}
+
 /* A client X-Request-Id is kept when it is short and plain; else a new one. */
 static void
 proxy_request_id(struct ig_request *r)
@@ -164,9 +175,10 @@ proxy_request_id(struct ig_request *r)
 	if (salt == 0)
 		salt = (uint32_t)now_ns() ^ ((uint32_t)r->worker->id << 24) ^
 		    (uint32_t)(uintptr_t)&salt;
-	snprintf(r->id, sizeof(r->id), "%08x%02x%014llx", salt,
-	    r->worker->id & 0xff,
-	    (unsigned long long)++r->worker->next_request_seq);
+	proxy_hex(r->id, salt, 8);
+	proxy_hex(r->id + 8, r->worker->id & 0xff, 2);
+	proxy_hex(r->id + 10, ++r->worker->next_request_seq, 14);
+	r->id[24] = '\0';
 }
 
 /* Resolves a virtual model through its route rules (first match wins). */
@@ -309,21 +321,40 @@ proxy_admitted(struct ig_request *r)
 	proxy_forward(r);
 }
 
+/* A header name with its length, for sets compared on every request. */
+struct proxy_name {
+	const char	*name;
+	size_t		 len;
+};
+#define PN(s)	{ (s), sizeof(s) - 1 }
+
+static bool
+proxy_name_in(const struct ig_header *h, const struct proxy_name *set,
+    size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (h->namelen == set[i].len &&
+		    strncasecmp(h->name, set[i].name, set[i].len) == 0)
+			return true;
+	return false;
+}
+
 /* Hop-by-hop headers, and headers that carry client identity or framing. */
 static bool
 proxy_drop_request_header(const struct ig_header *h, const struct ig_header *conn)
 {
-	static const char *const drop[] = { "host", "connection", "keep-alive",
-		"proxy-connection", "proxy-authorization", "te", "trailer",
-		"transfer-encoding", "upgrade", "content-length", "expect",
-		"authorization", "api-key", "x-api-key", "x-request-id",
-		"x-forwarded-for", "forwarded", "x-real-ip", NULL };
-	size_t i;
+	static const struct proxy_name drop[] = { PN("host"),
+		PN("connection"), PN("keep-alive"), PN("proxy-connection"),
+		PN("proxy-authorization"), PN("te"), PN("trailer"),
+		PN("transfer-encoding"), PN("upgrade"), PN("content-length"),
+		PN("expect"), PN("authorization"), PN("api-key"),
+		PN("x-api-key"), PN("x-request-id"), PN("x-forwarded-for"),
+		PN("forwarded"), PN("x-real-ip") };
 
-	for (i = 0; drop[i] != NULL; i++)
-		if (h->namelen == strlen(drop[i]) &&
-		    strncasecmp(h->name, drop[i], h->namelen) == 0)
-			return true;
+	if (proxy_name_in(h, drop, sizeof(drop) / sizeof(drop[0])))
+		return true;
 	if (h->namelen >= 12 && strncasecmp(h->name, "x-infergate-", 12) == 0)
 		return true;
 	/* Names listed in Connection: are hop-by-hop too. */
@@ -346,15 +377,66 @@ proxy_drop_request_header(const struct ig_header *h, const struct ig_header *con
 	return false;
 }
 
+/*
+ * The request head for the backend, written into BUF in one piece: the
+ * client's end-to-end headers and ours, the body length BODY_LEN.
+ */
+static int
+proxy_head(struct ig_request *r, struct evbuffer *buf, size_t body_len)
+{
+	const struct ig_header *conn = hs_find_header(r, "connection");
+	struct evbuffer_iovec v;
+	struct ig_fmt f;
+	size_t i, need;
+
+	need = 64 + strlen(r->path) + strlen(r->backend->host) +
+	    sizeof(r->id) + sizeof(r->client_ip) +
+	    (r->tenant != NULL ? strlen(r->tenant->id) + 24 : 0);
+	for (i = 0; r->conn != NULL && i < r->nheaders; i++)
+		need += r->headers[i].namelen + r->headers[i].valuelen + 4;
+	if (evbuffer_reserve_space(buf, need, &v, 1) != 1)
+		return -1;
+	f = (struct ig_fmt)IG_FMT_INIT(v.iov_base, v.iov_len);
+	ig_fmt_lit(&f, "POST ");
+	ig_fmt_cstr(&f, r->path);
+	ig_fmt_lit(&f, " HTTP/1.1\r\nHost: ");
+	ig_fmt_cstr(&f, r->backend->host);
+	ig_fmt_lit(&f, "\r\n");
+	for (i = 0; r->conn != NULL && i < r->nheaders; i++) {
+		const struct ig_header *h = &r->headers[i];
+
+		if (proxy_drop_request_header(h, conn))
+			continue;
+		ig_fmt_mem(&f, h->name, h->namelen);
+		ig_fmt_lit(&f, ": ");
+		ig_fmt_mem(&f, h->value, h->valuelen);
+		ig_fmt_lit(&f, "\r\n");
+	}
+	if (r->tenant != NULL) {
+		ig_fmt_lit(&f, "X-Infergate-Tenant: ");
+		ig_fmt_cstr(&f, r->tenant->id);
+		ig_fmt_lit(&f, "\r\n");
+	}
+	ig_fmt_lit(&f, "X-Request-Id: ");
+	ig_fmt_cstr(&f, r->id);
+	ig_fmt_lit(&f, "\r\nX-Forwarded-For: ");
+	ig_fmt_cstr(&f, r->client_ip);
+	ig_fmt_lit(&f, "\r\nContent-Length: ");
+	ig_fmt_u64(&f, body_len);
+	ig_fmt_lit(&f, "\r\n\r\n");
+	if (f.overflow)
+		return -1;
+	v.iov_len = f.len;
+	return evbuffer_commit_space(buf, &v, 1);
+}
+
 /* Builds the upstream request and sends it to the next backend to try. */
 static void
 proxy_forward(struct ig_request *r)
 {
 	const struct ig_pool *pool = r->model->pool;
 	const struct ig_pool_conf *pc = pool->conf;
-	const struct ig_header *conn = hs_find_header(r, "connection");
 	struct evbuffer *buf;
-	size_t i;
 
 	r->backend = ig_balancer_pick(pool, &r->worker->rr_cursor, r->tried);
 	if (r->backend == NULL) {
@@ -369,24 +451,12 @@ proxy_forward(struct ig_request *r)
 		proxy_on_error(r, "cannot connect", false, true);
 		return;
 	}
-	evbuffer_add_printf(buf, "POST %s HTTP/1.1\r\nHost: %s\r\n", r->path,
-	    r->backend->host);
-	for (i = 0; r->conn != NULL && i < r->nheaders; i++) {
-		const struct ig_header *h = &r->headers[i];
-
-		if (proxy_drop_request_header(h, conn))
-			continue;
-		evbuffer_add(buf, h->name, h->namelen);
-		evbuffer_add(buf, ": ", 2);
-		evbuffer_add(buf, h->value, h->valuelen);
-		evbuffer_add(buf, "\r\n", 2);
+	if (proxy_head(r, buf, evbuffer_get_length(r->upbody)) == -1) {
+		up_cancel(r);
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
+		return;
 	}
-	if (r->tenant != NULL)
-		evbuffer_add_printf(buf, "X-Infergate-Tenant: %s\r\n",
-		    r->tenant->id);
-	evbuffer_add_printf(buf, "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\n"
-	    "Content-Length: %zu\r\n\r\n", r->id, r->client_ip,
-	    evbuffer_get_length(r->upbody));
 	/* A copy: a retry sends the body again. */
 	if (evbuffer_add_buffer_reference(buf, r->upbody) == -1) {
 		up_cancel(r);
@@ -401,16 +471,12 @@ proxy_forward(struct ig_request *r)
 static bool
 proxy_drop_response_header(const struct ig_header *h)
 {
-	static const char *const drop[] = { "connection", "keep-alive",
-		"proxy-connection", "te", "trailer", "transfer-encoding",
-		"upgrade", "content-length", "x-request-id", "date", NULL };
-	size_t i;
+	static const struct proxy_name drop[] = { PN("connection"),
+		PN("keep-alive"), PN("proxy-connection"), PN("te"),
+		PN("trailer"), PN("transfer-encoding"), PN("upgrade"),
+		PN("content-length"), PN("x-request-id"), PN("date") };
 
-	for (i = 0; drop[i] != NULL; i++)
-		if (h->namelen == strlen(drop[i]) &&
-		    strncasecmp(h->name, drop[i], h->namelen) == 0)
-			return true;
-	return false;
+	return proxy_name_in(h, drop, sizeof(drop) / sizeof(drop[0]));
 }
 
 static void

@@ -94,10 +94,13 @@ up_pools_create(struct ig_worker *w)
 	return p;
 }
 
+#define UP_HDR_BLOCK	(UP_MAX_HEADERS * sizeof(struct ig_header) + \
+			    UP_HEADER_BYTES)
+
 static void
 up_hdr_release(struct up_conn *c)
 {
-	free(c->hdrs);
+	worker_block_put(c->io.w, WB_UPHDR, c->hdrs, UP_HDR_BLOCK);
 	c->hdrs = NULL;
 	c->hdrbuf = NULL;
 }
@@ -278,8 +281,7 @@ up_on_message_begin(http_parser *p)
 	c->nhdrs = c->hdr_used = 0;
 	c->in_value = false;
 	if (c->hdrs == NULL) {
-		c->hdrs = malloc(UP_MAX_HEADERS * sizeof(*c->hdrs) +
-		    UP_HEADER_BYTES);
+		c->hdrs = worker_block_get(c->io.w, WB_UPHDR, UP_HDR_BLOCK);
 		if (c->hdrs == NULL)
 			return -1;
 		c->hdrbuf = (char *)(c->hdrs + UP_MAX_HEADERS);

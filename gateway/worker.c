@@ -25,6 +25,19 @@
 #include "infergate/store.h"
 #include "gateway.h"
 
+static void
+worker_blocks_drop(struct wblock_cache *bc)
+{
+	void *p, *next;
+
+	for (p = bc->head; p != NULL; p = next) {
+		memcpy(&next, p, sizeof(void *));
+		free(p);
+	}
+	bc->head = NULL;
+	bc->n = 0;
+}
+
 /* Every read lands in the worker's buffer of this size first (io.c). */
 #define WORKER_READ_BUF		(64 * 1024)
 
@@ -33,6 +46,43 @@ static size_t		 nworkers;
 
 static struct ssl_ctx_st **listen_tls;	/* per listen conf, shared */
 static size_t		 nlisten_tls;
+
+/* At most this many free blocks of a kind are kept per worker. */
+#define WORKER_BLOCKS_KEPT	64
+
+void *
+worker_block_get(struct ig_worker *w, enum wblock_kind k, size_t size)
+{
+	struct wblock_cache *bc = &w->blocks[k];
+	void *p = bc->head;
+
+	if (p == NULL || bc->size != size)
+		return malloc(size < sizeof(void *) ? sizeof(void *) : size);
+	memcpy(&bc->head, p, sizeof(void *));
+	bc->n--;
+	return p;
+}
+
+/* Blocks of another size than the kept ones (a reload changed it) win. */
+void
+worker_block_put(struct ig_worker *w, enum wblock_kind k, void *p, size_t size)
+{
+	struct wblock_cache *bc = &w->blocks[k];
+
+	if (p == NULL)
+		return;
+	if (bc->size != size) {
+		worker_blocks_drop(bc);
+		bc->size = size;
+	}
+	if (bc->n >= WORKER_BLOCKS_KEPT) {
+		free(p);
+		return;
+	}
+	memcpy(p, &bc->head, sizeof(void *));
+	bc->head = p;
+	bc->n++;
+}
 
 static struct evconnlistener *
 worker_listen(struct ig_worker *w, struct ig_listener *il,
@@ -209,7 +259,7 @@ workers_stop(uint64_t grace_ms)
 void
 workers_free(void)
 {
-	size_t i;
+	size_t i, j;
 
 	for (i = 0; i < nworkers; i++) {
 		struct ig_worker *w = &workers[i];
@@ -226,6 +276,8 @@ workers_free(void)
 		if (w->flush != NULL)
 			event_free(w->flush);
 		free(w->rbuf);
+		for (j = 0; j < WB_MAX; j++)
+			worker_blocks_drop(&w->blocks[j]);
 		if (w->ctl != NULL)
 			event_free(w->ctl);
 		if (w->base != NULL)

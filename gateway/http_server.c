@@ -554,6 +554,7 @@ static const http_parser_settings hs_settings = {
 static int
 hs_scan(struct hs_conn *c, const unsigned char *s, size_t n)
 {
+	const unsigned char *end = s + n, *cr, *lf;
 	size_t i;
 
 	for (i = 0; i < n && c->scanning; i++) {
@@ -578,7 +579,14 @@ hs_scan(struct hs_conn *c, const unsigned char *s, size_t n)
 		if ((ch == ' ' || ch == '\t') && c->scan_line_len == 0 &&
 		    c->scan_seen_line)
 			return -1;		/* obs-fold */
-		c->scan_line_len++;
+		/* The rest of the line up to its CR or LF needs no look. */
+		lf = memchr(s + i, '\n', n - i);
+		cr = memchr(s + i, '\r', (lf != NULL ? lf : end) - (s + i));
+		if (cr == NULL)
+			cr = lf != NULL ? lf : end;
+		c->scan_line_len += cr - (s + i);
+		c->scan_prev = cr[-1];
+		i = cr - s - 1;
 	}
 	return 0;
 }

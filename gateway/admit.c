@@ -279,31 +279,60 @@ admit_sse_event(struct ig_request *r, const char *ev, size_t len)
 }
 
 /*
- * A piece of a streamed body: passed on event by event (the backend writes
- * whole events, so this holds back at most a partial one).
+ * The complete events at the head of DATA (LEN bytes): each is read by
+ * admit_sse_event and the ones to forward go to the client, consecutive
+ * ones in one piece. Returns how many bytes they took; the rest is a
+ * partial event.
+ */
+static size_t
+admit_sse_events(struct ig_request *r, const char *data, size_t len)
+{
+	const char *p = data, *end = data + len, *run = data, *e;
+
+	while (p < end && (e = memmem(p, end - p, "\n\n", 2)) != NULL) {
+		if (!admit_sse_event(r, p, e - p)) {
+			if (p > run)
+				hs_response_body(r->conn, run, p - run);
+			run = e + 2;
+		}
+		p = e + 2;
+	}
+	if (p > run)
+		hs_response_body(r->conn, run, p - run);
+	return p - data;
+}
+
+/*
+ * A piece of a streamed body: passed on event by event. The backend
+ * writes whole events, so events are normally read straight from DATA
+ * and at most a partial one is held back (and completed by the next
+ * piece).
  */
 void
 admit_stream_body(struct ig_request *r, const char *data, size_t len)
 {
-	struct evbuffer_ptr p;
-	size_t evlen;
+	size_t n, have;
+	char *b;
 
-	if (r->sse == NULL && (r->sse = evbuffer_new()) == NULL)
-		return;
-	evbuffer_add(r->sse, data, len);
-	for (;;) {
-		char *ev;
-
-		p = evbuffer_search(r->sse, "\n\n", 2, NULL);
-		if (p.pos < 0)
-			break;
-		evlen = p.pos + 2;
-		if ((ev = (char *)evbuffer_pullup(r->sse, evlen)) == NULL)
-			break;
-		if (admit_sse_event(r, ev, p.pos))
-			hs_response_body(r->conn, ev, evlen);
-		evbuffer_drain(r->sse, evlen);
+	if (r->sse == NULL || evbuffer_get_length(r->sse) == 0) {
+		n = admit_sse_events(r, data, len);
+		data += n;
+		len -= n;
+		if (len == 0)
+			return;
+		if (r->sse == NULL && (r->sse = evbuffer_new()) == NULL) {
+			hs_response_body(r->conn, data, len);	/* unread */
+			return;
+		}
 	}
+	if (evbuffer_add(r->sse, data, len) == -1) {
+		hs_response_body(r->conn, data, len);
+		return;
+	}
+	have = evbuffer_get_length(r->sse);
+	if ((b = (char *)evbuffer_pullup(r->sse, -1)) == NULL)
+		return;
+	evbuffer_drain(r->sse, admit_sse_events(r, b, have));
 }
 
 /*

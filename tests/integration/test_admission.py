@@ -446,3 +446,73 @@ def test_races_never_exceed_rpm_or_budget(sim, gateway, redis):
     st = sim_stats(s2)
     assert 1 <= codes.count(200) <= 300 // 21 + 1, codes.count(200)
     assert st["requests"] == codes.count(200)
+
+
+def _fragmented_sse_backend(port_box, ready, stop):
+    """A backend that answers one streaming request at a time with its
+    SSE body cut into 5-byte writes, each flushed on its own, so that
+    events (the usage chunk among them) reach the gateway in pieces."""
+    import socket
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    port_box.append(srv.getsockname()[1])
+    ready.set()
+    events = ['{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
+              '"delta":{"content":"tok%d "}}]}' % i for i in range(3)]
+    events.append('{"id":"c","object":"chat.completion.chunk","choices":[],'
+                  '"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}')
+    events.append("[DONE]")
+    body = "".join("data: %s\n\n" % e for e in events).encode()
+    while not stop.is_set():
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            continue
+        with c:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            req = b""
+            while b"\r\n\r\n" not in req:
+                req += c.recv(65536)
+            head, rest = req.split(b"\r\n\r\n", 1)
+            n = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                     if l.lower().startswith(b"content-length")][0])
+            while len(rest) < n:
+                rest += c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+            for i in range(0, len(body), 5):
+                c.sendall(body[i:i + 5])
+                time.sleep(0.002)
+    srv.close()
+
+
+def test_stream_events_split_across_reads(gateway):
+    """Events that arrive in pieces are passed on whole and in order, the
+    usage chunk the gateway asked for is still read (settled) and
+    stripped."""
+    port_box, ready, stop = [], threading.Event(), threading.Event()
+    t = threading.Thread(target=_fragmented_sse_backend,
+                         args=(port_box, ready, stop), daemon=True)
+    t.start()
+    ready.wait(5)
+    try:
+        g = gateway(config(port_box[0], "local", workers=1))
+        st, _, body = http("POST", g.url + "/v1/chat/completions",
+                           chat(stream=True, max_tokens=3), headers=auth())
+        assert st == 200
+        ev = sse_events(body)
+        assert ev[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in ev[:-1]]
+        assert [c["choices"][0]["delta"]["content"] for c in chunks] == \
+            ["tok0 ", "tok1 ", "tok2 "]
+        _, _, m = http("GET", g.admin_url + "/metrics")
+        lines = {l.split()[0]: int(l.split()[1]) for l in m.decode().splitlines()
+                 if l.startswith("infergate_tokens_")}
+        assert lines["infergate_tokens_in_total"] == 5
+        assert lines["infergate_tokens_out_total"] == 7
+    finally:
+        stop.set()
+        t.join(5)

@@ -2,7 +2,10 @@
  * The Redis budget store: hiredis async on the worker's event base.
  *
  * Per tenant T, keys in one hash slot (the tenant is the hash tag):
- *   <prefix>:{T}:leases  zset  request id -> lease expiry (ms, Redis time)
+ *   <prefix>:{T}:leases  zset  request id -> lease expiry (ms, Redis time);
+ *                              with 8 leases or more also a sentinel (80
+ *                              '~', score 0) that keeps it a skiplist:
+ *                              listpack lookups are linear in the leases
  *   <prefix>:{T}:s       hash  the tenant's counters:
  *                          hi       the newest second of the sliding
  *                                   minute, which is hi-60 .. hi
@@ -13,8 +16,7 @@
  *                          d<day>   tokens reserved or used in budget day
  *                                   <day> (days since the epoch, shifted by
  *                                   store.day_offset)
- *                          le       the second the leases key's expiry was
- *                                   last pushed back
+ *                          g        until when `gone` may hold entries
  *   <prefix>:{T}:gone    zset  request id -> expiry: released before its
  *                              admission ran (sent on a connection that was
  *                              dropped), so the late admission takes nothing
@@ -22,36 +24,45 @@
  * Batching: the admissions and settlements a worker makes during one
  * event-loop iteration are gathered per tenant and sent as ONE EVALSHA of
  * BATCH_LUA per tenant when the iteration's callbacks are done (an event
- * activated by the first of them), then written at once. The script
+ * activated by the first of them), then written at once. While a batch of
+ * a tenant is in flight, that tenant's next one waits for its reply (group
+ * commit): a busy Redis gets bigger batches, not more of them. The script
  * applies the settlements, then takes the admissions in order, each
  * against the state the previous one left: one atomic check-and-reserve
- * per admission, as if each had its own script call.
+ * per admission, as if each had its own script call. A batch holds one
+ * set of limits and each request id once; an item that would break either
+ * sends the batch first, so the order of the requests is kept.
  *
- * The script's common path is O(1) per request: TIME, one HMGET of the
- * counters, the settlements' ZMSCORE + ZREM, the expired leases' ZREMRANGE,
- * ZCARD, the admissions' ZMSCORE (a retried request id holds its lease
- * already), one ZADD and one HSET for the batch. Buckets leave the running
- * sums once, as their second leaves the window (the first batch of each
- * second). The scans that say how long until a request fits, or until the
- * window is empty, run only for an answer that shows them (a refusal, a
- * reservation of 0 tokens, a retried request id), once per batch and state.
+ * The script's common path makes seven redis.call()s whatever the batch
+ * holds: TIME, one HMGET of the counters, one ZMSCORE of every request id
+ * (the settlements' tickets, the admissions already holding a lease), the
+ * settlements' ZREM, ZCOUNT of the live leases, one ZADD, one HSET. Once
+ * per second per tenant (its first call of a second) buckets that left
+ * the window leave the running sums and the hash, expired leases the
+ * zset, and the keys' expiries are pushed back. The scans that say how
+ * long until a request fits, or until the window is empty, run only for
+ * an answer that shows them (a refusal, a reservation of 0 tokens, a
+ * retried request id), over one HGETALL, once per call and state.
  *
  * A lease carries its second and its reservation back at settlement; the
- * script's ZREM is the at-most-once ticket (a lease settled twice, or
- * expired, is no longer in the zset). A lost admission reply is released
- * with second 0: if the admission ran, its second is read back from the
- * lease's expiry (never renewed: nobody holds it); if not, the request id
- * goes to `gone`.
+ * gateway sums the token deltas per second, and the script's ZMSCORE/ZREM
+ * is the at-most-once ticket (a lease settled twice, or expired and swept,
+ * is no longer in the zset: its delta is taken back out of its group). A
+ * lost admission reply is released with second 0: if the admission ran,
+ * its second is read back from the lease's expiry (never renewed: nobody
+ * holds it); if not, the request id goes to `gone`.
  *
  * The script returns {now, leases, R, T, day tokens} as they were before
- * the first admission, then one code per admission (0 refused, 1 taken,
- * 2 held already, 3 released already; +4 when lease_free, req_free,
- * req_reset, tok_free, tok_reset follow). The gateway replays the batch
- * (the same additions the script made) to get each admission's numbers,
- * and ig_policy_decide() builds each answer from them.
+ * the first admission, then the codes, one digit per admission in one
+ * string (0 refused, 1 taken, 2 held already, 3 released already; +4 when
+ * lease_free, req_free, req_reset, tok_free, tok_reset follow the string,
+ * in order). The gateway replays the batch (the same additions the script
+ * made) to get each admission's numbers, and ig_policy_decide() builds
+ * each answer from them.
  *
  * Connection: connect, AUTH, SELECT, SCRIPT LOAD; ready only when all of
- * that answered. Any lost reply or a setup step that does not answer
+ * that answered. Admissions made meanwhile wait in their batches (within
+ * the store timeout). Any lost reply or a setup step that does not answer
  * within REDIS_SETUP_MS drops the connection; reconnection backs off from
  * 50 ms to 500 ms. Settlements made while down wait in a bounded queue.
  * Requires Redis >= 6.2 (ZMSCORE).
@@ -80,12 +91,16 @@
 #define REDIS_BATCH_ARGS	10	/* ARGV before the first request id */
 
 /*
- * KEYS: leases, s, gone. ARGV: lease ttl ms, day offset s, #settlements,
- * #admissions, max concurrent, rpm, tpm, daily budget, shadow ('1'); then
- * per settlement: request id, second (0: unknown), its budget day,
- * reserved, actual (-1: unknown, the reservation stands); then per
- * admission: request id, reserve. Returns {now} plus, with admissions,
- * the numbers and codes described at the top of this file.
+ * KEYS: leases, s, gone. ARGV (so that the request ids are one run, for
+ * unpack()): [1] lease ttl ms, [2] day offset s, [3] NS settlements, [4]
+ * NA admissions, [5] NG groups, [6..9] max concurrent, rpm, tpm, daily
+ * budget, [10] shadow ('1'); then the NS settlements' request ids, the NA
+ * admissions' request ids; per settlement its group (1..NG; 0: a release,
+ * second unknown; '-': no token change) and its token delta (actual -
+ * reserved); per admission its reservation; per group a second, its
+ * budget day and the sum of its settlements' deltas. Returns {now} plus,
+ * with admissions, the numbers and codes described at the top of this
+ * file.
  *
  * Its cost is mostly per redis.call() and per number written as a string,
  * not per request: field names are built from the strings TIME and the

@@ -3,7 +3,8 @@
  * measure what the store costs per request on both sides of the wire.
  *
  *   storeload [-r host:port] [-p redis-pid] [-n requests] [-c in-flight]
- *             [-b per-iteration] [-t tenants]
+ *             [-b per-iteration] [-t tenants] [-C max-concurrent]
+ *             [-R requests-per-minute]
  *
  * Keeps C admissions in flight (one tenant, or T round-robin), settles each
  * admitted request as soon as its answer arrives and admits the next one,
@@ -11,7 +12,8 @@
  * event-loop iteration (the rest wait for the next one), to see how the
  * store behaves when a loop iteration carries few requests; 0 (the
  * default) completes every answer at once. Without -r the local store is
- * used.
+ * used. The limits are the bench's (every check runs, none refuses)
+ * unless -C or -R set one low, to measure refusals.
  *
  * Prints the driver's own CPU per request (the gateway side: the store,
  * hiredis, libevent) and, with -p or through INFO, redis-server's CPU per
@@ -213,7 +215,12 @@ main(int argc, char **argv)
 	memset(&ld, 0, sizeof(ld));
 	ld.want = 200000;
 	ld.ntenants = 1;
-	while ((ch = getopt(argc, argv, "r:p:n:c:b:t:")) != -1) {
+	/* The bench's limits: every check runs, none refuses. */
+	ld.limits.max_concurrent_requests = 100000;
+	ld.limits.requests_per_minute = 100000000;
+	ld.limits.tokens_per_minute = 1000000000000ULL;
+	ld.limits.daily_token_budget = 1000000000000ULL;
+	while ((ch = getopt(argc, argv, "r:p:n:c:b:t:C:R:")) != -1) {
 		switch (ch) {
 		case 'r': addr = optarg; break;
 		case 'p': pid = atol(optarg); break;
@@ -221,10 +228,19 @@ main(int argc, char **argv)
 		case 'c': conc = (unsigned)atoi(optarg); break;
 		case 'b': ld.batch = (unsigned)atoi(optarg); break;
 		case 't': ld.ntenants = (unsigned)atoi(optarg); break;
+		case 'C':
+			ld.limits.max_concurrent_requests =
+			    strtoull(optarg, NULL, 10);
+			break;
+		case 'R':
+			ld.limits.requests_per_minute =
+			    strtoull(optarg, NULL, 10);
+			break;
 		default:
 			fprintf(stderr, "usage: storeload [-r host:port] "
 			    "[-p redis-pid] [-n requests] [-c in-flight] "
-			    "[-b per-iteration] [-t tenants]\n");
+			    "[-b per-iteration] [-t tenants] "
+			    "[-C max-concurrent] [-R requests-per-minute]\n");
 			return 2;
 		}
 	}
@@ -233,12 +249,6 @@ main(int argc, char **argv)
 	for (i = 0; i < ld.ntenants; i++)
 		snprintf(ld.tenant[i], sizeof(ld.tenant[i]), "load-%ld-%ld-%u",
 		    (long)getpid(), (long)time(NULL), i);
-	/* The bench's limits: every check runs, none refuses. */
-	ld.limits.max_concurrent_requests = 100000;
-	ld.limits.requests_per_minute = 100000000;
-	ld.limits.tokens_per_minute = 1000000000000ULL;
-	ld.limits.daily_token_budget = 1000000000000ULL;
-
 	memset(&conf, 0, sizeof(conf));
 	conf.type = addr != NULL ? IG_STORE_REDIS : IG_STORE_LOCAL;
 	conf.redis_address = (char *)addr;

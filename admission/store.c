@@ -194,7 +194,11 @@ store_copy2(char *buf, const char *a, size_t alen, const char *b,
 	return b != NULL ? memcpy(buf + alen + 1, b, blen + 1) : NULL;
 }
 
-struct ig_lease *
+/*
+ * A lease of WHERE reserving RESERVED, with copies of TENANT and
+ * REQUEST_ID (either may be NULL: not kept); NULL when out of memory.
+ */
+static struct ig_lease *
 store_lease_new(struct ig_store *s, enum lease_where where,
     const char *tenant, const char *request_id, uint64_t reserved)
 {

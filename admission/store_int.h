@@ -44,8 +44,8 @@ struct ig_lease {
 	bool		 pooled;	/* back to the store's freelist */
 	uint64_t	 reserved;
 	uint64_t	 actual;	/* while a settlement waits for Redis */
-	uint64_t	 sec;		/* Redis: the second it reserved in; 0
-					   when unknown (release) */
+	uint64_t	 sec;		/* Redis: the second it reserved in
+					   (unknown when RELEASE) */
 	struct local_handle lh;		/* LOCAL, FALLBACK */
 	const char	*tenant;	/* REDIS: in buf */
 	const char	*request_id;
@@ -93,10 +93,7 @@ struct ig_store_op {
 void		 store_admit_done(struct ig_store_op *op, int taken,
 		    const struct ig_policy_state *st, const char *err);
 
-/* A lease for a settlement queued by the store itself; NULL: no memory. */
-struct ig_lease	*store_lease_new(struct ig_store *, enum lease_where,
-		    const char *tenant, const char *request_id,
-		    uint64_t reserved);
+/* Back to its store's freelist (or freed). */
 void		 store_lease_free(struct ig_lease *);
 
 /* --- store_local.c --------------------------------------------------- */

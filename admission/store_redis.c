@@ -951,7 +951,7 @@ redis_batch_groups(struct store_redis *r, const struct redis_batch *b,
 	*ng = 0;
 	for (i = 0; i < b->nsettles; i++) {
 		l = b->settles[i];
-		if (l->sec == 0) {
+		if (l->release) {
 			r->sgroup[i] = 0;
 			continue;
 		}

@@ -4,6 +4,7 @@
 #   make run        bootstrap, build, start the demo (simulated model servers)
 #   make asan       the whole test suite under AddressSanitizer + UBSan
 #   make bench      benchmarks side by side with nginx and HAProxy
+#   make storeload  build/bench/storeload, the budget store's load driver
 #   make install    PREFIX (default /usr/local), SYSCONFDIR, DESTDIR honoured
 #   make clean
 
@@ -42,7 +43,7 @@ DEPS     := $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(SIM_OBJ:.o=.d) \
 PYTEST  ?= /usr/bin/python3 -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all test unit integration run asan bench bench-check install clean bootstrap valgrind
+.PHONY: all test unit integration run asan bench bench-check install clean bootstrap valgrind storeload
 all: $(BUILD)/infergate $(BUILD)/infergate-sim
 
 $(BUILD)/obj/%.o: %.c
@@ -62,6 +63,12 @@ $(BUILD)/infergate-sim: $(SIM_OBJ)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libinfergate.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
+# The budget store under load (tests/bench/storeload.c); not part of make test.
+storeload: $(BUILD)/bench/storeload
+$(BUILD)/bench/storeload: $(BUILD)/obj/tests/bench/storeload.o $(BUILD)/libinfergate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 bootstrap:
 	@sh .ci/bootstrap

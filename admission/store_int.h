@@ -1,6 +1,7 @@
 /*
  * The budget store's insides, shared by store.c (the interface, the ops,
- * on_store_failure), store_local.c and store_redis.c. Not a public header.
+ * their timeouts and deferred delivery, on_store_failure), store_local.c
+ * and store_redis.c. Not a public header.
  */
 #ifndef INFERGATE_STORE_INT_H
 #define INFERGATE_STORE_INT_H
@@ -12,6 +13,7 @@
 
 struct event;
 struct store_local;
+struct local_lease;
 struct store_redis;
 
 enum lease_where {
@@ -21,33 +23,62 @@ enum lease_where {
 	LEASE_REDIS
 };
 
+/* A lease of the local store: its slot, valid while the generation holds. */
+struct local_handle {
+	struct local_lease *ll;
+	uint64_t	 gen;
+};
+
+/*
+ * One block per lease, strings included (from the store's freelist when
+ * they fit). A Redis lease carries what its admission reserved where (the
+ * second and the reservation), so that settlement needs no per-lease
+ * record in Redis: the lease's entry in the leases zset is its
+ * at-most-once ticket.
+ */
 struct ig_lease {
+	struct ig_store	*store;
 	enum lease_where where;
-	char		*tenant;
-	char		*request_id;
+	bool		 shared;	/* a retried admission's: settles nothing */
+	bool		 release;	/* its admission's reply was lost */
+	bool		 pooled;	/* back to the store's freelist */
 	uint64_t	 reserved;
 	uint64_t	 actual;	/* while a settlement waits for Redis */
-	bool		 release;	/* its admission's reply was lost */
+	uint64_t	 sec;		/* Redis: the second it reserved in
+					   (unknown when RELEASE) */
+	struct local_handle lh;		/* LOCAL, FALLBACK */
+	const char	*tenant;	/* REDIS: in buf */
+	const char	*request_id;
 	struct ig_lease	*next;		/* the settlement queue */
+	char		 buf[];
 };
 
 enum op_state {
 	OP_WAITING,		/* for the store's answer */
 	OP_DELIVERING,		/* answer in RES, callback deferred */
-	OP_ORPHAN		/* cancelled or timed out; Redis reply due */
+	OP_ORPHAN		/* cancelled or answered; Redis reply due */
 };
 
+/*
+ * One block per admission, strings included. An op is on the store's list
+ * of live ops and, while WAITING or DELIVERING, on one of its two queues
+ * (the timeout FIFO, the delivery FIFO).
+ */
 struct ig_store_op {
 	struct ig_store	*store;
 	enum op_state	 state;
-	struct event	*ev;		/* deferred delivery and the timeout */
+	bool		 pooled;
+	bool		 redis_pending;	/* a Redis reply is due */
+	bool		 queued;	/* on a queue (qnext/qprev) */
 	ig_store_admit_cb cb;
 	void		*arg;
-	struct ig_admit_req req;	/* tenant and request_id owned */
+	struct ig_admit_req req;	/* strings in buf (Redis only) */
 	struct ig_admit_result res;
 	struct ig_lease	*lease;		/* granted, not yet delivered */
-	bool		 redis_pending;	/* a Redis reply is due */
-	struct ig_store_op *next, *prev;	/* the store's list of ops */
+	uint64_t	 deadline_ms;	/* WAITING: the store timeout */
+	struct ig_store_op *next, *prev;	/* every live op */
+	struct ig_store_op *qnext, *qprev;	/* a queue */
+	char		 buf[];
 };
 
 /* --- store.c: what store_redis.c reports back ------------------------ */
@@ -62,6 +93,9 @@ struct ig_store_op {
 void		 store_admit_done(struct ig_store_op *op, int taken,
 		    const struct ig_policy_state *st, const char *err);
 
+/* Back to its store's freelist (or freed). */
+void		 store_lease_free(struct ig_lease *);
+
 /* --- store_local.c --------------------------------------------------- */
 
 /* The process-wide local state: 0 the local store, 1 the Redis fallback. */
@@ -69,18 +103,21 @@ struct store_local *store_local_get(int which);
 void		 store_local_put(struct store_local *);
 
 /*
- * The policy against local state, atomically: fills RES and, when it
- * returns 1, has taken the lease and reserved. Limits that count across
- * replicas (concurrency, rpm, tpm, day) are divided by DIVISOR.
+ * The policy against local state, atomically: fills RES. Returns 1 when it
+ * took a lease and reserved, 2 when REQ's request id holds a lease already
+ * (renewed, nothing counted), with *H the lease either way; 0 when it
+ * refused. Limits that count across replicas (concurrency, rpm, tpm, day)
+ * are divided by DIVISOR.
  */
 int		 store_local_admit(struct store_local *,
 		    const struct ig_admit_req *, uint64_t divisor,
 		    uint64_t lease_ttl_ms, uint64_t day_offset_s,
-		    struct ig_admit_result *res);
-void		 store_local_settle(struct store_local *, const char *tenant,
-		    const char *request_id, uint64_t actual);
-void		 store_local_renew(struct store_local *, const char *tenant,
-		    const char *request_id, uint64_t lease_ttl_ms);
+		    struct ig_admit_result *res, struct local_handle *h);
+/* Releases the lease of H (if it is still live), charging ACTUAL. */
+void		 store_local_settle(struct store_local *,
+		    const struct local_handle *h, uint64_t actual);
+void		 store_local_renew(struct store_local *,
+		    const struct local_handle *h, uint64_t lease_ttl_ms);
 
 /* --- store_redis.c --------------------------------------------------- */
 
@@ -89,15 +126,20 @@ struct store_redis *store_redis_create(const struct ig_store_conf *,
 void		 store_redis_free(struct store_redis *);
 /* Connected, authenticated and the scripts loaded. */
 int		 store_redis_ready(const struct store_redis *);
-/* Sends OP's admission; -1 if it could not be sent (not ready). */
+/*
+ * Ready, or setting a connection up: admissions wait for it (within the
+ * store timeout) rather than fall back at once.
+ */
+int		 store_redis_accepting(const struct store_redis *);
+/*
+ * Queues OP's admission in its tenant's batch, sent at the end of this
+ * loop iteration; -1 if it could not be queued (no memory).
+ */
 int		 store_redis_admit(struct store_redis *, struct ig_store_op *);
-/* An admission timed out (several in a row: the connection is dropped). */
-void		 store_redis_timeout(struct store_redis *);
+/* Admissions timed out (several in a row: the connection is dropped). */
+void		 store_redis_timeout(struct store_redis *, unsigned n);
 /* Settles L (l->actual) now or when Redis is back; owns L. */
 void		 store_redis_settle(struct store_redis *, struct ig_lease *);
 void		 store_redis_renew(struct store_redis *, const struct ig_lease *);
-
-void		 store_lease_free(struct ig_lease *);
-void		 store_op_free(struct ig_store_op *);
 
 #endif

@@ -1,9 +1,25 @@
 /*
- * The local budget store: the same semantics as the Redis scripts in
+ * The local budget store: the same semantics as the Redis script in
  * process memory. One state per process (and one for the Redis fallback),
- * shared by the stores of all worker threads under one mutex: admission is
- * a few hundred nanoseconds of arithmetic, far from a contention problem
- * at gateway request rates. Time is the wall clock (the day is UTC).
+ * shared by the stores of all worker threads under one mutex. Time is the
+ * wall clock (the day is UTC).
+ *
+ * The common admission and settlement are O(1) and allocate nothing once
+ * the process is warm:
+ *   - a tenant is found by a hash of its id; its leases are a list in
+ *     expiry order (expired ones leave from the head, the earliest expiry
+ *     is the head's) and a process-wide table by request id (for a retried
+ *     admission);
+ *   - the caller's lease holds a handle (slot, generation) on its local
+ *     lease, so settling and renewing search nothing; a slot that expired
+ *     and was reused has another generation, and the handle does nothing;
+ *   - the sliding minute keeps running sums of its 61 one-second buckets;
+ *     buckets leave the sums as their second leaves the window. The scans
+ *     (how long until a request fits, until the window is empty) run only
+ *     when an answer needs them: a refusal, a reservation of 0 tokens, a
+ *     retried admission;
+ *   - freed lease slots go to a freelist, request ids up to
+ *     LOCAL_ID_INLINE bytes live in the slot.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -13,23 +29,35 @@
 #include "store_int.h"
 
 #define LOCAL_TENANT_BUCKETS	1024
+#define LOCAL_ID_INLINE		64
+#define LOCAL_NO_SEC		UINT64_MAX
+
+struct local_tenant;
 
 struct local_lease {
-	char		*request_id;
+	struct local_tenant *t;		/* NULL while on the freelist */
+	uint64_t	 gen;		/* bumped whenever the slot is freed */
 	uint64_t	 expiry_ms;
 	uint64_t	 sec;		/* the window bucket it reserved in */
 	uint64_t	 day;
 	uint64_t	 reserved;
+	size_t		 hash;		/* of (tenant, request id) */
+	struct local_lease *eprev, *enext;	/* the tenant's, by expiry */
+	struct local_lease *hnext;	/* the id table's chain; the freelist */
+	char		*id;		/* idbuf, or malloc'd when longer */
+	char		 idbuf[LOCAL_ID_INLINE];
 };
 
 struct local_tenant {
 	char		*id;
-	struct local_lease *leases;
-	size_t		 nleases, capleases;
+	struct local_lease *ehead, *etail;	/* live leases, by expiry */
+	uint64_t	 nleases;
 	/* the sliding minute: ring of one-second buckets, slot sec % 61 */
 	uint64_t	 bsec[IG_WINDOW_BUCKETS];
 	uint64_t	 breq[IG_WINDOW_BUCKETS];
 	uint64_t	 btok[IG_WINDOW_BUCKETS];
+	uint64_t	 hi;		/* newest second; the window is hi-60..hi */
+	uint64_t	 wreq, wtok;	/* sums of the buckets in the window */
 	uint64_t	 day[2], daytok[2];	/* slot day % 2 */
 	struct local_tenant *next;
 };
@@ -38,6 +66,9 @@ struct store_local {
 	pthread_mutex_t	 mu;
 	int		 refs;		/* under local_registry_mu */
 	struct local_tenant *tenants[LOCAL_TENANT_BUCKETS];
+	struct local_lease **ids;	/* every live lease by (tenant, id) */
+	size_t		 nids, capids;	/* capids: a power of two */
+	struct local_lease *freelist;
 };
 
 static pthread_mutex_t local_registry_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -71,13 +102,22 @@ done:
 }
 
 static void
+local_lease_free(struct local_lease *ls)
+{
+	if (ls->id != ls->idbuf)
+		free(ls->id);
+	free(ls);
+}
+
+static void
 local_tenant_free(struct local_tenant *t)
 {
-	size_t		 i;
+	struct local_lease *ls, *next;
 
-	for (i = 0; i < t->nleases; i++)
-		free(t->leases[i].request_id);
-	free(t->leases);
+	for (ls = t->ehead; ls != NULL; ls = next) {
+		next = ls->enext;
+		local_lease_free(ls);
+	}
 	free(t->id);
 	free(t);
 }
@@ -87,6 +127,7 @@ void
 store_local_put(struct store_local *l)
 {
 	struct local_tenant *t, *next;
+	struct local_lease *ls;
 	size_t		 i;
 	int		 last;
 
@@ -107,80 +148,208 @@ store_local_put(struct store_local *l)
 			local_tenant_free(t);
 		}
 	}
+	while ((ls = l->freelist) != NULL) {
+		l->freelist = ls->hnext;
+		local_lease_free(ls);
+	}
+	free(l->ids);
 	pthread_mutex_destroy(&l->mu);
 	free(l);
 }
 
 static size_t
-local_hash(const char *s)
+local_hash(const char *s, size_t h)
 {
-	size_t		 h = 5381;
-
 	while (*s != '\0')
 		h = h * 33 + (unsigned char)*s++;
-	return h % LOCAL_TENANT_BUCKETS;
+	return h;
 }
 
 /* The tenant's state, created on first use; NULL when out of memory. */
 static struct local_tenant *
-local_tenant(struct store_local *l, const char *id, int create)
+local_tenant(struct store_local *l, const char *id)
 {
 	struct local_tenant *t;
-	size_t		 h = local_hash(id);
+	size_t		 h = local_hash(id, 5381) % LOCAL_TENANT_BUCKETS;
+	size_t		 i;
 
 	for (t = l->tenants[h]; t != NULL; t = t->next)
 		if (strcmp(t->id, id) == 0)
 			return t;
-	if (!create || (t = calloc(1, sizeof(*t))) == NULL)
+	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return NULL;
 	if ((t->id = strdup(id)) == NULL) {
 		free(t);
 		return NULL;
 	}
+	for (i = 0; i < IG_WINDOW_BUCKETS; i++)
+		t->bsec[i] = LOCAL_NO_SEC;
 	t->next = l->tenants[h];
 	l->tenants[h] = t;
 	return t;
 }
 
-static void
-local_expire(struct local_tenant *t, uint64_t now)
+static size_t
+local_id_hash(const struct local_tenant *t, const char *id)
 {
-	size_t		 i = 0;
-
-	while (i < t->nleases) {
-		if (t->leases[i].expiry_ms <= now) {
-			free(t->leases[i].request_id);
-			t->leases[i] = t->leases[--t->nleases];
-		} else
-			i++;
-	}
+	return local_hash(id, (size_t)(uintptr_t)t * 31 + 5381);
 }
 
 static struct local_lease *
-local_find(struct local_tenant *t, const char *request_id)
+local_id_find(const struct store_local *l, const struct local_tenant *t,
+    const char *id, size_t hash)
 {
-	size_t		 i;
+	struct local_lease *ls;
 
-	for (i = 0; i < t->nleases; i++)
-		if (strcmp(t->leases[i].request_id, request_id) == 0)
-			return &t->leases[i];
+	if (l->capids == 0)
+		return NULL;
+	for (ls = l->ids[hash & (l->capids - 1)]; ls != NULL; ls = ls->hnext)
+		if (ls->hash == hash && ls->t == t && strcmp(ls->id, id) == 0)
+			return ls;
 	return NULL;
 }
 
-/*
- * Over the sliding window's buckets for second SEC: the sum, the ms until
- * NEED units have left it (the whole window if they never do) and the ms
- * until it is empty. The same loop as the Redis script's.
- */
-static uint64_t
-local_window(const struct local_tenant *t, const uint64_t *b, uint64_t sec,
-    uint64_t now, uint64_t need, uint64_t *free_ms, uint64_t *reset_ms)
+/* Doubles the id table when it is full; -1 when out of memory. */
+static int
+local_id_grow(struct store_local *l)
 {
-	uint64_t	 s, acc = 0, v, last = 0;
+	struct local_lease **ids, *ls, *next;
+	size_t		 cap = l->capids == 0 ? 256 : l->capids * 2, i;
+
+	if (l->nids < l->capids)
+		return 0;
+	if ((ids = calloc(cap, sizeof(*ids))) == NULL)
+		return -1;
+	for (i = 0; i < l->capids; i++) {
+		for (ls = l->ids[i]; ls != NULL; ls = next) {
+			next = ls->hnext;
+			ls->hnext = ids[ls->hash & (cap - 1)];
+			ids[ls->hash & (cap - 1)] = ls;
+		}
+	}
+	free(l->ids);
+	l->ids = ids;
+	l->capids = cap;
+	return 0;
+}
+
+static void
+local_id_remove(struct store_local *l, struct local_lease *ls)
+{
+	struct local_lease **pp = &l->ids[ls->hash & (l->capids - 1)];
+
+	while (*pp != ls)
+		pp = &(*pp)->hnext;
+	*pp = ls->hnext;
+	l->nids--;
+}
+
+static void
+local_unlink(struct local_tenant *t, struct local_lease *ls)
+{
+	if (ls->eprev != NULL)
+		ls->eprev->enext = ls->enext;
+	else
+		t->ehead = ls->enext;
+	if (ls->enext != NULL)
+		ls->enext->eprev = ls->eprev;
+	else
+		t->etail = ls->eprev;
+	ls->eprev = ls->enext = NULL;
+}
+
+/* Into the tenant's expiry order; from the tail, where new leases go. */
+static void
+local_link(struct local_tenant *t, struct local_lease *ls)
+{
+	struct local_lease *p = t->etail;
+
+	while (p != NULL && p->expiry_ms > ls->expiry_ms)
+		p = p->eprev;
+	ls->eprev = p;
+	ls->enext = p != NULL ? p->enext : t->ehead;
+	if (ls->enext != NULL)
+		ls->enext->eprev = ls;
+	else
+		t->etail = ls;
+	if (p != NULL)
+		p->enext = ls;
+	else
+		t->ehead = ls;
+}
+
+/* Gives the slot of a live lease back: its handles stop working. */
+static void
+local_release(struct store_local *l, struct local_lease *ls)
+{
+	struct local_tenant *t = ls->t;
+
+	local_unlink(t, ls);
+	local_id_remove(l, ls);
+	t->nleases--;
+	if (ls->id != ls->idbuf)
+		free(ls->id);
+	ls->id = NULL;
+	ls->t = NULL;
+	ls->gen++;
+	ls->hnext = l->freelist;
+	l->freelist = ls;
+}
+
+static void
+local_expire(struct store_local *l, struct local_tenant *t, uint64_t now)
+{
+	while (t->ehead != NULL && t->ehead->expiry_ms <= now)
+		local_release(l, t->ehead);
+}
+
+/*
+ * Moves the window to second SEC: buckets older than SEC-60 leave the
+ * sums. Each bucket leaves once, so this is O(1) per second on average.
+ */
+static void
+local_advance(struct local_tenant *t, uint64_t sec)
+{
+	uint64_t	 s, from;
+	size_t		 slot;
+
+	if (sec <= t->hi)
+		return;
+	if (sec - t->hi >= IG_WINDOW_BUCKETS) {
+		t->wreq = t->wtok = 0;
+		for (slot = 0; slot < IG_WINDOW_BUCKETS; slot++)
+			t->bsec[slot] = LOCAL_NO_SEC;
+	} else {
+		from = t->hi >= IG_WINDOW_BUCKETS - 1 ?
+		    t->hi - (IG_WINDOW_BUCKETS - 1) : 0;
+		for (s = from; s + (IG_WINDOW_BUCKETS - 1) < sec; s++) {
+			slot = s % IG_WINDOW_BUCKETS;
+			if (t->bsec[slot] != s)
+				continue;
+			t->wreq -= t->breq[slot];
+			t->wtok -= t->btok[slot];
+			t->bsec[slot] = LOCAL_NO_SEC;
+		}
+	}
+	t->hi = sec;
+}
+
+/*
+ * Over the window's buckets (hi-60 .. hi): the ms until NEED units have
+ * left it (the whole window if they never do) and the ms until it is
+ * empty. The same loop as the Redis script's.
+ */
+static void
+local_window(const struct local_tenant *t, const uint64_t *b, uint64_t now,
+    uint64_t need, uint64_t *free_ms, uint64_t *reset_ms)
+{
+	uint64_t	 s, acc = 0, v, last = 0, lo;
 	bool		 any = false;
 
+	lo = t->hi >= IG_WINDOW_BUCKETS - 1 ? t->hi - (IG_WINDOW_BUCKETS - 1) :
+	    0;
 	*free_ms = 0;
-	for (s = sec - (IG_WINDOW_BUCKETS - 1); s <= sec; s++) {
+	for (s = lo; s <= t->hi; s++) {
 		size_t	 slot = s % IG_WINDOW_BUCKETS;
 
 		if (t->bsec[slot] != s || (v = b[slot]) == 0)
@@ -194,7 +363,6 @@ local_window(const struct local_tenant *t, const uint64_t *b, uint64_t sec,
 	*reset_ms = any ? (last + IG_WINDOW_BUCKETS) * 1000 - now : 0;
 	if (need > 0 && *free_ms == 0)
 		*free_ms = *reset_ms;
-	return acc;
 }
 
 static uint64_t
@@ -203,71 +371,106 @@ local_need(uint64_t used, uint64_t add, uint64_t limit)
 	return limit != 0 && used + add > limit ? used + add - limit : 0;
 }
 
+/* The numbers every answer needs: O(1). */
 static void
-local_state(struct local_tenant *t, const struct ig_tenant_limits *l,
-    uint64_t reserve, uint64_t now, uint64_t day_off,
-    struct ig_policy_state *st)
+local_state(const struct local_tenant *t, uint64_t now, uint64_t day,
+    uint64_t day_off, struct ig_policy_state *st)
 {
-	uint64_t	 sec = now / 1000, day = ig_policy_day(now, day_off);
-	uint64_t	 f, r;
-	size_t		 i;
-
 	memset(st, 0, sizeof(*st));
 	st->now_ms = now;
 	st->concurrent = t->nleases;
-	for (i = 0; i < t->nleases; i++) {
-		f = t->leases[i].expiry_ms - now;
-		if (i == 0 || f < st->lease_free_ms)
-			st->lease_free_ms = f;
-	}
-	st->win_requests = local_window(t, t->breq, sec, now, 0, &f, &r);
-	local_window(t, t->breq, sec, now,
-	    local_need(st->win_requests, 1, l->requests_per_minute),
-	    &st->req_free_ms, &st->req_reset_ms);
-	st->win_tokens = local_window(t, t->btok, sec, now, 0, &f, &r);
-	local_window(t, t->btok, sec, now,
-	    local_need(st->win_tokens, reserve, l->tokens_per_minute),
-	    &st->tok_free_ms, &st->tok_reset_ms);
+	if (t->ehead != NULL)
+		st->lease_free_ms = t->ehead->expiry_ms - now;
+	st->win_requests = t->wreq;
+	st->win_tokens = t->wtok;
 	st->day_tokens = t->day[day % 2] == day ? t->daytok[day % 2] : 0;
 	st->day_reset_ms = ig_policy_day_reset_ms(now, day_off);
 }
 
-static int
-local_take(struct local_tenant *t, const struct ig_admit_req *req,
-    uint64_t reserve, uint64_t now, uint64_t ttl, uint64_t day_off)
+/* The numbers only a refusal (or a 0-token answer) needs: the scans. */
+static void
+local_state_slow(const struct local_tenant *t,
+    const struct ig_tenant_limits *l, uint64_t reserve,
+    struct ig_policy_state *st)
+{
+	local_window(t, t->breq, st->now_ms,
+	    local_need(st->win_requests, 1, l->requests_per_minute),
+	    &st->req_free_ms, &st->req_reset_ms);
+	local_window(t, t->btok, st->now_ms,
+	    local_need(st->win_tokens, reserve, l->tokens_per_minute),
+	    &st->tok_free_ms, &st->tok_reset_ms);
+}
+
+/* ig_policy_decide's comparisons: does some limit refuse? */
+static bool
+local_refuses(const struct ig_tenant_limits *l, uint64_t reserve,
+    const struct ig_policy_state *st)
+{
+	return (l->max_concurrent_requests != 0 &&
+	    st->concurrent >= l->max_concurrent_requests) ||
+	    (l->requests_per_minute != 0 &&
+	    st->win_requests + 1 > l->requests_per_minute) ||
+	    (l->tokens_per_minute != 0 &&
+	    st->win_tokens + reserve > l->tokens_per_minute) ||
+	    (l->daily_token_budget != 0 &&
+	    st->day_tokens + reserve > l->daily_token_budget);
+}
+
+/* A slot for a new lease of T named ID: NULL when out of memory. */
+static struct local_lease *
+local_lease_new(struct store_local *l, struct local_tenant *t,
+    const char *id, size_t hash)
 {
 	struct local_lease *ls;
-	uint64_t	 sec = now / 1000, day = ig_policy_day(now, day_off);
-	size_t		 slot = sec % IG_WINDOW_BUCKETS, ncap;
-	char		*id;
+	size_t		 len = strlen(id);
 
-	if (t->nleases == t->capleases) {
-		ncap = t->capleases == 0 ? 8 : t->capleases * 2;
-		if ((ls = reallocarray(t->leases, ncap, sizeof(*ls))) == NULL)
-			return -1;
-		t->leases = ls;
-		t->capleases = ncap;
+	if (local_id_grow(l) == -1)
+		return NULL;
+	if ((ls = l->freelist) != NULL)
+		l->freelist = ls->hnext;
+	else if ((ls = calloc(1, sizeof(*ls))) == NULL)
+		return NULL;
+	if (len < sizeof(ls->idbuf))
+		ls->id = memcpy(ls->idbuf, id, len + 1);
+	else if ((ls->id = strdup(id)) == NULL) {
+		ls->hnext = l->freelist;
+		l->freelist = ls;
+		return NULL;
 	}
-	if ((id = strdup(req->request_id)) == NULL)
-		return -1;
-	ls = &t->leases[t->nleases++];
-	ls->request_id = id;
+	ls->t = t;
+	ls->hash = hash;
+	ls->hnext = l->ids[hash & (l->capids - 1)];
+	l->ids[hash & (l->capids - 1)] = ls;
+	l->nids++;
+	t->nleases++;
+	return ls;
+}
+
+static void
+local_take(struct local_tenant *t, struct local_lease *ls, uint64_t reserve,
+    uint64_t now, uint64_t ttl, uint64_t day)
+{
+	uint64_t	 sec = t->hi;
+	size_t		 slot = sec % IG_WINDOW_BUCKETS;
+
 	ls->expiry_ms = now + ttl;
 	ls->sec = sec;
 	ls->day = day;
 	ls->reserved = reserve;
+	local_link(t, ls);
 	if (t->bsec[slot] != sec) {
 		t->bsec[slot] = sec;
 		t->breq[slot] = t->btok[slot] = 0;
 	}
 	t->breq[slot]++;
 	t->btok[slot] += reserve;
+	t->wreq++;
+	t->wtok += reserve;
 	if (t->day[day % 2] != day) {
 		t->day[day % 2] = day;
 		t->daytok[day % 2] = 0;
 	}
 	t->daytok[day % 2] += reserve;
-	return 0;
 }
 
 static uint64_t
@@ -281,41 +484,68 @@ local_div(uint64_t limit, uint64_t divisor)
 int
 store_local_admit(struct store_local *l, const struct ig_admit_req *req,
     uint64_t divisor, uint64_t ttl, uint64_t day_off,
-    struct ig_admit_result *res)
+    struct ig_admit_result *res, struct local_handle *h)
 {
 	struct ig_tenant_limits lim = req->limits;
 	struct ig_policy_state st;
 	struct local_tenant *t;
-	struct local_lease *dup;
-	uint64_t	 now = local_now_ms();
+	struct local_lease *ls;
+	uint64_t	 now = local_now_ms(), day;
 	uint64_t	 reserve = req->input_tokens + req->output_tokens;
+	size_t		 hash;
 	int		 take;
 
-	lim.max_concurrent_requests = local_div(lim.max_concurrent_requests,
-	    divisor);
-	lim.requests_per_minute = local_div(lim.requests_per_minute, divisor);
-	lim.tokens_per_minute = local_div(lim.tokens_per_minute, divisor);
-	lim.daily_token_budget = local_div(lim.daily_token_budget, divisor);
+	if (divisor > 1) {
+		lim.max_concurrent_requests =
+		    local_div(lim.max_concurrent_requests, divisor);
+		lim.requests_per_minute = local_div(lim.requests_per_minute,
+		    divisor);
+		lim.tokens_per_minute = local_div(lim.tokens_per_minute,
+		    divisor);
+		lim.daily_token_budget = local_div(lim.daily_token_budget,
+		    divisor);
+	}
 	pthread_mutex_lock(&l->mu);
-	if ((t = local_tenant(l, req->tenant, 1)) == NULL)
+	if ((t = local_tenant(l, req->tenant)) == NULL)
 		goto nomem;
-	local_expire(t, now);
-	local_state(t, &lim, reserve, now, day_off, &st);
-	if ((dup = local_find(t, req->request_id)) != NULL) {
+	/* The window's time never goes back, even when the clock does. */
+	local_advance(t, now / 1000);
+	if (now < t->hi * 1000)
+		now = t->hi * 1000;
+	day = ig_policy_day(now, day_off);
+	local_expire(l, t, now);
+	local_state(t, now, day, day_off, &st);
+	hash = local_id_hash(t, req->request_id);
+	if ((ls = local_id_find(l, t, req->request_id, hash)) != NULL) {
 		/* A retried admission: the lease it already holds, renewed. */
-		dup->expiry_ms = now + ttl;
+		local_unlink(t, ls);
+		ls->expiry_ms = now + ttl;
+		local_link(t, ls);
 		st.concurrent--;
 		st.win_requests = st.win_requests > 0 ? st.win_requests - 1 : 0;
+		local_state_slow(t, &lim, 0, &st);
 		ig_policy_decide(&lim, true, 0, &st, res);
 		memset(res, 0, offsetof(struct ig_admit_result, rl));
 		res->admitted = true;
 		res->status = 200;
+		h->ll = ls;
+		h->gen = ls->gen;
 		pthread_mutex_unlock(&l->mu);
-		return 1;
+		return 2;
 	}
+	/* The scans only when the answer will show what they find. */
+	if (local_refuses(&lim, reserve, &st) && !req->shadow)
+		local_state_slow(t, &lim, reserve, &st);
+	else if (reserve == 0)
+		local_state_slow(t, &lim, reserve, &st);
 	take = ig_policy_decide(&lim, req->shadow, reserve, &st, res);
-	if (take && local_take(t, req, reserve, now, ttl, day_off) == -1)
-		goto nomem;
+	if (take) {
+		if ((ls = local_lease_new(l, t, req->request_id, hash)) == NULL)
+			goto nomem;
+		local_take(t, ls, reserve, now, ttl, day);
+		h->ll = ls;
+		h->gen = ls->gen;
+	}
 	pthread_mutex_unlock(&l->mu);
 	return take;
 nomem:
@@ -324,46 +554,63 @@ nomem:
 	return 0;
 }
 
+/* The live lease of H, or NULL (settled already, or expired). */
+static struct local_lease *
+local_handle_lease(const struct local_handle *h)
+{
+	return h->ll != NULL && h->ll->gen == h->gen && h->ll->t != NULL ?
+	    h->ll : NULL;
+}
+
+static uint64_t
+local_add(uint64_t v, int64_t delta)
+{
+	return (int64_t)v + delta < 0 ? 0 : (uint64_t)((int64_t)v + delta);
+}
+
 void
-store_local_settle(struct store_local *l, const char *tenant,
-    const char *request_id, uint64_t actual)
+store_local_settle(struct store_local *l, const struct local_handle *h,
+    uint64_t actual)
 {
 	struct local_tenant *t;
 	struct local_lease *ls;
 	size_t		 slot;
+	uint64_t	 nv;
 	int64_t		 delta;
 
 	pthread_mutex_lock(&l->mu);
-	if ((t = local_tenant(l, tenant, 0)) == NULL ||
-	    (ls = local_find(t, request_id)) == NULL)
+	if ((ls = local_handle_lease(h)) == NULL)
 		goto done;	/* settled already, or expired: it stands */
-	if (actual != IG_USAGE_UNKNOWN) {
+	t = ls->t;
+	if (actual != IG_USAGE_UNKNOWN && actual != ls->reserved) {
 		delta = (int64_t)actual - (int64_t)ls->reserved;
 		slot = ls->sec % IG_WINDOW_BUCKETS;
-		if (t->bsec[slot] == ls->sec)
-			t->btok[slot] = (int64_t)t->btok[slot] + delta < 0 ? 0 :
-			    (uint64_t)((int64_t)t->btok[slot] + delta);
+		if (t->bsec[slot] == ls->sec) {
+			/* still in the window: the sum follows the bucket */
+			nv = local_add(t->btok[slot], delta);
+			t->wtok = t->wtok - t->btok[slot] + nv;
+			t->btok[slot] = nv;
+		}
 		if (t->day[ls->day % 2] == ls->day)
 			t->daytok[ls->day % 2] =
-			    (int64_t)t->daytok[ls->day % 2] + delta < 0 ? 0 :
-			    (uint64_t)((int64_t)t->daytok[ls->day % 2] + delta);
+			    local_add(t->daytok[ls->day % 2], delta);
 	}
-	free(ls->request_id);
-	*ls = t->leases[--t->nleases];
+	local_release(l, ls);
 done:
 	pthread_mutex_unlock(&l->mu);
 }
 
 void
-store_local_renew(struct store_local *l, const char *tenant,
-    const char *request_id, uint64_t ttl)
+store_local_renew(struct store_local *l, const struct local_handle *h,
+    uint64_t ttl)
 {
-	struct local_tenant *t;
 	struct local_lease *ls;
 
 	pthread_mutex_lock(&l->mu);
-	if ((t = local_tenant(l, tenant, 0)) != NULL &&
-	    (ls = local_find(t, request_id)) != NULL)
+	if ((ls = local_handle_lease(h)) != NULL) {
+		local_unlink(ls->t, ls);
 		ls->expiry_ms = local_now_ms() + ttl;
+		local_link(ls->t, ls);
+	}
 	pthread_mutex_unlock(&l->mu);
 }

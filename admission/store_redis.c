@@ -2,26 +2,70 @@
  * The Redis budget store: hiredis async on the worker's event base.
  *
  * Per tenant T, keys in one hash slot (the tenant is the hash tag):
- *   <prefix>:{T}:leases  zset  request id -> lease expiry (ms, Redis time)
- *   <prefix>:{T}:linfo   hash  request id -> "<second> <day> <reserved>"
- *   <prefix>:{T}:win     hash  r<second> -> requests, t<second> -> tokens
- *                              (the sliding minute, one-second buckets)
- *   <prefix>:{T}:days    hash  <day number> -> tokens reserved or used
+ *   <prefix>:{T}:leases  zset  request id -> lease expiry (ms, Redis time);
+ *                              with 8 leases or more also a sentinel (80
+ *                              '~', score 0) that keeps it a skiplist:
+ *                              listpack lookups are linear in the leases
+ *   <prefix>:{T}:s       hash  the tenant's counters:
+ *                          hi       the newest second of the sliding
+ *                                   minute, which is hi-60 .. hi
+ *                          R, T     requests and tokens in the minute (the
+ *                                   running sums of the buckets below)
+ *                          r<sec>   requests admitted in second <sec>
+ *                          t<sec>   tokens reserved (then used) in <sec>
+ *                          d<day>   tokens reserved or used in budget day
+ *                                   <day> (days since the epoch, shifted by
+ *                                   store.day_offset)
+ *                          g        until when `gone` may hold entries
  *   <prefix>:{T}:gone    zset  request id -> expiry: released before its
  *                              admission ran (sent on a connection that was
  *                              dropped), so the late admission takes nothing
  *
- * Admission is one EVALSHA of ADMIT_LUA (time from TIME, stale leases
- * expired, every limit checked, and only then the lease and the
- * reservation); settlement one of SETTLE_LUA, which applies at most once
- * per lease (linfo is its ticket). The scripts make the same comparisons
- * as ig_policy_decide(), which then builds the answer from the numbers
- * they return.
+ * Batching: the admissions and settlements a worker makes during one
+ * event-loop iteration are gathered per tenant and sent as ONE EVALSHA of
+ * BATCH_LUA per tenant when the iteration's callbacks are done (an event
+ * activated by the first of them), then written at once. While a batch of
+ * a tenant is in flight, that tenant's next one waits for its reply (group
+ * commit): a busy Redis gets bigger batches, not more of them. The script
+ * applies the settlements, then takes the admissions in order, each
+ * against the state the previous one left: one atomic check-and-reserve
+ * per admission, as if each had its own script call. A batch holds one
+ * set of limits and each request id once; an item that would break either
+ * sends the batch first, so the order of the requests is kept.
+ *
+ * The script's common path makes seven redis.call()s whatever the batch
+ * holds: TIME, one HMGET of the counters, one ZMSCORE of every request id
+ * (the settlements' tickets, the admissions already holding a lease), the
+ * settlements' ZREM, ZCOUNT of the live leases, one ZADD, one HSET. Once
+ * per second per tenant (its first call of a second) buckets that left
+ * the window leave the running sums and the hash, expired leases the
+ * zset, and the keys' expiries are pushed back. The scans that say how
+ * long until a request fits, or until the window is empty, run only for
+ * an answer that shows them (a refusal, a reservation of 0 tokens, a
+ * retried request id), over one HGETALL, once per call and state.
+ *
+ * A lease carries its second and its reservation back at settlement; the
+ * gateway sums the token deltas per second, and the script's ZMSCORE/ZREM
+ * is the at-most-once ticket (a lease settled twice, or expired and swept,
+ * is no longer in the zset: its delta is taken back out of its group). A
+ * lost admission reply is released with second 0: if the admission ran,
+ * its second is read back from the lease's expiry (never renewed: nobody
+ * holds it); if not, the request id goes to `gone`.
+ *
+ * The script returns {now, leases, R, T, day tokens} as they were before
+ * the first admission, then the codes, one digit per admission in one
+ * string (0 refused, 1 taken, 2 held already, 3 released already; +4 when
+ * lease_free, req_free, req_reset, tok_free, tok_reset follow the string,
+ * in order). The gateway replays the batch (the same additions the script
+ * made) to get each admission's numbers, and ig_policy_decide() builds
+ * each answer from them.
  *
  * Connection: connect, AUTH, SELECT, SCRIPT LOAD; ready only when all of
- * that answered. Any lost reply or a setup step that does not answer
+ * that answered. Admissions made meanwhile wait in their batches (within
+ * the store timeout). Any lost reply or a setup step that does not answer
  * within REDIS_SETUP_MS drops the connection; reconnection backs off from
  * 50 ms to 500 ms. Settlements made while down wait in a bounded queue.
+ * Requires Redis >= 6.2 (ZMSCORE).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -42,140 +86,277 @@
 #define REDIS_BACKOFF_MAX_MS	500
 #define REDIS_TIMEOUTS_TO_DROP	3
 #define REDIS_QUEUE_MAX		100000
+#define REDIS_BATCH_MAX		256	/* admissions + settlements per call */
+#define REDIS_PENDING_BUCKETS	64
+#define REDIS_BATCH_ARGS	10	/* ARGV before the first request id */
 
 /*
- * KEYS: leases linfo win days gone. ARGV: request id, reserve, max
- * concurrent, rpm, tpm, daily budget, lease ttl ms, day offset s, shadow.
- * Returns {taken (0, 1, 2: already held, 3: released already), reason, now, concurrent,
- * lease_free, win_requests, req_free, req_reset, win_tokens, tok_free,
- * tok_reset, day_tokens, day_reset}, the numbers before this request.
+ * KEYS: leases, s, gone. ARGV (so that the request ids are one run, for
+ * unpack()): [1] lease ttl ms, [2] day offset s, [3] NS settlements, [4]
+ * NA admissions, [5] NG groups, [6..9] max concurrent, rpm, tpm, daily
+ * budget, [10] shadow ('1'); then the NS settlements' request ids, the NA
+ * admissions' request ids; per settlement its group (1..NG; 0: a release,
+ * second unknown; '-': no token change) and its token delta (actual -
+ * reserved); per admission its reservation; per group a second, its
+ * budget day and the sum of its settlements' deltas. Returns {now} plus,
+ * with admissions, the numbers and codes described at the top of this
+ * file.
+ *
+ * Its cost is mostly per redis.call() and per number written as a string,
+ * not per request: field names are built from the strings TIME and the
+ * gateway send, and the common call makes seven redis.call()s whatever
+ * the batch holds (TIME, HMGET, ZMSCORE, ZREM, ZCOUNT, ZADD, HSET).
  */
-static const char ADMIT_LUA[] =
+static const char BATCH_LUA[] =
+"local ttl, off = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+"local ns, na, ng = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+"local s1 = 11\n"
+"local a1 = s1 + ns\n"
+"local x1 = a1 + na\n"
+"local r1 = x1 + 2 * ns\n"
+"local g1 = r1 + na\n"
 "local t = redis.call('TIME')\n"
-"local sec = tonumber(t[1])\n"
+"local secs = t[1]\n"
+"local sec = tonumber(secs)\n"
 "local now = sec * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-"local id, reserve = ARGV[1], tonumber(ARGV[2])\n"
-"local mcr, rpm = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-"local tpm, daily = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
-"local ttl, off, shadow = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'\n"
-"local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-"for i = 1, #dead, 1000 do\n"
-"  redis.call('HDEL', KEYS[2], unpack(dead, i, math.min(i + 999, #dead)))\n"
+"local function dayof(s)\n"
+"  local d = math.floor((s - off) / 86400)\n"
+"  if d < 0 then d = 0 end\n"
+"  return d\n"
 "end\n"
-"if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end\n"
-"redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)\n"
-"if redis.call('ZSCORE', KEYS[5], id) then\n"
-"  return {3, 0, now, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
+"local function fmt(n) return string.format('%d', n) end\n"
+"local days = fmt(dayof(sec))\n"
+"local h = redis.call('HMGET', KEYS[2], 'hi', 'R', 'T', 'g',\n"
+"  'r' .. secs, 't' .. secs, 'd' .. days)\n"
+"local hi, R1, T1 = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])\n"
+"local R, T = R1 or 0, T1 or 0\n"
+"local g = tonumber(h[4])\n"
+"local rc, tc, dt = tonumber(h[5]) or 0, tonumber(h[6]) or 0,\n"
+"  tonumber(h[7]) or false\n"
+"-- the window's time never goes back, even when Redis's clock does\n"
+"if hi and sec < hi then\n"
+"  sec = hi; now = hi * 1000; secs = fmt(sec); days = fmt(dayof(sec))\n"
+"  h = redis.call('HMGET', KEYS[2], 'r' .. secs, 't' .. secs, 'd' .. days)\n"
+"  rc, tc, dt = tonumber(h[1]) or 0, tonumber(h[2]) or 0,\n"
+"    tonumber(h[3]) or false\n"
 "end\n"
-"local lo = sec - 60\n"
-"local rq, tk, stale = {}, {}, {}\n"
-"local wr, wt = 0, 0\n"
-"local win = redis.call('HGETALL', KEYS[3])\n"
-"for i = 1, #win, 2 do\n"
-"  local f = win[i]\n"
-"  local s, v = tonumber(string.sub(f, 2)), tonumber(win[i + 1])\n"
-"  if s == nil or s < lo then stale[#stale + 1] = f\n"
-"  elseif string.sub(f, 1, 1) == 'r' then rq[s] = v; wr = wr + v\n"
-"  else tk[s] = v; wt = wt + v end\n"
+"local tc1, dt1 = tc, dt\n"
+"local hs = {}\n"
+"local adv = not hi or sec > hi\n"
+"if adv then\n"
+"  -- the first call of a second: buckets that left the window leave the\n"
+"  -- sums, expired leases the zset\n"
+"  if hi then\n"
+"    local f, last = {}, math.min(sec - 61, hi)\n"
+"    for s = hi - 60, last do f[#f + 1] = 'r' .. fmt(s); f[#f + 1] = 't' .. fmt(s) end\n"
+"    if last == hi then R, T = 0, 0\n"
+"    else\n"
+"      local v = redis.call('HMGET', KEYS[2], unpack(f))\n"
+"      for i = 1, #f, 2 do\n"
+"        R = R - (tonumber(v[i]) or 0); T = T - (tonumber(v[i + 1]) or 0)\n"
+"      end\n"
+"    end\n"
+"    redis.call('HDEL', KEYS[2], unpack(f))\n"
+"  else R, T = 0, 0 end\n"
+"  redis.call('ZREMRANGEBYSCORE', KEYS[1], '(0', now)\n"
+"  -- a zset of many leases is kept a skiplist (listpack lookups are\n"
+"  -- linear): a member longer than zset-max-listpack-value, score 0\n"
+"  if redis.call('ZCARD', KEYS[1]) >= 8 then\n"
+"    redis.call('ZADD', KEYS[1], 'NX', 0, string.rep('~', 80))\n"
+"  end\n"
+"  hi = sec\n"
+"  hs[1] = 'hi'; hs[2] = secs\n"
 "end\n"
-"for i = 1, #stale, 1000 do\n"
-"  redis.call('HDEL', KEYS[3], unpack(stale, i, math.min(i + 999, #stale)))\n"
+"local sc = {}\n"
+"if ns + na > 0 then\n"
+"  sc = redis.call('ZMSCORE', KEYS[1], unpack(ARGV, s1, x1 - 1))\n"
 "end\n"
-"local function window(b, need)\n"
-"  local acc, last, free = 0, nil, 0\n"
-"  for s = lo, sec do\n"
-"    local v = b[s]\n"
-"    if v and v > 0 then\n"
-"      acc = acc + v; last = s\n"
-"      if free == 0 and need > 0 and acc >= need then\n"
-"        free = (s + 61) * 1000 - now end\n"
+"local tmod = {}\n"
+"if ns > 0 then\n"
+"  -- a lease still in the zset is settled once: its group's delta stands;\n"
+"  -- a missing one's is taken back out of its group\n"
+"  local gd, gone, extra, nrem = {}, {}, {}, 0\n"
+"  for k = 1, ng do gd[k] = tonumber(ARGV[g1 + 3 * k - 1]) end\n"
+"  for i = 1, ns do\n"
+"    local e, grp = sc[i], ARGV[x1 + 2 * i - 2]\n"
+"    if e then\n"
+"      nrem = nrem + 1\n"
+"      if grp == '0' then\n"
+"        local s = math.floor((tonumber(e) - ttl) / 1000)\n"
+"        extra[#extra + 1] = fmt(s); extra[#extra + 1] = fmt(dayof(s))\n"
+"        extra[#extra + 1] = tonumber(ARGV[x1 + 2 * i - 1])\n"
+"      end\n"
+"    elseif grp == '0' then\n"
+"      gone[#gone + 1] = now + ttl; gone[#gone + 1] = ARGV[s1 + i - 1]\n"
+"    elseif grp ~= '-' then\n"
+"      local k = tonumber(grp)\n"
+"      gd[k] = gd[k] - tonumber(ARGV[x1 + 2 * i - 1])\n"
 "    end\n"
 "  end\n"
-"  local reset = 0\n"
-"  if last then reset = (last + 61) * 1000 - now end\n"
-"  if need > 0 and free == 0 then free = reset end\n"
-"  return free, reset\n"
-"end\n"
-"local rneed, tneed = 0, 0\n"
-"if rpm > 0 and wr + 1 > rpm then rneed = wr + 1 - rpm end\n"
-"if tpm > 0 and wt + reserve > tpm then tneed = wt + reserve - tpm end\n"
-"local rfree, rreset = window(rq, rneed)\n"
-"local tfree, treset = window(tk, tneed)\n"
-"local day = math.floor((sec - off) / 86400)\n"
-"local dayf = string.format('%d', day)\n"
-"local dt = tonumber(redis.call('HGET', KEYS[4], dayf) or '0')\n"
-"local dreset = ((day + 1) * 86400 + off) * 1000 - now\n"
-"local conc = redis.call('ZCARD', KEYS[1])\n"
-"local lfree = 0\n"
-"if conc > 0 then\n"
-"  local e = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
-"  lfree = tonumber(e[2]) - now\n"
-"end\n"
-"local function out(taken, reason)\n"
-"  return {taken, reason, now, conc, lfree, wr, rfree, rreset, wt, tfree,\n"
-"    treset, dt, dreset}\n"
-"end\n"
-"if redis.call('ZSCORE', KEYS[1], id) then\n"
-"  redis.call('ZADD', KEYS[1], now + ttl, id)\n"
-"  conc = conc - 1\n"
-"  if wr > 0 then wr = wr - 1 end\n"
-"  return out(2, 0)\n"
-"end\n"
-"local reason = 0\n"
-"if mcr > 0 and conc >= mcr then reason = 3\n"
-"elseif rpm > 0 and wr + 1 > rpm then reason = 4\n"
-"elseif tpm > 0 and wt + reserve > tpm then reason = 5\n"
-"elseif daily > 0 and dt + reserve > daily then reason = 6 end\n"
-"if reason ~= 0 and not shadow then return out(0, reason) end\n"
-"local secf = string.format('%d', sec)\n"
-"redis.call('ZADD', KEYS[1], now + ttl, id)\n"
-"redis.call('HSET', KEYS[2], id, secf .. ' ' .. dayf .. ' ' .. ARGV[2])\n"
-"redis.call('HINCRBY', KEYS[3], 'r' .. secf, 1)\n"
-"if reserve > 0 then redis.call('HINCRBY', KEYS[3], 't' .. secf, ARGV[2]) end\n"
-"redis.call('HINCRBY', KEYS[4], dayf, ARGV[2])\n"
-"redis.call('HDEL', KEYS[4], string.format('%d', day - 2))\n"
-"redis.call('PEXPIRE', KEYS[1], ttl + 60000)\n"
-"redis.call('PEXPIRE', KEYS[2], ttl + 60000)\n"
-"redis.call('PEXPIRE', KEYS[3], 62000)\n"
-"redis.call('PEXPIRE', KEYS[4], 3 * 86400000)\n"
-"return out(1, reason)\n";
-
-/*
- * KEYS: leases linfo win days gone. ARGV: request id, actual tokens (-1:
- * unknown, the reservation stands), release (1: the admission's reply was
- * lost; if it has not run yet, it must take nothing when it does), lease
- * ttl ms. Returns 1 if it settled a lease.
- */
-static const char SETTLE_LUA[] =
-"local info = redis.call('HGET', KEYS[2], ARGV[1])\n"
-"redis.call('ZREM', KEYS[1], ARGV[1])\n"
-"if not info then\n"
-"  if ARGV[3] == '1' then\n"
-"    local t = redis.call('TIME')\n"
-"    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-"    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), ARGV[1])\n"
-"    redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[4]) + 60000)\n"
+"  if nrem == ns then redis.call('ZREM', KEYS[1], unpack(ARGV, s1, a1 - 1))\n"
+"  elseif nrem > 0 then\n"
+"    local rem = {}\n"
+"    for i = 1, ns do if sc[i] then rem[#rem + 1] = ARGV[s1 + i - 1] end end\n"
+"    redis.call('ZREM', KEYS[1], unpack(rem))\n"
 "  end\n"
-"  return 0\n"
+"  if #gone > 0 then\n"
+"    redis.call('ZADD', KEYS[3], unpack(gone))\n"
+"    redis.call('PEXPIRE', KEYS[3], ttl + 60000)\n"
+"    g = now + ttl + 60000\n"
+"    hs[#hs + 1] = 'g'; hs[#hs + 1] = fmt(g)\n"
+"  end\n"
+"  local todo = {}\n"
+"  for k = 1, ng do\n"
+"    if gd[k] ~= 0 then\n"
+"      todo[#todo + 1] = ARGV[g1 + 3 * k - 3]; todo[#todo + 1] = ARGV[g1 + 3 * k - 2]\n"
+"      todo[#todo + 1] = gd[k]\n"
+"    end\n"
+"  end\n"
+"  for i = 1, #extra do todo[#todo + 1] = extra[i] end\n"
+"  local dmod = {}\n"
+"  for i = 1, #todo, 3 do\n"
+"    local ss, dd, d = todo[i], todo[i + 1], todo[i + 2]\n"
+"    local s = tonumber(ss)\n"
+"    local v, w\n"
+"    if ss == secs then v = tc else v = tmod[s] end\n"
+"    if dd == days then w = dt else w = dmod[dd] end\n"
+"    if v == nil or w == nil then\n"
+"      local x = redis.call('HMGET', KEYS[2], 't' .. ss, 'd' .. dd)\n"
+"      if v == nil then v = tonumber(x[1]) or false end\n"
+"      if w == nil then w = tonumber(x[2]) or false end\n"
+"    end\n"
+"    if v and s >= hi - 60 then\n"
+"      local nv = v + d\n"
+"      if nv < 0 then nv = 0 end\n"
+"      T = T + nv - v\n"
+"      if ss == secs then tc = nv else tmod[s] = nv end\n"
+"    end\n"
+"    if w then\n"
+"      local nw = w + d\n"
+"      if nw < 0 then nw = 0 end\n"
+"      if dd == days then dt = nw else dmod[dd] = nw end\n"
+"    end\n"
+"  end\n"
+"  for s, v in pairs(tmod) do hs[#hs + 1] = 't' .. fmt(s); hs[#hs + 1] = fmt(v) end\n"
+"  for dd, w in pairs(dmod) do hs[#hs + 1] = 'd' .. dd; hs[#hs + 1] = fmt(w) end\n"
 "end\n"
-"redis.call('HDEL', KEYS[2], ARGV[1])\n"
-"local actual = tonumber(ARGV[2])\n"
-"if actual < 0 then return 1 end\n"
-"local sec, day, res = string.match(info, '(%d+) (%d+) (%d+)')\n"
-"local delta = actual - tonumber(res)\n"
-"if delta == 0 then return 1 end\n"
-"local f = 't' .. sec\n"
-"if redis.call('HEXISTS', KEYS[3], f) == 1 then\n"
-"  if redis.call('HINCRBY', KEYS[3], f, delta) <= 0 then\n"
-"    redis.call('HDEL', KEYS[3], f) end\n"
+"local out = {now}\n"
+"local taken = false\n"
+"if na > 0 then\n"
+"  local conc = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now), '+inf')\n"
+"  local conc0 = conc\n"
+"  local gone = false\n"
+"  if g and g > now then\n"
+"    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)\n"
+"    gone = redis.call('ZMSCORE', KEYS[3], unpack(ARGV, a1, x1 - 1))\n"
+"  end\n"
+"  local mcr, rpm = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+"  local tpm, daily = tonumber(ARGV[8]), tonumber(ARGV[9])\n"
+"  local shadow = ARGV[10] == '1'\n"
+"  if not dt then dt = 0 end\n"
+"  out[2] = conc; out[3] = R; out[4] = T; out[5] = dt\n"
+"  local exp = fmt(now + ttl)\n"
+"  local add, codes, slowv, win, memo, memok = {}, {}, {}, nil, nil, nil\n"
+"  local C, nadd = {'0', '1', '2', '3', '4', '5', '6', '7'}, 0\n"
+"  local function flushadd()\n"
+"    if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)); add = {} end\n"
+"  end\n"
+"  local function window(b, cur, need)\n"
+"    local acc, last, free = 0, nil, 0\n"
+"    for s = sec - 60, sec do\n"
+"      local v = b[s]\n"
+"      if s == sec then v = cur end\n"
+"      if v and v > 0 then\n"
+"        acc = acc + v; last = s\n"
+"        if free == 0 and need > 0 and acc >= need then\n"
+"          free = (s + 61) * 1000 - now end\n"
+"      end\n"
+"    end\n"
+"    local reset = 0\n"
+"    if last then reset = (last + 61) * 1000 - now end\n"
+"    if need > 0 and free == 0 then free = reset end\n"
+"    return free, reset\n"
+"  end\n"
+"  -- the scans, for an answer that shows them: once per state and need\n"
+"  local function slow(reserve)\n"
+"    local rneed, tneed = 0, 0\n"
+"    if rpm > 0 and R + 1 > rpm then rneed = R + 1 - rpm end\n"
+"    if tpm > 0 and T + reserve > tpm then tneed = T + reserve - tpm end\n"
+"    local k = conc .. ' ' .. R .. ' ' .. T .. ' ' .. rneed .. ' ' .. tneed\n"
+"    if k == memok then return memo end\n"
+"    if not win then\n"
+"      win = {r = {}, t = {}}\n"
+"      local all = redis.call('HGETALL', KEYS[2])\n"
+"      for i = 1, #all, 2 do\n"
+"        local f, p = all[i], string.sub(all[i], 1, 1)\n"
+"        if p == 'r' or p == 't' then\n"
+"          local s = tonumber(string.sub(f, 2))\n"
+"          if s and s >= sec - 60 then win[p][s] = tonumber(all[i + 1]) end\n"
+"        end\n"
+"      end\n"
+"      for s, v in pairs(tmod) do win.t[s] = v end\n"
+"    end\n"
+"    flushadd()\n"
+"    local lfree = 0\n"
+"    if conc > 0 then\n"
+"      local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now), '+inf',\n"
+"        'WITHSCORES', 'LIMIT', 0, 1)\n"
+"      if e[2] then lfree = tonumber(e[2]) - now end\n"
+"    end\n"
+"    local rf, rr = window(win.r, rc, rneed)\n"
+"    local tf, tr = window(win.t, tc, tneed)\n"
+"    memo, memok = {lfree, rf, rr, tf, tr}, k\n"
+"    return memo\n"
+"  end\n"
+"  for i = 1, na do\n"
+"    local reserve = tonumber(ARGV[r1 + i - 1])\n"
+"    local code, sl, e = 1, nil, sc[ns + i]\n"
+"    if gone and gone[i] then code = 3\n"
+"    elseif e and tonumber(e) > now then\n"
+"      -- a retried request id: the lease it holds, renewed\n"
+"      code = 2; sl = slow(0); nadd = nadd + 1\n"
+"      add[#add + 1] = exp; add[#add + 1] = ARGV[a1 + i - 1]\n"
+"    else\n"
+"      if (mcr > 0 and conc >= mcr) or (rpm > 0 and R + 1 > rpm) or\n"
+"          (tpm > 0 and T + reserve > tpm) or\n"
+"          (daily > 0 and dt + reserve > daily) then\n"
+"        if not shadow then code = 0; sl = slow(reserve) end\n"
+"      end\n"
+"      if code == 1 then\n"
+"        if reserve == 0 then sl = slow(0) end\n"
+"        conc = conc + 1; R = R + 1; T = T + reserve; dt = dt + reserve\n"
+"        rc = rc + 1; tc = tc + reserve; taken = true; nadd = nadd + 1\n"
+"        add[#add + 1] = exp; add[#add + 1] = ARGV[a1 + i - 1]\n"
+"      end\n"
+"    end\n"
+"    if sl then\n"
+"      codes[i] = C[code + 5]\n"
+"      for j = 1, 5 do slowv[#slowv + 1] = sl[j] end\n"
+"    else codes[i] = C[code + 1] end\n"
+"  end\n"
+"  flushadd()\n"
+"  if nadd > 0 and conc0 == 0 and not adv then\n"
+"    redis.call('PEXPIRE', KEYS[1], ttl + 60000)\n"
+"  end\n"
+"  out[6] = table.concat(codes)\n"
+"  for i = 1, #slowv do out[6 + i] = slowv[i] end\n"
 "end\n"
-"if redis.call('HEXISTS', KEYS[4], day) == 1 then\n"
-"  if redis.call('HINCRBY', KEYS[4], day, delta) < 0 then\n"
-"    redis.call('HSET', KEYS[4], day, 0) end\n"
+"if taken or tc ~= tc1 then\n"
+"  hs[#hs + 1] = 'r' .. secs; hs[#hs + 1] = fmt(rc)\n"
+"  hs[#hs + 1] = 't' .. secs; hs[#hs + 1] = fmt(tc)\n"
 "end\n"
-"return 1\n";
+"if dt and dt ~= dt1 then hs[#hs + 1] = 'd' .. days; hs[#hs + 1] = fmt(dt) end\n"
+"if R ~= R1 then hs[#hs + 1] = 'R'; hs[#hs + 1] = fmt(R) end\n"
+"if T ~= T1 then hs[#hs + 1] = 'T'; hs[#hs + 1] = fmt(T) end\n"
+"if #hs > 0 then redis.call('HSET', KEYS[2], unpack(hs)) end\n"
+"if adv then\n"
+"  redis.call('PEXPIRE', KEYS[1], ttl + 60000)\n"
+"  redis.call('HDEL', KEYS[2], 'd' .. fmt(dayof(sec) - 2))\n"
+"  redis.call('PEXPIRE', KEYS[2], ((dayof(sec) + 1) * 86400 + off) * 1000 - now + 62000)\n"
+"end\n"
+"return out\n";
 
-/* KEYS: leases linfo. ARGV: request id, ttl ms. */
+/* KEYS: leases. ARGV: request id, ttl ms. */
 static const char RENEW_LUA[] =
 "local t = redis.call('TIME')\n"
 "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -183,16 +364,45 @@ static const char RENEW_LUA[] =
 "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end\n"
 "redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[1])\n"
 "redis.call('PEXPIRE', KEYS[1], ttl + 60000)\n"
-"redis.call('PEXPIRE', KEYS[2], ttl + 60000)\n"
 "return 1\n";
 
-enum { SCRIPT_ADMIT, SCRIPT_SETTLE, SCRIPT_RENEW, NSCRIPTS };
+enum { SCRIPT_BATCH, SCRIPT_RENEW, NSCRIPTS };
 
 static const char *const redis_scripts[NSCRIPTS] = {
-	ADMIT_LUA, SETTLE_LUA, RENEW_LUA
+	BATCH_LUA, RENEW_LUA
 };
 
 enum redis_state { R_DOWN, R_CONNECTING, R_LOADING, R_READY };
+
+/* One tenant's admissions and settlements of one loop iteration. */
+struct redis_batch {
+	struct redis_batch *next;	/* pending chain; the freelist */
+	size_t		 hash;
+	char		*tenant;
+	size_t		 tenantlen, tenantcap;
+	bool		 has_limits;	/* set by its first admission */
+	struct ig_tenant_limits limits;
+	bool		 shadow;
+	bool		 eval;		/* re-sent with EVAL after NOSCRIPT */
+	struct ig_store_op **ops;
+	size_t		 nops, capops;
+	struct ig_lease	**settles;
+	size_t		 nsettles, capsettles;
+	struct redis_id	*ids;		/* of its ops and settlements */
+	size_t		 nids, capids;
+};
+
+/* A request id in a batch (pointing into its op or lease). */
+struct redis_id {
+	uint64_t	 hash;
+	const char	*id;
+};
+
+/* The settlements of a batch charging one second, at write time. */
+struct redis_group {
+	uint64_t	 sec;
+	int64_t		 delta;
+};
 
 struct store_redis {
 	struct event_base *base;
@@ -203,14 +413,29 @@ struct store_redis {
 	char		*password;	/* NULL: no AUTH */
 	uint64_t	 database;
 	char		*prefix;
+	size_t		 prefixlen;
 	uint64_t	 ttl_ms;
 	uint64_t	 day_offset_s;
 	redisAsyncContext *ac;
 	enum redis_state state;
 	char		 sha[NSCRIPTS][41];
 	struct event	*timer;		/* reconnect, and the setup deadline */
+	struct event	*flush;		/* sends the pending batches */
+	bool		 flushing;	/* in redis_flush_cb */
+	bool		 unwritten;	/* commands queued in hiredis */
 	uint64_t	 backoff_ms;
 	unsigned	 timeouts;	/* in a row */
+	struct redis_batch *pending[REDIS_PENDING_BUCKETS];
+	size_t		 npending;
+	struct redis_batch *inflight[REDIS_PENDING_BUCKETS];	/* sent */
+	bool		 reflush;	/* batches started while flushing */
+	struct redis_batch *free_batches;
+	char		*cmd;		/* the command being formatted */
+	size_t		 cmdlen, cmdcap;
+	bool		 cmdfail;
+	struct redis_group *groups;	/* scratch of redis_batch_write */
+	int		*sgroup;
+	size_t		 capgroups;
 	struct ig_lease	*qhead, *qtail;	/* settlements waiting */
 	size_t		 queued;
 	bool		 freeing;
@@ -218,7 +443,7 @@ struct store_redis {
 };
 
 static void	 redis_connect(struct store_redis *);
-static int	 redis_send_settle(struct store_redis *, struct ig_lease *, int);
+static void	 redis_add_settle(struct store_redis *, struct ig_lease *);
 
 static void
 redis_schedule(struct store_redis *r)
@@ -243,6 +468,8 @@ redis_went_down(struct store_redis *r, const char *why)
 	r->was_ready = false;
 	r->state = R_DOWN;
 	redis_schedule(r);
+	if (r->npending > 0)
+		event_active(r->flush, EV_WRITE, 1);	/* they fail */
 }
 
 /*
@@ -290,6 +517,7 @@ redis_timer_cb(evutil_socket_t fd, short what, void *arg)
 		redis_drop(r, "no answer to connection setup");
 }
 
+/* The settlements that waited for Redis, into this iteration's batches. */
 static void
 redis_flush_queue(struct store_redis *r)
 {
@@ -301,10 +529,7 @@ redis_flush_queue(struct store_redis *r)
 			r->qtail = NULL;
 		r->queued--;
 		l->next = NULL;
-		if (redis_send_settle(r, l, 0) == -1) {
-			store_lease_free(l);
-			r->stats->settles_dropped++;
-		}
+		redis_add_settle(r, l);
 	}
 }
 
@@ -345,6 +570,8 @@ redis_setup_cb(redisAsyncContext *ac, void *reply, void *priv)
 		    r->host != NULL ? r->host : r->path);
 		r->was_ready = true;
 		redis_flush_queue(r);
+		if (r->npending > 0)
+			event_active(r->flush, EV_WRITE, 1);
 	}
 }
 
@@ -370,8 +597,7 @@ redis_connect_cb(const redisAsyncContext *ac, int status)
 		return;
 	if (status != REDIS_OK) {
 		r->ac = NULL;		/* hiredis frees it */
-		r->state = R_DOWN;
-		redis_schedule(r);
+		redis_went_down(r, "cannot connect");
 		return;
 	}
 	r->state = R_LOADING;
@@ -396,15 +622,13 @@ redis_connect(struct store_redis *r)
 	if (ac == NULL || ac->err != 0) {
 		if (ac != NULL)
 			redisAsyncFree(ac);
-		r->state = R_DOWN;
-		redis_schedule(r);
+		redis_went_down(r, "cannot connect");
 		return;
 	}
 	ac->data = r;
 	if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
 		redisAsyncFree(ac);
-		r->state = R_DOWN;
-		redis_schedule(r);
+		redis_went_down(r, "cannot connect");
 		return;
 	}
 	redisAsyncSetConnectCallback(ac, redis_connect_cb);
@@ -443,6 +667,8 @@ bad:
 	return -1;
 }
 
+static void	 redis_flush_cb(evutil_socket_t, short, void *);
+
 struct store_redis *
 store_redis_create(const struct ig_store_conf *conf, struct event_base *base,
     struct ig_store_stats *stats, char **err)
@@ -466,8 +692,10 @@ store_redis_create(const struct ig_store_conf *conf, struct event_base *base,
 	    conf->redis_key_prefix : "ig")) == NULL ||
 	    (conf->redis_password != NULL && *conf->redis_password != '\0' &&
 	    (r->password = strdup(conf->redis_password)) == NULL) ||
-	    (r->timer = evtimer_new(base, redis_timer_cb, r)) == NULL)
+	    (r->timer = evtimer_new(base, redis_timer_cb, r)) == NULL ||
+	    (r->flush = event_new(base, -1, 0, redis_flush_cb, r)) == NULL)
 		goto nomem;
+	r->prefixlen = strlen(r->prefix);
 	redis_connect(r);
 	return r;
 nomem:
@@ -477,27 +705,70 @@ fail:
 	return NULL;
 }
 
+static void
+redis_batch_free(struct redis_batch *b)
+{
+	free(b->tenant);
+	free(b->ops);
+	free(b->settles);
+	free(b->ids);
+	free(b);
+}
+
+/* Back to the freelist, empty; its arrays are kept for the next tenant. */
+static void
+redis_batch_put(struct store_redis *r, struct redis_batch *b)
+{
+	b->nops = b->nsettles = b->nids = 0;
+	b->has_limits = b->eval = false;
+	b->next = r->free_batches;
+	r->free_batches = b;
+}
+
 void
 store_redis_free(struct store_redis *r)
 {
+	struct redis_batch *b;
 	struct ig_lease	*l;
+	size_t		 i, j;
 
 	if (r == NULL)
 		return;
 	r->freeing = true;
+	r->state = R_DOWN;	/* what is settled from here on is dropped */
+	/* Unsent batches: their ops belong to the store, which frees them. */
+	for (i = 0; i < REDIS_PENDING_BUCKETS; i++) {
+		while ((b = r->pending[i]) != NULL) {
+			r->pending[i] = b->next;
+			for (j = 0; j < b->nops; j++)
+				b->ops[j]->redis_pending = false;
+			for (j = 0; j < b->nsettles; j++)
+				store_lease_free(b->settles[j]);
+			redis_batch_free(b);
+		}
+	}
 	redis_drop(r, "shutting down");
 	while ((l = r->qhead) != NULL) {
 		r->qhead = l->next;
 		store_lease_free(l);
 	}
+	while ((b = r->free_batches) != NULL) {
+		r->free_batches = b->next;
+		redis_batch_free(b);
+	}
 	if (r->timer != NULL)
 		event_free(r->timer);
+	if (r->flush != NULL)
+		event_free(r->flush);
 	if (r->password != NULL)
 		explicit_bzero(r->password, strlen(r->password));
 	free(r->password);
 	free(r->host);
 	free(r->path);
 	free(r->prefix);
+	free(r->cmd);
+	free(r->groups);
+	free(r->sgroup);
 	free(r);
 }
 
@@ -507,168 +778,264 @@ store_redis_ready(const struct store_redis *r)
 	return r->state == R_READY;
 }
 
+int
+store_redis_accepting(const struct store_redis *r)
+{
+	return r->state != R_DOWN;
+}
+
 void
-store_redis_timeout(struct store_redis *r)
+store_redis_timeout(struct store_redis *r, unsigned n)
 {
 	/* A Redis that stopped answering keeps its TCP connection open. */
-	if (++r->timeouts >= REDIS_TIMEOUTS_TO_DROP && r->state == R_READY)
+	r->timeouts += n;
+	if (r->timeouts >= REDIS_TIMEOUTS_TO_DROP && r->state == R_READY)
 		redis_drop(r, "not answering");
 }
 
-#define REDIS_NKEYS	5
+/* --- the command, formatted in RESP by hand ----------------------------- */
 
-/* The keys of TENANT, "<prefix>:{<tenant>}:<name>", in BUF. */
-struct redis_keys {
-	char		*k[REDIS_NKEYS];
-	size_t		 len[REDIS_NKEYS];
-	char		*buf;
-};
-
-static int
-redis_keys(const struct store_redis *r, const char *tenant,
-    struct redis_keys *k)
+static void
+cmd_put(struct store_redis *r, const void *p, size_t n)
 {
-	static const char *const names[REDIS_NKEYS] = { "leases", "linfo",
-	    "win", "days", "gone" };
-	size_t		 one = strlen(r->prefix) + strlen(tenant) + 16;
-	int		 i, n;
+	size_t		 cap;
+	char		*nc;
 
-	if ((k->buf = malloc(one * REDIS_NKEYS)) == NULL)
-		return -1;
-	for (i = 0; i < REDIS_NKEYS; i++) {
-		k->k[i] = k->buf + one * (size_t)i;
-		n = snprintf(k->k[i], one, "%s:{%s}:%s", r->prefix, tenant,
-		    names[i]);
-		k->len[i] = (size_t)n;
+	if (r->cmdfail)
+		return;
+	if (r->cmdlen + n > r->cmdcap) {
+		for (cap = r->cmdcap ? r->cmdcap : 4096; cap < r->cmdlen + n;)
+			cap *= 2;
+		if ((nc = realloc(r->cmd, cap)) == NULL) {
+			r->cmdfail = true;
+			return;
+		}
+		r->cmd = nc;
+		r->cmdcap = cap;
+	}
+	memcpy(r->cmd + r->cmdlen, p, n);
+	r->cmdlen += n;
+}
+
+/* V in decimal at the end of BUF[24]; returns the first digit. */
+static char *
+cmd_u64(uint64_t v, char buf[24])
+{
+	char		*p = buf + 24;
+
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	return p;
+}
+
+/* A RESP header: C ('*' or '$') and N. */
+static void
+cmd_head(struct store_redis *r, char c, uint64_t n)
+{
+	char		 buf[24 + 3], *p;
+
+	p = cmd_u64(n, buf);
+	*--p = c;
+	buf[24] = '\r';
+	buf[25] = '\n';
+	cmd_put(r, p, (size_t)(buf + 26 - p));
+}
+
+static void
+cmd_arg(struct store_redis *r, const char *s, size_t n)
+{
+	cmd_head(r, '$', n);
+	cmd_put(r, s, n);
+	cmd_put(r, "\r\n", 2);
+}
+
+static void
+cmd_num(struct store_redis *r, uint64_t v)
+{
+	char		 buf[24], *p = cmd_u64(v, buf);
+
+	cmd_arg(r, p, (size_t)(buf + 24 - p));
+}
+
+static void
+cmd_int(struct store_redis *r, int64_t v)
+{
+	char		 buf[24], *p;
+
+	p = cmd_u64(v < 0 ? (uint64_t)-(v + 1) + 1 : (uint64_t)v, buf);
+	if (v < 0)
+		*--p = '-';
+	cmd_arg(r, p, (size_t)(buf + 24 - p));
+}
+
+/* "<prefix>:{<tenant>}:<name>" */
+static void
+cmd_key(struct store_redis *r, const char *tenant, size_t tl,
+    const char *name)
+{
+	size_t		 nl = strlen(name);
+
+	cmd_head(r, '$', r->prefixlen + tl + nl + 4);
+	cmd_put(r, r->prefix, r->prefixlen);
+	cmd_put(r, ":{", 2);
+	cmd_put(r, tenant, tl);
+	cmd_put(r, "}:", 2);
+	cmd_put(r, name, nl);
+	cmd_put(r, "\r\n", 2);
+}
+
+/* EVALSHA (EVAL when EVAL) of script S with TENANT's keys (NKEYS). */
+static void
+cmd_script(struct store_redis *r, int s, int eval, int argc,
+    const char *tenant, size_t tl, int nkeys)
+{
+	static const char *const names[] = { "leases", "s", "gone" };
+	int		 i;
+
+	r->cmdlen = 0;
+	r->cmdfail = false;
+	cmd_head(r, '*', (uint64_t)(argc + 3 + nkeys));
+	if (eval) {
+		cmd_arg(r, "EVAL", 4);
+		cmd_arg(r, redis_scripts[s], strlen(redis_scripts[s]));
+	} else {
+		cmd_arg(r, "EVALSHA", 7);
+		cmd_arg(r, r->sha[s], 40);
+	}
+	cmd_num(r, (uint64_t)nkeys);
+	for (i = 0; i < nkeys; i++)
+		cmd_key(r, tenant, tl, names[i]);
+}
+
+/* --- batches ------------------------------------------------------------ */
+
+static size_t
+redis_hash(const char *s, size_t *len)
+{
+	const char	*p = s;
+	size_t		 h = 5381;
+
+	while (*p != '\0')
+		h = h * 33 + (unsigned char)*p++;
+	*len = (size_t)(p - s);
+	return h;
+}
+
+static void	 redis_batch_cb(redisAsyncContext *, void *, void *);
+
+/*
+ * The settlements' token deltas, summed per second: *NG groups, and per
+ * settlement its group (1..), 0 for a release (the script reads its second
+ * back from the lease) or -1 when it changes no tokens. -1: no memory.
+ */
+static int
+redis_batch_groups(struct store_redis *r, const struct redis_batch *b,
+    size_t *ng)
+{
+	const struct ig_lease *l;
+	void		*p;
+	size_t		 i, k;
+
+	if (b->nsettles > r->capgroups) {
+		if ((p = reallocarray(r->groups, b->nsettles,
+		    sizeof(*r->groups))) == NULL)
+			return -1;
+		r->groups = p;
+		if ((p = reallocarray(r->sgroup, b->nsettles,
+		    sizeof(*r->sgroup))) == NULL)
+			return -1;
+		r->sgroup = p;
+		r->capgroups = b->nsettles;
+	}
+	*ng = 0;
+	for (i = 0; i < b->nsettles; i++) {
+		l = b->settles[i];
+		if (l->release) {
+			r->sgroup[i] = 0;
+			continue;
+		}
+		if (l->actual == IG_USAGE_UNKNOWN || l->actual == l->reserved) {
+			r->sgroup[i] = -1;
+			continue;
+		}
+		for (k = 0; k < *ng && r->groups[k].sec != l->sec; k++)
+			;
+		if (k == *ng) {
+			r->groups[k].sec = l->sec;
+			r->groups[k].delta = 0;
+			(*ng)++;
+		}
+		r->groups[k].delta += (int64_t)l->actual - (int64_t)l->reserved;
+		r->sgroup[i] = (int)k + 1;
 	}
 	return 0;
 }
 
-static void	 redis_admit_cb(redisAsyncContext *, void *, void *);
+static int64_t
+redis_delta(const struct ig_lease *l)
+{
+	if (l->actual == IG_USAGE_UNKNOWN)
+		return 0;
+	return (int64_t)l->actual - (int64_t)l->reserved;
+}
 
 /*
- * EVALSHA (or EVAL with the script, after NOSCRIPT) of script S with the
- * tenant's keys and NARGS arguments.
+ * Formats B (the argument layout of BATCH_LUA) and hands it to hiredis;
+ * -1 if it could not (B untouched).
  */
 static int
-redis_eval(struct store_redis *r, int s, int eval, const char *tenant,
-    const char **args, int nargs, redisCallbackFn *fn, void *priv)
+redis_batch_write(struct store_redis *r, struct redis_batch *b)
 {
-	const char	*argv[32];
-	size_t		 argl[32];
-	struct redis_keys k;
-	int		 i, argc = 0, rc;
+	const struct ig_tenant_limits *l = &b->limits;
+	size_t		 i, ng;
+	int		 argc;
 
-	if (nargs > 12 || r->state != R_READY || r->ac == NULL ||
-	    redis_keys(r, tenant, &k) == -1)
+	if (r->state != R_READY || r->ac == NULL ||
+	    redis_batch_groups(r, b, &ng) == -1)
 		return -1;
-	argv[argc++] = eval ? "EVAL" : "EVALSHA";
-	argv[argc++] = eval ? redis_scripts[s] : r->sha[s];
-	argv[argc++] = "5";
-	for (i = 0; i < REDIS_NKEYS; i++) {
-		argl[argc] = k.len[i];
-		argv[argc++] = k.k[i];
+	argc = REDIS_BATCH_ARGS + 3 * (int)b->nsettles + 2 * (int)b->nops +
+	    3 * (int)ng;
+	cmd_script(r, SCRIPT_BATCH, b->eval, argc, b->tenant, b->tenantlen, 3);
+	cmd_num(r, r->ttl_ms);
+	cmd_num(r, r->day_offset_s);
+	cmd_num(r, b->nsettles);
+	cmd_num(r, b->nops);
+	cmd_num(r, ng);
+	cmd_num(r, l->max_concurrent_requests);
+	cmd_num(r, l->requests_per_minute);
+	cmd_num(r, l->tokens_per_minute);
+	cmd_num(r, l->daily_token_budget);
+	cmd_arg(r, b->shadow ? "1" : "0", 1);
+	for (i = 0; i < b->nsettles; i++)
+		cmd_arg(r, b->settles[i]->request_id,
+		    strlen(b->settles[i]->request_id));
+	for (i = 0; i < b->nops; i++)
+		cmd_arg(r, b->ops[i]->req.request_id,
+		    strlen(b->ops[i]->req.request_id));
+	for (i = 0; i < b->nsettles; i++) {
+		if (r->sgroup[i] == -1)
+			cmd_arg(r, "-", 1);
+		else
+			cmd_num(r, (uint64_t)r->sgroup[i]);
+		cmd_int(r, redis_delta(b->settles[i]));
 	}
-	for (i = 0; i < nargs; i++)
-		argv[argc++] = args[i];
-	for (i = 0; i < argc; i++)
-		if (i < 3 || i >= 3 + REDIS_NKEYS)
-			argl[i] = strlen(argv[i]);
-	rc = redisAsyncCommandArgv(r->ac, fn, priv, argc, argv, argl);
-	free(k.buf);
-	return rc == REDIS_OK ? 0 : -1;
-}
-
-static int
-redis_send_admit(struct store_redis *r, struct ig_store_op *op, int eval)
-{
-	const struct ig_admit_req *q = &op->req;
-	const struct ig_tenant_limits *l = &q->limits;
-	char		 v[7][24];
-	const char	*args[9];
-	int		 i;
-
-	snprintf(v[0], sizeof(v[0]), "%llu",
-	    (unsigned long long)(q->input_tokens + q->output_tokens));
-	snprintf(v[1], sizeof(v[1]), "%llu",
-	    (unsigned long long)l->max_concurrent_requests);
-	snprintf(v[2], sizeof(v[2]), "%llu",
-	    (unsigned long long)l->requests_per_minute);
-	snprintf(v[3], sizeof(v[3]), "%llu",
-	    (unsigned long long)l->tokens_per_minute);
-	snprintf(v[4], sizeof(v[4]), "%llu",
-	    (unsigned long long)l->daily_token_budget);
-	snprintf(v[5], sizeof(v[5]), "%llu", (unsigned long long)r->ttl_ms);
-	snprintf(v[6], sizeof(v[6]), "%llu",
-	    (unsigned long long)r->day_offset_s);
-	args[0] = q->request_id;
-	for (i = 0; i < 7; i++)
-		args[i + 1] = v[i];
-	args[8] = q->shadow ? "1" : "0";
-	return redis_eval(r, SCRIPT_ADMIT, eval, q->tenant, args, 9,
-	    redis_admit_cb, op);
-}
-
-int
-store_redis_admit(struct store_redis *r, struct ig_store_op *op)
-{
-	return redis_send_admit(r, op, 0);
-}
-
-static int
-redis_noscript(const redisReply *rep)
-{
-	return rep->type == REDIS_REPLY_ERROR &&
-	    strncmp(rep->str, "NOSCRIPT", 8) == 0;
-}
-
-static void
-redis_admit_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-	struct store_redis *r = ac->data;
-	struct ig_store_op *op = priv;
-	struct ig_policy_state st;
-	redisReply	*rep = reply;
-	uint64_t	 v[13];
-	size_t		 i;
-
-	if (rep == NULL) {
-		redis_lost(r, ac);
-		store_admit_done(op, -1, NULL, "redis connection lost");
-		return;
+	for (i = 0; i < b->nops; i++)
+		cmd_num(r, b->ops[i]->req.input_tokens +
+		    b->ops[i]->req.output_tokens);
+	for (i = 0; i < ng; i++) {
+		cmd_num(r, r->groups[i].sec);
+		cmd_num(r, ig_policy_day(r->groups[i].sec * 1000,
+		    r->day_offset_s));
+		cmd_int(r, r->groups[i].delta);
 	}
-	if (redis_noscript(rep) && op->state != OP_ORPHAN &&
-	    redis_send_admit(r, op, 1) == 0)
-		return;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 13) {
-		log_error("store: request %s: admission script: %s",
-		    op->req.request_id, rep->type == REDIS_REPLY_ERROR ?
-		    rep->str : "unexpected reply");
-		store_admit_done(op, 0, NULL, "redis error");
-		return;
-	}
-	for (i = 0; i < 13; i++) {
-		if (rep->element[i]->type != REDIS_REPLY_INTEGER) {
-			store_admit_done(op, 0, NULL, "redis error");
-			return;
-		}
-		v[i] = rep->element[i]->integer < 0 ? 0 :
-		    (uint64_t)rep->element[i]->integer;
-	}
-	r->timeouts = 0;
-	memset(&st, 0, sizeof(st));
-	st.now_ms = v[2];
-	st.concurrent = v[3];
-	st.lease_free_ms = v[4];
-	st.win_requests = v[5];
-	st.req_free_ms = v[6];
-	st.req_reset_ms = v[7];
-	st.win_tokens = v[8];
-	st.tok_free_ms = v[9];
-	st.tok_reset_ms = v[10];
-	st.day_tokens = v[11];
-	st.day_reset_ms = v[12];
-	store_admit_done(op, (int)v[0], &st, NULL);
+	if (r->cmdfail || redisAsyncFormattedCommand(r->ac, redis_batch_cb, b,
+	    r->cmd, r->cmdlen) != REDIS_OK)
+		return -1;
+	r->unwritten = true;
+	if (!r->flushing)
+		event_active(r->flush, EV_WRITE, 1);
+	return 0;
 }
 
 static void
@@ -689,52 +1056,413 @@ redis_enqueue(struct store_redis *r, struct ig_lease *l)
 	r->queued++;
 }
 
+/*
+ * B could not be sent, or its reply says nothing usable: its admissions
+ * follow on_store_failure (TAKEN -1: they may have run), its settlements
+ * wait for Redis (REQUEUE) or are dropped. Frees B.
+ */
 static void
-redis_settle_cb(redisAsyncContext *ac, void *reply, void *priv)
+redis_batch_fail(struct store_redis *r, struct redis_batch *b, int taken,
+    const char *why, bool requeue)
 {
-	struct store_redis *r = ac->data;
-	struct ig_lease	*l = priv;
-	redisReply	*rep = reply;
+	size_t		 i;
 
-	if (rep == NULL) {
-		redis_lost(r, ac);
-		redis_enqueue(r, l);	/* sent again when Redis is back */
-		return;
+	for (i = 0; i < b->nsettles; i++) {
+		if (requeue)
+			redis_enqueue(r, b->settles[i]);
+		else
+			store_lease_free(b->settles[i]);
 	}
-	if (redis_noscript(rep) && redis_send_settle(r, l, 1) == 0)
-		return;
-	if (rep->type == REDIS_REPLY_ERROR)
-		log_error("store: request %s: settlement script: %s",
-		    l->request_id, rep->str);
-	store_lease_free(l);
+	for (i = 0; i < b->nops; i++)
+		store_admit_done(b->ops[i], taken, NULL, why);
+	redis_batch_put(r, b);
+}
+
+/* The batch of TENANT (hash H, length LEN) in table T, or NULL. */
+static struct redis_batch *
+redis_batch_find(struct redis_batch *const *t, size_t h, const char *tenant,
+    size_t len)
+{
+	struct redis_batch *b;
+
+	for (b = t[h % REDIS_PENDING_BUCKETS]; b != NULL; b = b->next)
+		if (b->hash == h && b->tenantlen == len &&
+		    memcmp(b->tenant, tenant, len) == 0)
+			return b;
+	return NULL;
+}
+
+static void
+redis_batch_unlink(struct redis_batch **t, struct redis_batch *b)
+{
+	struct redis_batch **pp = &t[b->hash % REDIS_PENDING_BUCKETS];
+
+	while (*pp != b)
+		pp = &(*pp)->next;
+	*pp = b->next;
+	b->next = NULL;
+}
+
+/* Off the pending table, then out: to hiredis (in flight), or failed. */
+static void
+redis_batch_send(struct store_redis *r, struct redis_batch *b)
+{
+	size_t		 i, n;
+
+	redis_batch_unlink(r->pending, b);
+	r->npending--;
+	/* Ops cancelled (or timed out) before they left need not go. */
+	for (i = n = 0; i < b->nops; i++) {
+		if (b->ops[i]->state == OP_WAITING)
+			b->ops[n++] = b->ops[i];
+		else
+			store_admit_done(b->ops[i], 0, NULL, "not sent");
+	}
+	b->nops = n;
+	if (b->nops == 0 && b->nsettles == 0)
+		redis_batch_put(r, b);
+	else if (redis_batch_write(r, b) == -1)
+		redis_batch_fail(r, b, 0, "redis send failed", true);
+	else {
+		b->next = r->inflight[b->hash % REDIS_PENDING_BUCKETS];
+		r->inflight[b->hash % REDIS_PENDING_BUCKETS] = b;
+	}
+}
+
+/* B holds request id ID (of hash H) already. */
+static bool
+redis_batch_holds(const struct redis_batch *b, uint64_t h, const char *id)
+{
+	size_t		 i;
+
+	for (i = 0; i < b->nids; i++)
+		if (b->ids[i].hash == h && strcmp(b->ids[i].id, id) == 0)
+			return true;
+	return false;
+}
+
+static uint64_t
+redis_id_hash(const char *id)
+{
+	uint64_t	 h = 14695981039346656037ULL;
+
+	while (*id != '\0')
+		h = (h ^ (unsigned char)*id++) * 1099511628211ULL;
+	return h;
 }
 
 static int
-redis_send_settle(struct store_redis *r, struct ig_lease *l, int eval)
+redis_grow(void *pp, size_t *cap, size_t n, size_t size)
 {
-	char		 actual[24], ttl[24];
-	const char	*args[4];
+	void		**p = pp, *np;
+	size_t		 ncap = *cap ? *cap * 2 : 16;
 
-	snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->ttl_ms);
-	if (l->actual == IG_USAGE_UNKNOWN)
-		snprintf(actual, sizeof(actual), "-1");
+	if (n < *cap)
+		return 0;
+	if ((np = reallocarray(*p, ncap, size)) == NULL)
+		return -1;
+	*p = np;
+	*cap = ncap;
+	return 0;
+}
+
+/*
+ * TENANT's pending batch, ready to take one more item named ID (hash H),
+ * a new one if needed; NULL when out of memory. The script takes a batch's
+ * settlements before its admissions, and each request id once: a batch
+ * that holds ID already, or (for an admission OP) other limits (a
+ * reload), is sent first, so that the order of the requests is kept.
+ */
+static struct redis_batch *
+redis_batch_get(struct store_redis *r, const char *tenant,
+    const struct ig_store_op *op, const char *id, uint64_t idh)
+{
+	struct redis_batch *b;
+	size_t		 len, h = redis_hash(tenant, &len);
+	char		*nt;
+
+	b = redis_batch_find(r->pending, h, tenant, len);
+	if (b != NULL && (redis_batch_holds(b, idh, id) ||
+	    (op != NULL && b->has_limits && (b->shadow != op->req.shadow ||
+	    memcmp(&b->limits, &op->req.limits, sizeof(b->limits)) != 0)))) {
+		redis_batch_send(r, b);
+		b = NULL;
+	}
+	if (b != NULL)
+		goto done;
+	if ((b = r->free_batches) != NULL)
+		r->free_batches = b->next;
+	else if ((b = calloc(1, sizeof(*b))) == NULL)
+		return NULL;
+	if (len + 1 > b->tenantcap) {
+		if ((nt = realloc(b->tenant, len + 1)) == NULL) {
+			redis_batch_put(r, b);
+			return NULL;
+		}
+		b->tenant = nt;
+		b->tenantcap = len + 1;
+	}
+	memcpy(b->tenant, tenant, len + 1);
+	b->tenantlen = len;
+	b->hash = h;
+	b->next = r->pending[h % REDIS_PENDING_BUCKETS];
+	r->pending[h % REDIS_PENDING_BUCKETS] = b;
+	r->npending++;
+	if (r->flushing)
+		r->reflush = true;
 	else
-		snprintf(actual, sizeof(actual), "%llu",
-		    (unsigned long long)l->actual);
-	args[0] = l->request_id;
-	args[1] = actual;
-	args[2] = l->release ? "1" : "0";
-	args[3] = ttl;
-	return redis_eval(r, SCRIPT_SETTLE, eval, l->tenant, args, 4,
-	    redis_settle_cb, l);
+		event_active(r->flush, EV_WRITE, 1);
+done:
+	if (redis_grow(&b->ids, &b->capids, b->nids, sizeof(*b->ids)) == -1)
+		return NULL;
+	return b;
+}
+
+/* A batch at its size limit goes at once. */
+static void
+redis_batch_check(struct store_redis *r, struct redis_batch *b)
+{
+	if (b->nops + b->nsettles >= REDIS_BATCH_MAX)
+		redis_batch_send(r, b);
+}
+
+int
+store_redis_admit(struct store_redis *r, struct ig_store_op *op)
+{
+	struct redis_batch *b;
+	uint64_t	 h = redis_id_hash(op->req.request_id);
+
+	if ((b = redis_batch_get(r, op->req.tenant, op, op->req.request_id,
+	    h)) == NULL || redis_grow(&b->ops, &b->capops, b->nops,
+	    sizeof(*b->ops)) == -1)
+		return -1;
+	if (!b->has_limits) {
+		b->has_limits = true;
+		b->limits = op->req.limits;
+		b->shadow = op->req.shadow;
+	}
+	b->ids[b->nids].hash = h;
+	b->ids[b->nids++].id = op->req.request_id;
+	b->ops[b->nops++] = op;
+	redis_batch_check(r, b);
+	return 0;
+}
+
+static void
+redis_add_settle(struct store_redis *r, struct ig_lease *l)
+{
+	struct redis_batch *b;
+	uint64_t	 h = redis_id_hash(l->request_id);
+
+	if ((b = redis_batch_get(r, l->tenant, NULL, l->request_id,
+	    h)) == NULL || redis_grow(&b->settles, &b->capsettles,
+	    b->nsettles, sizeof(*b->settles)) == -1) {
+		redis_enqueue(r, l);
+		return;
+	}
+	b->ids[b->nids].hash = h;
+	b->ids[b->nids++].id = l->request_id;
+	b->settles[b->nsettles++] = l;
+	redis_batch_check(r, b);
 }
 
 void
 store_redis_settle(struct store_redis *r, struct ig_lease *l)
 {
-	if (r->state != R_READY || redis_send_settle(r, l, 0) == -1)
+	if (r->state != R_READY)
 		redis_enqueue(r, l);
+	else
+		redis_add_settle(r, l);
 }
+
+/*
+ * The end of the loop iteration: the pending batches go, written now.
+ * A tenant that has a batch in flight waits for its reply (which activates
+ * this again): what arrives meanwhile joins one batch, so a busy Redis
+ * gets bigger batches rather than more of them.
+ */
+static void
+redis_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_redis *r = arg;
+	struct redis_batch **pp, *b;
+	size_t		 i;
+
+	if (r->state != R_READY && r->state != R_DOWN)
+		return;		/* connecting: sent when ready */
+	r->flushing = true;
+	r->reflush = false;
+	for (i = 0; i < REDIS_PENDING_BUCKETS && r->npending > 0; i++) {
+		pp = &r->pending[i];
+		while ((b = *pp) != NULL) {
+			if (redis_batch_find(r->inflight, b->hash, b->tenant,
+			    b->tenantlen) != NULL)
+				pp = &b->next;
+			else
+				redis_batch_send(r, b);
+		}
+	}
+	r->flushing = false;
+	/* Settlements of the answers above may have started new batches. */
+	if (r->reflush)
+		event_active(r->flush, EV_WRITE, 1);
+	/* Now rather than when the loop sees the socket writable. */
+	if (r->unwritten && r->ac != NULL) {
+		r->unwritten = false;
+		redisAsyncHandleWrite(r->ac);
+	}
+}
+
+static int
+redis_noscript(const redisReply *rep)
+{
+	return rep->type == REDIS_REPLY_ERROR &&
+	    strncmp(rep->str, "NOSCRIPT", 8) == 0;
+}
+
+/* Element *I of REP as a number (negative: 0); -1 if not an integer. */
+static int
+redis_num(const redisReply *rep, size_t *i, uint64_t *v)
+{
+	const redisReply *e;
+
+	if (*i >= rep->elements)
+		return -1;
+	e = rep->element[(*i)++];
+	if (e->type != REDIS_REPLY_INTEGER)
+		return -1;
+	*v = e->integer < 0 ? 0 : (uint64_t)e->integer;
+	return 0;
+}
+
+/*
+ * The reply has the shape B expects: {now} for settlements only, else
+ * {now, leases, R, T, day tokens, codes, the five slow numbers of each code
+ * from 4 on}, codes a string of one digit per admission.
+ */
+static int
+redis_batch_valid(const struct redis_batch *b, const redisReply *rep)
+{
+	const redisReply *codes;
+	size_t		 i = 0, k, nslow = 0;
+	uint64_t	 v;
+
+	if (rep->type != REDIS_REPLY_ARRAY || redis_num(rep, &i, &v) == -1)
+		return -1;
+	if (b->nops == 0)
+		return 0;
+	for (k = 0; k < 4; k++)
+		if (redis_num(rep, &i, &v) == -1)
+			return -1;
+	if (rep->elements < 6 || (codes = rep->element[5])->type !=
+	    REDIS_REPLY_STRING || codes->len != b->nops)
+		return -1;
+	for (k = 0; k < b->nops; k++) {
+		if (codes->str[k] < '0' || codes->str[k] > '7')
+			return -1;
+		if (codes->str[k] >= '4')
+			nslow++;
+	}
+	if (rep->elements != 6 + 5 * nslow)
+		return -1;
+	for (i = 6; i < rep->elements; i++)
+		if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+			return -1;
+	return 0;
+}
+
+/*
+ * Hands each admission of B its answer. The script returned the numbers
+ * before the first admission; each admission's are those plus what the
+ * ones before it took, which is what the script added too.
+ */
+static void
+redis_batch_answer(struct store_redis *r, struct redis_batch *b,
+    const redisReply *rep)
+{
+	struct ig_policy_state st, cur;
+	const char	*codes = rep->element[5]->str;
+	uint64_t	 reserve;
+	size_t		 i = 1, k;
+	int		 code;
+
+	memset(&cur, 0, sizeof(cur));
+	cur.now_ms = (uint64_t)rep->element[0]->integer;
+	cur.day_reset_ms = ig_policy_day_reset_ms(cur.now_ms, r->day_offset_s);
+	redis_num(rep, &i, &cur.concurrent);
+	redis_num(rep, &i, &cur.win_requests);
+	redis_num(rep, &i, &cur.win_tokens);
+	redis_num(rep, &i, &cur.day_tokens);
+	i = 6;
+	for (k = 0; k < b->nops; k++) {
+		struct ig_store_op *op = b->ops[k];
+
+		st = cur;
+		code = codes[k] - '0';
+		if (code >= 4) {
+			redis_num(rep, &i, &st.lease_free_ms);
+			redis_num(rep, &i, &st.req_free_ms);
+			redis_num(rep, &i, &st.req_reset_ms);
+			redis_num(rep, &i, &st.tok_free_ms);
+			redis_num(rep, &i, &st.tok_reset_ms);
+			code -= 4;
+		}
+		reserve = op->req.input_tokens + op->req.output_tokens;
+		if (code == 2) {
+			/* as if it were not counted: it is counted once */
+			st.concurrent = st.concurrent > 0 ? st.concurrent - 1 : 0;
+			st.win_requests = st.win_requests > 0 ?
+			    st.win_requests - 1 : 0;
+		} else if (code == 1) {
+			cur.concurrent++;
+			cur.win_requests++;
+			cur.win_tokens += reserve;
+			cur.day_tokens += reserve;
+		}
+		store_admit_done(op, code, &st, NULL);
+	}
+}
+
+static void
+redis_batch_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct store_redis *r = ac->data;
+	struct redis_batch *b = priv;
+	redisReply	*rep = reply;
+	size_t		 i;
+
+	if (rep != NULL && redis_noscript(rep) && !b->eval && r->ac == ac) {
+		/* SCRIPT FLUSH: the script again, whole (Redis caches it). */
+		b->eval = true;
+		if (redis_batch_write(r, b) == 0)
+			return;
+	}
+	/* Its tenant's next batch may go now (after this reply's answers). */
+	redis_batch_unlink(r->inflight, b);
+	if (redis_batch_find(r->pending, b->hash, b->tenant, b->tenantlen))
+		event_active(r->flush, EV_WRITE, 1);
+	if (rep == NULL) {
+		redis_lost(r, ac);
+		redis_batch_fail(r, b, -1, "redis connection lost", true);
+		return;
+	}
+	if (redis_batch_valid(b, rep) == -1) {
+		log_error("store: tenant %s: batch script: %s", b->tenant,
+		    rep->type == REDIS_REPLY_ERROR ? rep->str :
+		    "unexpected reply");
+		redis_batch_fail(r, b, 0, "redis error", false);
+		return;
+	}
+	r->timeouts = 0;
+	for (i = 0; i < b->nsettles; i++)
+		store_lease_free(b->settles[i]);
+	b->nsettles = 0;
+	if (b->nops > 0)
+		redis_batch_answer(r, b, rep);
+	redis_batch_put(r, b);
+}
+
+/* --- renewal ------------------------------------------------------------- */
 
 static void
 redis_renew_cb(redisAsyncContext *ac, void *reply, void *priv)
@@ -751,14 +1479,15 @@ redis_renew_cb(redisAsyncContext *ac, void *reply, void *priv)
 void
 store_redis_renew(struct store_redis *r, const struct ig_lease *l)
 {
-	char		 ttl[24];
-	const char	*args[2];
-
-	snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->ttl_ms);
-	args[0] = l->request_id;
-	args[1] = ttl;
-	if (redis_eval(r, SCRIPT_RENEW, 0, l->tenant, args, 2, redis_renew_cb,
-	    NULL) == -1)
-		log_debug("store: request %s: lease renewal not sent",
-		    l->request_id);
+	if (r->state != R_READY || r->ac == NULL)
+		goto fail;
+	cmd_script(r, SCRIPT_RENEW, 0, 2, l->tenant, strlen(l->tenant), 1);
+	cmd_arg(r, l->request_id, strlen(l->request_id));
+	cmd_num(r, r->ttl_ms);
+	if (r->cmdfail || redisAsyncFormattedCommand(r->ac, redis_renew_cb,
+	    NULL, r->cmd, r->cmdlen) != REDIS_OK)
+		goto fail;
+	return;
+fail:
+	log_debug("store: request %s: lease renewal not sent", l->request_id);
 }

@@ -7,8 +7,11 @@
  * One interface, two implementations, chosen by store.type:
  *   local  process memory, shared by every worker thread of the process
  *          (a mutex per store domain; it is not on the Redis path).
- *   redis  hiredis async on the worker's event base; one Lua script per
- *          admission (one round trip), one per settlement, time from Redis.
+ *   redis  hiredis async on the worker's event base; the admissions and
+ *          settlements of one loop iteration go as one Lua script call per
+ *          tenant (each admission still checked and reserved on its own,
+ *          in order), time from Redis. Admissions made while the connection
+ *          is being set up wait for it, within the store timeout.
  *          On timeout, error or disconnect, store.on_store_failure decides:
  *          closed (503 store_unavailable, Retry-After 1), open (admit,
  *          degraded), local (a process-local store with every limit divided
@@ -17,8 +20,9 @@
  *
  * Threads: one ig_store per worker thread, used only from that thread.
  * Callbacks are always delivered from the worker's event loop, never from
- * inside ig_store_admit() (local results are deferred with event_active),
- * so a callback may call any ig_store_* function.
+ * inside ig_store_admit() (answers wait on a queue drained by an event
+ * made active when it stops being empty), so a callback may call any
+ * ig_store_* function.
  *
  * The gateway, per request:
  *
@@ -32,6 +36,10 @@
  *   end: ig_store_settle(store, lease, actual_tokens) exactly once, which
  *      frees the lease (IG_USAGE_UNKNOWN keeps the reservation; 0 when the
  *      backend failed before any output).
+ *
+ * A request id admitted again while its lease is held gets that lease
+ * (renewed, counted once); settling the retried one's lease releases
+ * nothing: the first lease settles.
  */
 #ifndef INFERGATE_STORE_H
 #define INFERGATE_STORE_H

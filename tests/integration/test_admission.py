@@ -516,3 +516,63 @@ def test_stream_events_split_across_reads(gateway):
     finally:
         stop.set()
         t.join(5)
+
+
+def test_concurrent_admissions_see_each_other(env):
+    # Requests admitted together (one store batch) are still checked one
+    # after the other: each sees the ones before it counted.
+    s, g, _ = env(limits="      requests_per_minute: 1000\n"
+                         "      max_output_tokens: 4")
+
+    def one(i):
+        st, hd, _ = http("POST", g.url + "/v1/chat/completions",
+                         chat(max_tokens=4), headers=auth(), timeout=20)
+        return st, int(hd["x-ratelimit-remaining-requests"])
+    with cf.ThreadPoolExecutor(max_workers=40) as ex:
+        out = list(ex.map(one, range(120)))
+    assert all(st == 200 for st, _ in out)
+    assert sorted(rem for _, rem in out) == list(range(880, 1000))
+
+
+def test_two_gateways_batched_limits_together(sim, gateway, redis):
+    # Two gateways of two workers each, batching their admissions and
+    # settlements: concurrency and RPM hold across all four connections,
+    # and no two admissions saw the same count.
+    s = sim(itl=5)
+    r = redis()
+    cfg = config(s.port, "redis", redis_port=r.port,
+                 limits="      max_concurrent_requests: 6\n"
+                        "      requests_per_minute: 100\n"
+                        "      max_output_tokens: 8")
+    g1, g2 = gateway(cfg), gateway(cfg)
+
+    def one(i):
+        g = g1 if i % 2 else g2
+        st, hd, _ = http("POST", g.url + "/v1/chat/completions",
+                         chat(max_tokens=8), headers=auth(), timeout=20)
+        return st, hd.get("x-ratelimit-remaining-requests")
+    with cf.ThreadPoolExecutor(max_workers=60) as ex:
+        out = list(ex.map(one, range(240)))
+    codes = [st for st, _ in out]
+    assert set(codes) <= {200, 429}
+    assert 6 <= codes.count(200) <= 100
+    assert sim_stats(s)["max_active_by_tenant"]["acme"] <= 6
+    rem = [int(v) for st, v in out if st == 200]
+    assert len(set(rem)) == len(rem)
+    assert sim_stats(s)["requests"] == codes.count(200)
+
+
+def test_first_requests_wait_for_the_store_connection(sim, gateway, redis):
+    # A gateway that has just started is ready before each worker's Redis
+    # connection has its scripts loaded: those first admissions wait for
+    # the connection instead of failing over to on_store_failure.
+    s = sim()
+    r = redis()
+    cfg = config(s.port, "redis", redis_port=r.port, on_failure="closed",
+                 workers=4)
+    for i in range(3):
+        g = gateway(cfg)
+        codes = [http("POST", g.url + "/v1/chat/completions", chat(),
+                      headers=auth())[0] for _ in range(4)]
+        assert codes == [200] * 4, codes
+        g.stop()

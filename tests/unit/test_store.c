@@ -599,6 +599,321 @@ test_order(void **state)
 	settle(c, a, 10);
 }
 
+/* --- batches: what one loop iteration asks, taken in order -------------- */
+
+struct many {
+	struct waiter	 w[16];
+	struct ig_store_op *op[16];
+	char		 id[16][32];
+};
+
+/* N admissions issued in one loop iteration (one batch), then answered. */
+static void
+admit_many(struct ctx *c, const struct want *w, int n, struct many *m,
+    const char *same_id)
+{
+	struct ig_admit_req req;
+	int		 i, done;
+	uint64_t	 end = now_ms() + 3000;
+
+	memset(m, 0, sizeof(*m));
+	for (i = 0; i < n; i++) {
+		snprintf(m->id[i], sizeof(m->id[i]), "many-%d", ++c->seq);
+		memset(&req, 0, sizeof(req));
+		req.tenant = c->tenant;
+		req.request_id = same_id != NULL ? same_id : m->id[i];
+		req.limits = w->limits;
+		req.shadow = w->shadow;
+		req.input_tokens = w->input;
+		req.output_tokens = w->output;
+		m->op[i] = ig_store_admit(c->store, &req, on_admit, &m->w[i]);
+		assert_non_null(m->op[i]);
+	}
+	do {
+		event_base_loop(c->base, EVLOOP_NONBLOCK);
+		for (i = done = 0; i < n; i++)
+			done += m->w[i].calls;
+		if (done < n)
+			usleep(200);
+	} while (done < n && now_ms() < end);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(m->w[i].calls, 1);
+		assert_int_equal(m->w[i].res.admitted, m->w[i].lease != NULL);
+	}
+}
+
+static void
+test_batch_in_order(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 10, .output = 10,
+	    .limits.max_concurrent_requests = 5,
+	    .limits.requests_per_minute = 100,
+	    .limits.tokens_per_minute = 1000 };
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	struct many	 m;
+	int		 i;
+
+	store_open(c);
+	admit_many(c, &w, 8, &m, NULL);
+	/* each saw the state the ones before it left */
+	for (i = 0; i < 5; i++) {
+		assert_true(m.w[i].res.admitted);
+		assert_false(m.w[i].res.degraded);
+		assert_int_equal(m.w[i].res.rl.remaining_requests, 99 - i);
+		assert_int_equal(m.w[i].res.rl.remaining_tokens,
+		    1000 - 20 * (i + 1));
+	}
+	for (i = 5; i < 8; i++) {
+		assert_refused(&m.w[i].res, IG_LIMIT_CONCURRENCY, 429,
+		    "concurrency_limit_exceeded");
+		assert_int_equal(m.w[i].res.rl.remaining_requests, 95);
+		assert_in_range(m.w[i].res.retry_after_s, 119, 120);
+	}
+	/* settled in one iteration, with less than reserved */
+	for (i = 0; i < 5; i++)
+		ig_store_settle(c->store, m.w[i].lease, 4);
+	spin(c, 20, NULL);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_int_equal(r.rl.remaining_requests, 94);
+	assert_int_equal(r.rl.remaining_tokens, 1000 - 5 * 4 - 20);
+	settle(c, l, 20);
+}
+
+/* The same request id twice in one iteration: one lease, counted once. */
+static void
+test_batch_same_id(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 2,
+	    .limits.requests_per_minute = 10 };
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	struct many	 m;
+
+	store_open(c);
+	admit_many(c, &w, 3, &m, "twice");
+	assert_true(m.w[0].res.admitted);
+	assert_true(m.w[1].res.admitted);
+	assert_true(m.w[2].res.admitted);
+	assert_int_equal(m.w[0].res.rl.remaining_requests, 9);
+	assert_int_equal(m.w[1].res.rl.remaining_requests, 9);
+	assert_int_equal(m.w[2].res.rl.remaining_requests, 9);
+	/* one lease held: room for one more */
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+	settle(c, l, 1);
+	/* the retried ones settle nothing; the first one releases it */
+	ig_store_settle(c->store, m.w[2].lease, 1);
+	ig_store_settle(c->store, m.w[1].lease, 1);
+	spin(c, 20, NULL);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_null(admit(c, &w, &r));
+	settle(c, m.w[0].lease, 1);
+	settle(c, l, 1);
+}
+
+/* A settlement and a new admission of its request id in one iteration. */
+static void
+test_batch_settle_then_admit(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 5, .request_id = "again",
+	    .limits.max_concurrent_requests = 1,
+	    .limits.requests_per_minute = 10 };
+	struct ig_admit_req req = { .tenant = c->tenant,
+	    .request_id = "again", .input_tokens = 5 };
+	struct waiter	 wt = { 0 };
+	struct ig_admit_result r;
+	struct ig_lease	*a;
+
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	assert_int_equal(r.rl.remaining_requests, 9);
+	req.limits = w.limits;
+	ig_store_settle(c->store, a, 5);
+	assert_non_null(ig_store_admit(c->store, &req, on_admit, &wt));
+	spin(c, 3000, &wt.calls);
+	assert_int_equal(wt.calls, 1);
+	/* a new request (counted), not the lease just released */
+	assert_true(wt.res.admitted);
+	assert_int_equal(wt.res.rl.remaining_requests, 8);
+	w.request_id = NULL;
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+	settle(c, wt.lease, 5);
+}
+
+/* A lease that expired settles nothing, whoever holds its slot now. */
+static void
+test_expired_lease_settles_nothing(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 1 };
+	struct ig_admit_result r;
+	struct ig_lease	*a, *b;
+
+	c->conf.lease_ttl_ms = 200;
+	store_open(c);
+	a = admit(c, &w, &r);
+	assert_non_null(a);
+	spin(c, 300, NULL);
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	settle(c, a, 1);	/* expired: b keeps its lease */
+	assert_null(admit(c, &w, &r));
+	assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+	settle(c, b, 1);
+	b = admit(c, &w, &r);
+	assert_non_null(b);
+	settle(c, b, 1);
+}
+
+/* Admissions made while the connection is being set up wait for it. */
+static void
+test_waits_for_connection(void **state)
+{
+	struct ctx	*c = *state;
+	struct ig_admit_req req = { .tenant = c->tenant,
+	    .request_id = "early", .input_tokens = 1,
+	    .limits.requests_per_minute = 5 };
+	struct waiter	 wt = { 0 };
+	char		*err = NULL;
+
+	c->store = ig_store_create(&c->conf, c->base, &err);
+	assert_non_null(c->store);
+	assert_non_null(ig_store_admit(c->store, &req, on_admit, &wt));
+	spin(c, 3000, &wt.calls);
+	assert_int_equal(wt.calls, 1);
+	assert_true(wt.res.admitted);
+	assert_false(wt.res.degraded);
+	assert_int_equal(wt.res.rl.remaining_requests, 4);
+	settle(c, wt.lease, 1);
+}
+
+/* Redis's clock, in seconds. */
+static uint64_t
+redis_time(redisContext *rc)
+{
+	redisReply	*rep = redisCommand(rc, "TIME");
+	uint64_t	 s;
+
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+	s = strtoull(rep->element[0]->str, NULL, 10);
+	freeReplyObject(rep);
+	return s;
+}
+
+/*
+ * The minute slides: a bucket older than 60 s leaves the running sums
+ * (and the hash), a younger one still counts, and a refusal's Retry-After
+ * is when enough of the window has left it.
+ */
+static void
+test_window_slides(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 10,
+	    .limits.requests_per_minute = 4,
+	    .limits.tokens_per_minute = 1000 };
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	redisContext	*rc;
+	redisReply	*rep;
+	uint64_t	 s;
+
+	store_open(c);
+	rc = redis_sync();
+	assert_non_null(rc);
+	s = redis_time(rc);
+	/* as if the tenant had been busy 85 s and 40 s ago */
+	rep = redisCommand(rc, "HSET igtest:{%s}:s hi %llu R 6 T 600 "
+	    "r%llu 4 t%llu 400 r%llu 2 t%llu 200", c->tenant,
+	    (unsigned long long)s - 30, (unsigned long long)s - 85,
+	    (unsigned long long)s - 85, (unsigned long long)s - 40,
+	    (unsigned long long)s - 40);
+	freeReplyObject(rep);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_int_equal(r.rl.remaining_requests, 4 - 2 - 1);
+	assert_int_equal(r.rl.remaining_tokens, 1000 - 200 - 10);
+	rep = redisCommand(rc, "HEXISTS igtest:{%s}:s r%llu", c->tenant,
+	    (unsigned long long)s - 85);
+	assert_int_equal(rep->integer, 0);
+	freeReplyObject(rep);
+	settle(c, l, 10);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	settle(c, l, 10);
+	/* 4 in the window: the next fits when the bucket of s-40 leaves */
+	assert_null(admit(c, &w, &r));
+	assert_refused(&r, IG_LIMIT_RPM, 429, "rate_limit_exceeded");
+	assert_in_range(r.retry_after_s, 19, 22);
+	assert_int_equal(r.rl.remaining_requests, 0);
+	assert_in_range(r.rl.reset_requests_ms, 59000, 61000);
+	/* long idle: everything left */
+	rep = redisCommand(rc, "HSET igtest:{%s}:s hi %llu", c->tenant,
+	    (unsigned long long)s - 200);
+	freeReplyObject(rep);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_int_equal(r.rl.remaining_requests, 3);
+	assert_int_equal(r.rl.remaining_tokens, 990);
+	settle(c, l, 10);
+	redisFree(rc);
+}
+
+/*
+ * Admissions whose replies were lost (Redis stopped, the connection
+ * dropped) are released when Redis is back: whether they ran before the
+ * release or not, nothing stays reserved.
+ */
+static void
+test_lost_replies_release_tokens(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 100,
+	    .limits.tokens_per_minute = 1000,
+	    .limits.max_concurrent_requests = 5 };
+	struct ig_store_stats st;
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	uint64_t	 t0;
+	int		 i;
+
+	c->conf.on_failure = IG_STORE_FAIL_OPEN;
+	c->conf.redis_timeout_ms = 50;
+	store_open(c);
+	redis_signal(SIGSTOP);
+	for (i = 0; i < 4; i++) {
+		l = admit(c, &w, &r);
+		assert_non_null(l);
+		assert_true(r.degraded);
+		settle(c, l, 1);
+	}
+	redis_signal(SIGCONT);
+	t0 = now_ms();
+	do {
+		spin(c, 10, NULL);
+		ig_store_stats(c->store, &st);
+	} while (st.degraded && now_ms() - t0 < 3000);
+	assert_false(st.degraded);
+	spin(c, 200, NULL);
+	w.input = 10;
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_false(r.degraded);
+	assert_int_equal(r.rl.remaining_tokens, 990);
+	settle(c, l, 10);
+}
+
 /* --- Redis failures ---------------------------------------------------- */
 
 static void
@@ -798,6 +1113,13 @@ main(void)
 		BOTH(test_cancel),
 		BOTH(test_shadow),
 		BOTH(test_order),
+		BOTH(test_batch_in_order),
+		BOTH(test_batch_same_id),
+		BOTH(test_batch_settle_then_admit),
+		BOTH(test_expired_lease_settles_nothing),
+		REDIS(test_waits_for_connection),
+		REDIS(test_window_slides),
+		REDIS(test_lost_replies_release_tokens),
 		REDIS(test_keys),
 		REDIS(test_noscript),
 		REDIS(test_down_closed),

@@ -212,7 +212,7 @@ admit_start(struct ig_request *r)
 	}
 	memset(&ar, 0, sizeof(ar));
 	ar.tenant = r->tenant->id;
-	ar.request_id = r->id;
+	ar.request_id = r->lease_id;
 	ar.limits = r->tenant->limits;
 	ar.shadow = r->tenant->shadow;
 	ar.input_tokens = r->input_est;

@@ -204,6 +204,7 @@ struct ig_request {
 	const char	*path;
 	unsigned	 method;	/* http_parser's enum http_method */
 	char		 id[48];	/* X-Request-Id */
+	char		 lease_id[33];	/* our own unique name: the lease's */
 	char		 client_ip[48];
 	const struct ig_header *headers;	/* valid while conn is set */
 	size_t		 nheaders;

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/random.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -150,14 +151,27 @@ proxy_hex(char *p, uint64_t v, int width)
 	}
 }
 
-/* A client X-Request-Id is kept when it is short and plain; else a new one. */
+/*
+ * Every request gets a name of its own, unique across gateway replicas: a
+ * random 64-bit salt per worker thread, the worker and a sequence number
+ * (32 hex digits). It names the request's lease in the budget store, so
+ * that clients sending one X-Request-Id twice still hold two leases. A
+ * client X-Request-Id is kept (for the backend, the response and the log)
+ * when it is short and plain; else the request's own name is used.
+ */
 static void
 proxy_request_id(struct ig_request *r)
 {
-	static __thread uint32_t salt;
+	static __thread uint64_t salt;
 	const struct ig_header *h = hs_find_header(r, "x-request-id");
 	size_t i;
 
+	while (salt == 0 && getrandom(&salt, sizeof(salt), 0) != sizeof(salt))
+		salt = now_ns() ^ (uint64_t)(uintptr_t)&salt;
+	proxy_hex(r->lease_id, salt, 16);
+	proxy_hex(r->lease_id + 16, r->worker->id & 0xff, 2);
+	proxy_hex(r->lease_id + 18, ++r->worker->next_request_seq, 14);
+	r->lease_id[32] = '\0';
 	if (h != NULL && h->valuelen > 0 && h->valuelen < sizeof(r->id)) {
 		for (i = 0; i < h->valuelen; i++) {
 			char ch = h->value[i];
@@ -172,13 +186,7 @@ proxy_request_id(struct ig_request *r)
 			return;
 		}
 	}
-	if (salt == 0)
-		salt = (uint32_t)now_ns() ^ ((uint32_t)r->worker->id << 24) ^
-		    (uint32_t)(uintptr_t)&salt;
-	proxy_hex(r->id, salt, 8);
-	proxy_hex(r->id + 8, r->worker->id & 0xff, 2);
-	proxy_hex(r->id + 10, ++r->worker->next_request_seq, 14);
-	r->id[24] = '\0';
+	memcpy(r->id, r->lease_id, 33);
 }
 
 /* Resolves a virtual model through its route rules (first match wins). */

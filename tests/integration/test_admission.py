@@ -576,3 +576,28 @@ def test_first_requests_wait_for_the_store_connection(sim, gateway, redis):
                       headers=auth())[0] for _ in range(4)]
         assert codes == [200] * 4, codes
         g.stop()
+
+
+def test_shared_request_id_still_two_leases(env):
+    """The lease is named by the gateway, not by the client's X-Request-Id:
+    two requests in flight with one id still count as two against
+    max_concurrent_requests."""
+    s, g, _ = env(limits="      max_concurrent_requests: 1",
+                  sim_flags={"itl": 100})
+    hdr = dict(auth(), **{"X-Request-Id": "same-id"})
+    out = {}
+
+    def slow():
+        out["slow"] = http("POST", g.url + "/v1/chat/completions",
+                           chat(max_tokens=8), headers=hdr)
+    t = threading.Thread(target=slow)
+    t.start()
+    deadline = time.monotonic() + 3
+    while sim_stats(s)["active"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    st, hd, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                        headers=hdr)
+    t.join(10)
+    assert st == 429 and err(body)["code"] == "concurrency_limit_exceeded"
+    assert hd["x-request-id"] == "same-id"
+    assert out["slow"][0] == 200

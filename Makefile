@@ -6,6 +6,8 @@
 #   make bench      benchmarks side by side with nginx and HAProxy
 #   make fuzz       libFuzzer targets (clang) into build/fuzz/, not run;
 #                   tests/fuzz/fuzz_request.c says how to run one
+#   make request-cost  instructions per request parse + edit, jansson path
+#                   against the raw-byte one (callgrind counts, no timing)
 #   make install    PREFIX (default /usr/local), SYSCONFDIR, DESTDIR honoured
 #   make clean
 
@@ -54,7 +56,7 @@ FUZZ_SRC := admission/json_scan.c admission/request.c \
 PYTEST  ?= /usr/bin/python3 -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all test unit integration run asan bench bench-check install clean bootstrap valgrind fuzz
+.PHONY: all test unit integration run asan bench bench-check install clean bootstrap valgrind fuzz request-cost
 all: $(BUILD)/infergate $(BUILD)/infergate-sim
 
 $(BUILD)/obj/%.o: %.c
@@ -85,6 +87,22 @@ $(BUILD)/fuzz/fuzz_request: tests/fuzz/fuzz_request.c $(FUZZ_SRC) \
 	    -Itests/unit $(filter %.c,$^) -o $@ -ljansson -lm
 
 fuzz: $(BUILD)/fuzz/fuzz_request
+
+$(BUILD)/perf/request_cost: $(BUILD)/obj/tests/perf/request_cost.o \
+    $(BUILD)/libinfergate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+# Instructions inside path_old / path_new over 1000 requests, per request.
+request-cost: $(BUILD)/perf/request_cost
+	@for p in old new; do \
+	    valgrind --tool=callgrind --toggle-collect=path_$$p \
+	        --callgrind-out-file=$(BUILD)/perf/callgrind.$$p \
+	        $(BUILD)/perf/request_cost $$p >/dev/null 2>&1 || exit 1; \
+	    ir=$$(callgrind_annotate $(BUILD)/perf/callgrind.$$p 2>/dev/null | \
+	        awk '/PROGRAM TOTALS/ { gsub(",", "", $$1); print $$1 }'); \
+	    echo "$$p: $$((ir / 1000)) instructions per request"; \
+	done
 
 bootstrap:
 	@sh .ci/bootstrap

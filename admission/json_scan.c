@@ -4,6 +4,7 @@
  * walks up the parents, O(depth), not back over every token).
  */
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,6 +155,30 @@ fail:
 	return 0;
 }
 
+/*
+ * The first byte at or after P (before E) that is not plain string text:
+ * a control character, a backslash or a non-ASCII byte. Eight bytes at a
+ * time: a word's byte is flagged when below 0x20, equal to '\\' (zero
+ * after the XOR) or with its top bit set.
+ */
+static const char *
+scan_plain(const char *p, const char *e)
+{
+	const uint64_t	 ones = 0x0101010101010101ULL, high = ones << 7;
+	uint64_t	 w, bs;
+
+	for (; e - p >= 8; p += 8) {
+		memcpy(&w, p, 8);
+		bs = w ^ (ones * '\\');
+		if ((((w - ones * 0x20) & ~w) | ((bs - ones) & ~bs) | w) & high)
+			break;
+	}
+	while (p < e && (unsigned char)*p >= 0x20 &&
+	    (unsigned char)*p < 0x80 && *p != '\\')
+		p++;
+	return p;
+}
+
 /* Checks string token T and sets its size to its decoded length. */
 static int
 scan_string(struct json_scan *s, jsmntok_t *t)
@@ -161,23 +186,19 @@ scan_string(struct json_scan *s, jsmntok_t *t)
 	const char	*p = s->b + t->start, *e = s->b + t->end;
 	size_t		 saved = 0, n, dec;
 
-	while (p < e) {
+	while ((p = scan_plain(p, e)) < e) {
 		unsigned char	 c = (unsigned char)*p;
 
-		if (c >= 0x20 && c < 0x80 && c != '\\') {
-			p++;
-			continue;
-		}
 		if (c == '\\') {
 			if ((n = scan_escape(s, p, e, &dec)) == 0)
 				return -1;
 			saved += n - dec;
 		} else if (c < 0x20)
 			return scan_fail(s, "control character in a string",
-			    p - s->b);
+			    (size_t)(p - s->b));
 		else if ((n = scan_utf8((const unsigned char *)p,
 		    (const unsigned char *)e)) == 0)
-			return scan_fail(s, "invalid UTF-8", p - s->b);
+			return scan_fail(s, "invalid UTF-8", (size_t)(p - s->b));
 		p += n;
 	}
 	t->size = t->end - t->start - (int)saved;
@@ -484,21 +505,24 @@ scan_raw(const jsmntok_t *t)
 	return t->size == t->end - t->start;
 }
 
-/* Decoded strings A and B compared as memcmp() would compare them. */
+/*
+ * Checked strings A and B ordered by decoded length, then decoded bytes:
+ * an order in which equal keys are neighbours, cheap to compute.
+ */
 static int
 scan_str_cmp(const struct json_scan *s, int a, int b)
 {
 	const jsmntok_t	*ta = &s->tok[a], *tb = &s->tok[b];
-	struct scan_cursor ca = { s->b + ta->start, s->b + ta->end, {0}, 0, 0 };
-	struct scan_cursor cb = { s->b + tb->start, s->b + tb->end, {0}, 0, 0 };
+	struct scan_cursor ca, cb;
 	int		 x, y;
 
-	if (scan_raw(ta) && scan_raw(tb)) {
-		size_t	 la = (size_t)ta->size, lb = (size_t)tb->size;
-		int	 c = memcmp(ca.p, cb.p, la < lb ? la : lb);
-
-		return c != 0 ? c : (la > lb) - (la < lb);
-	}
+	if (ta->size != tb->size)
+		return ta->size < tb->size ? -1 : 1;
+	if (scan_raw(ta) && scan_raw(tb))
+		return memcmp(s->b + ta->start, s->b + tb->start,
+		    (size_t)ta->size);
+	ca = (struct scan_cursor){ s->b + ta->start, s->b + ta->end, {0}, 0, 0 };
+	cb = (struct scan_cursor){ s->b + tb->start, s->b + tb->end, {0}, 0, 0 };
 	do {
 		x = scan_cursor_next(&ca);
 		y = scan_cursor_next(&cb);
@@ -506,7 +530,7 @@ scan_str_cmp(const struct json_scan *s, int a, int b)
 	return x - y;
 }
 
-/* Keys ordered by their object, then by their decoded bytes. */
+/* Keys ordered by their object, then as scan_str_cmp() orders them. */
 static int
 scan_key_cmp(const struct json_scan *s, int a, int b)
 {
@@ -535,16 +559,30 @@ scan_sift(const struct json_scan *s, int *k, size_t root, size_t n)
 	}
 }
 
+static int
+scan_dup(struct json_scan *s, int a, int b)
+{
+	return scan_fail(s, "duplicate key", json_begin(s, a > b ? a : b));
+}
+
 /*
- * No object has a key twice: the keys sorted (a heap sort: O(n log n)
- * whatever the keys, no memory), equal neighbours are duplicates.
+ * No object has a key twice. A few keys (a request's usual lot) are
+ * compared pairwise; more are heap-sorted (O(n log n) whatever the keys,
+ * no memory) and equal neighbours are duplicates.
  */
 static int
 scan_dups(struct json_scan *s)
 {
 	int		*k = s->keys, tmp;
-	size_t		 n = (size_t)s->nkeys, i;
+	size_t		 n = (size_t)s->nkeys, i, j;
 
+	if (n <= 16) {
+		for (i = 1; i < n; i++)
+			for (j = 0; j < i; j++)
+				if (scan_key_cmp(s, k[j], k[i]) == 0)
+					return scan_dup(s, k[j], k[i]);
+		return 0;
+	}
 	for (i = n / 2; i-- > 0;)
 		scan_sift(s, k, i, n);
 	for (i = n; i-- > 1;) {
@@ -555,8 +593,7 @@ scan_dups(struct json_scan *s)
 	}
 	for (i = 1; i < n; i++)
 		if (scan_key_cmp(s, k[i - 1], k[i]) == 0)
-			return scan_fail(s, "duplicate key", json_begin(s,
-			    k[i - 1] > k[i] ? k[i - 1] : k[i]));
+			return scan_dup(s, k[i - 1], k[i]);
 	return 0;
 }
 
@@ -695,13 +732,14 @@ json_scan_str_eq(const struct json_scan *s, int i, const char *name,
     size_t len)
 {
 	const jsmntok_t	*t = &s->tok[i];
-	struct scan_cursor c = { s->b + t->start, s->b + t->end, {0}, 0, 0 };
+	struct scan_cursor c;
 	size_t		 k;
 
 	if ((size_t)t->size != len)
 		return false;
 	if (scan_raw(t))
-		return memcmp(c.p, name, len) == 0;
+		return memcmp(s->b + t->start, name, len) == 0;
+	c = (struct scan_cursor){ s->b + t->start, s->b + t->end, {0}, 0, 0 };
 	for (k = 0; k < len; k++)
 		if (scan_cursor_next(&c) != (unsigned char)name[k])
 			return false;
@@ -719,7 +757,8 @@ json_scan_members(const struct json_scan *s, int obj,
 		val[k] = -1;
 	for (m = 0; m < nm; m++, key = json_next(s, key + 1))
 		for (k = 0; k < n; k++)
-			if (json_scan_str_eq(s, key, names[k].s, names[k].len)) {
+			if ((size_t)s->tok[key].size == names[k].len &&
+			    json_scan_str_eq(s, key, names[k].s, names[k].len)) {
 				val[k] = key + 1;
 				break;
 			}

@@ -84,14 +84,16 @@ edit_model(struct edit *e, struct edit_op *op, const char *name, size_t len)
 	static const char hex[] = "0123456789abcdef";
 	char		*q, *p;
 	size_t		 i, n = 2;
+	bool		 ascii = true;
 
-	if (!json_utf8_valid(name, len))
-		return -1;
 	for (i = 0; i < len; i++) {
 		unsigned char	 c = (unsigned char)name[i];
 
 		n += c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
+		ascii = ascii && c < 0x80;
 	}
+	if (!ascii && !json_utf8_valid(name, len))
+		return -1;
 	if (n == len + 2) {
 		edit_rep(op, "\"", 1);
 		edit_rep(op, name, len);
@@ -238,8 +240,15 @@ ig_request_edit(const char *body, size_t len,
     const struct ig_request_info *req, const struct ig_request_edits *edits,
     struct ig_request_body *out)
 {
-	struct edit	 e = { .body = body, .req = req, .out = out };
+	struct edit	 e;
 	bool		 emb = req->endpoint == IG_EP_EMBEDDINGS;
+
+	/* not zeroed whole: the ops are filled as they are taken */
+	e.body = body;
+	e.req = req;
+	e.out = out;
+	e.nop = 0;
+	e.end = NULL;
 
 	out->npieces = 0;
 	out->len = 0;

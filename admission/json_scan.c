@@ -597,20 +597,177 @@ scan_dups(struct json_scan *s)
 	return 0;
 }
 
+/*
+ * jsmn walks up from the last token through every closed one to find the
+ * container a closing bracket closes: in a run of closing brackets the
+ * k-th walks k steps, quadratic over deep documents (4 MB of arrays 2000
+ * deep took seconds). So jsmn is stopped after every SCAN_RUN closing
+ * brackets in a row (scan_feed()) and the last token pointed straight at
+ * its nearest open ancestor (scan_shortcut()): a walk is then at most
+ * about SCAN_RUN steps. Our pass sets the parents anew.
+ */
+#define SCAN_RUN	32
+
+/* The pass ahead of jsmn (scan_feed()). */
+struct scan_feed {
+	size_t		 pos;
+	int		 depth;		/* brackets open */
+	bool		 closed;	/* the value has ended */
+};
+
+/*
+ * The first '"', backslash or NUL at or after I (before LEN), or LEN:
+ * eight bytes at a time, a byte flagged when zero after an XOR. The
+ * lowest flag is exact (a borrow only flags bytes above a zero byte).
+ */
+static size_t
+scan_quote(const char *b, size_t i, size_t len)
+{
+	const uint64_t	 ones = 0x0101010101010101ULL, high = ones << 7;
+	uint64_t	 w, q, bs, hit;
+
+	for (; len - i >= 8; i += 8) {
+		memcpy(&w, b + i, 8);
+		q = w ^ (ones * '"');
+		bs = w ^ (ones * '\\');
+		hit = (((w - ones) & ~w) | ((q - ones) & ~q) |
+		    ((bs - ones) & ~bs)) & high;
+		if (hit != 0) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+			return i + (size_t)(__builtin_ctzll(hit) >> 3);
+#else
+			break;
+#endif
+		}
+	}
+	while (i < len && b[i] != '"' && b[i] != '\\' && b[i] != '\0')
+		i++;
+	return i;
+}
+
+/* The closing quote of the string opened before I, a NUL in it, or LEN. */
+static size_t
+scan_skip_string(const char *b, size_t i, size_t len)
+{
+	while ((i = scan_quote(b, i, len)) < len && b[i] == '\\')
+		if ((i += 2) >= len)
+			return len;
+	return i;
+}
+
+/*
+ * Brackets and string boundaries ahead of jsmn (skipping escapes as jsmn
+ * does): refuses at once a NUL byte (where jsmn would stop as at the end),
+ * nesting beyond 2048, a bracket closing nothing, a second value; sets
+ * *LIMIT to where jsmn stops next: after SCAN_RUN closing brackets in a
+ * row, or at the end (in PREFIX mode the first value's end, which becomes
+ * S->len).
+ */
+static int
+scan_feed(struct json_scan *s, struct scan_feed *f, size_t *limit)
+{
+	const char	*b = s->b;
+	size_t		 i;
+	int		 run = 0;
+
+	for (i = f->pos; i < s->len; i++) {
+		switch (b[i]) {
+		case '"':
+			if ((i = scan_skip_string(b, i + 1, s->len)) < s->len &&
+			    b[i] == '\0')
+				return scan_fail(s, "NUL byte", i);
+			run = 0;
+			break;
+		case '{':
+		case '[':
+			if (f->closed)
+				return scan_fail(s, "data after the value", i);
+			if (++f->depth > JSON_MAX_DEPTH)
+				return scan_fail(s, "nesting too deep", i);
+			run = 0;
+			break;
+		case '}':
+		case ']':
+			if (f->depth == 0)
+				return scan_fail(s, "unexpected character", i);
+			if (--f->depth == 0) {
+				f->closed = true;
+				if (s->flags & JSON_SCAN_PREFIX)
+					s->len = i + 1;
+			} else if (++run == SCAN_RUN) {
+				*limit = f->pos = i + 1;
+				return 0;
+			}
+			break;
+		case ' ': case '\t': case '\n': case '\r': case ',': case ':':
+			break;
+		case '\0':
+			return scan_fail(s, "NUL byte", i);
+		default:
+			if (f->depth == 0 && (s->flags & JSON_SCAN_PREFIX))
+				return scan_fail(s, "expected '{' or '['", i);
+			run = 0;
+		}
+	}
+	*limit = f->pos = s->len;
+	return 0;
+}
+
+/* Points the last token at its nearest open ancestor (see SCAN_RUN). */
+static void
+scan_shortcut(jsmntok_t *tok, const jsmn_parser *p)
+{
+	int		 last = (int)p->toknext - 1, a;
+
+	if (last < 0)
+		return;
+	for (a = tok[last].parent; a != -1 && tok[a].end != -1;)
+		a = tok[a].parent;
+	tok[last].parent = a;
+}
+
 /* What jsmn refused, and where. */
 static int
 scan_jsmn_error(struct json_scan *s, const jsmn_parser *p, int rc)
 {
-	const char	*nul = memchr(s->b, '\0', s->len);
-
-	/* jsmn stops at a NUL byte as at the end of its input */
-	if (rc == JSMN_ERROR_PART && nul != NULL)
-		return scan_fail(s, "NUL byte", (size_t)(nul - s->b));
 	if (rc == JSMN_ERROR_PART)
 		return scan_fail(s, "unexpected end of input", s->len);
 	if (p->pos < s->len && s->b[p->pos] == '"')
 		return scan_fail(s, "invalid escape", p->pos);
 	return scan_fail(s, "unexpected character", p->pos);
+}
+
+/*
+ * jsmn over the bytes into TOK (NTOK of them), stopped where scan_feed()
+ * says. Returns the number of tokens, -1 (S->err set), or -2 when NTOK
+ * is too few (S->len then final).
+ */
+static int
+scan_jsmn(struct json_scan *s, jsmntok_t *tok, unsigned int ntok)
+{
+	struct scan_feed f = { 0, 0, false };
+	jsmn_parser	 p;
+	size_t		 limit;
+	int		 n;
+
+	jsmn_init(&p);
+	do {
+		if (scan_feed(s, &f, &limit) == -1)
+			return -1;
+		n = jsmn_parse(&p, s->b, limit, tok, ntok);
+		if (n == JSMN_ERROR_NOMEM) {
+			while (limit < s->len)
+				if (scan_feed(s, &f, &limit) == -1)
+					return -1;
+			return -2;
+		}
+		if (n == JSMN_ERROR_INVAL)
+			break;
+		scan_shortcut(tok, &p);
+	} while (limit < s->len);
+	if (n < 0)
+		return scan_jsmn_error(s, &p, n);
+	return n;
 }
 
 /* Tokens beyond the locals: N of them and their keys, in one block. */
@@ -638,48 +795,19 @@ scan_tokens(struct json_scan *s)
 	jsmn_parser	 p;
 	int		 n;
 
-	jsmn_init(&p);
-	n = jsmn_parse(&p, s->b, s->len, s->tok, JSON_SCAN_LOCAL);
-	if (n == JSMN_ERROR_NOMEM) {
+	if ((n = scan_jsmn(s, s->tok, JSON_SCAN_LOCAL)) == -2) {
+		/* counting only: no walks, linear */
 		jsmn_init(&p);
 		if ((n = jsmn_parse(&p, s->b, s->len, NULL, 0)) < 0)
 			return scan_jsmn_error(s, &p, n);
 		if (scan_alloc(s, n) == -1)
 			return -1;
-		jsmn_init(&p);
-		n = jsmn_parse(&p, s->b, s->len, s->tok, (unsigned int)n);
+		if ((n = scan_jsmn(s, s->tok, (unsigned int)n)) == -2)
+			return scan_fail(s, "unexpected character", 0);
 	}
 	if (n < 0)
-		return scan_jsmn_error(s, &p, n);
+		return -1;
 	s->ntok = n;
-	return 0;
-}
-
-/*
- * The length of the first value in B (an object or an array, after
- * blanks), its brackets counted outside strings; 0 if it does not end.
- * Only a complete value's extent matters: the scan refuses the rest.
- */
-static size_t
-scan_extent(const char *b, size_t len)
-{
-	size_t		 i, depth = 0;
-
-	for (i = 0; i < len; i++) {
-		char	 c = b[i];
-
-		if (depth == 0 && c != '{' && c != '[') {
-			if (!scan_blank(c))
-				return 0;
-		} else if (c == '"') {
-			for (i++; i < len && b[i] != '"'; i++)
-				if (b[i] == '\\')
-					i++;
-		} else if (c == '{' || c == '[')
-			depth++;
-		else if ((c == '}' || c == ']') && --depth == 0)
-			return i + 1;
-	}
 	return 0;
 }
 
@@ -697,20 +825,9 @@ json_scan_parse(struct json_scan *s, const char *b, size_t len,
 	s->errpos = 0;
 	s->nomem = false;
 	s->heap = NULL;
+	s->flags = flags;
 	if (len >= INT_MAX)
 		return scan_fail(s, "too long", 0);
-	if (flags & JSON_SCAN_PREFIX) {
-		size_t	 n = scan_extent(b, len);
-
-		if (n == 0) {
-			for (n = 0; n < len && scan_blank(b[n]); n++)
-				;
-			return scan_fail(s, n < len && b[n] != '{' &&
-			    b[n] != '[' ? "expected '{' or '['" :
-			    "unexpected end of input", n < len ? n : len);
-		}
-		s->len = n;
-	}
 	if (scan_tokens(s) == -1 || scan_check(s) == -1 ||
 	    (s->keys != NULL && scan_dups(s) == -1)) {
 		json_scan_free(s);

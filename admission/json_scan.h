@@ -54,6 +54,7 @@ enum json_kind {
 struct json_scan {
 	const char	*b;
 	size_t		 len;		/* PREFIX: up to the end of the value */
+	unsigned int	 flags;
 	jsmntok_t	*tok;
 	int		 ntok;
 	int		*keys;		/* scratch of the duplicate check */

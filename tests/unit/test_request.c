@@ -508,6 +508,48 @@ test_request_depth(void **state)
 	free(b);
 }
 
+/*
+ * Deep blocks one after another, closed in long runs: jsmn alone walked
+ * quadratically over them (seconds for 4 MB); the scanner stops it inside
+ * every run (json_scan.c, SCAN_RUN). Objects, keys and strings with
+ * escapes among the brackets.
+ */
+static void
+test_request_deep_runs(void **state)
+{
+	static const char *const opens[] = {
+		"[", "{\"k\\\"\":[", "[\"\\\\\",{\"a\":"
+	};
+	static const char *const closes[] = { "]", "]}", "}]" };
+	enum { CAP = 1 << 19 };
+	char		*b = malloc(CAP + 64);
+	size_t		 n, i, k, depth;
+
+	assert_non_null(b);
+	for (k = 0; k < 3; k++) {
+		n = (size_t)sprintf(b, "{\"model\":\"m\",\"input\":[");
+		for (depth = 3; n + depth * 24 < CAP; depth = depth * 7 % 1000 + 40) {
+			for (i = 0; i < depth; i++)
+				n += (size_t)sprintf(b + n, "%s", opens[k]);
+			b[n++] = '1';
+			for (i = 0; i < depth; i++)
+				n += (size_t)sprintf(b + n, "%s", closes[k]);
+			b[n++] = ',';
+		}
+		n += (size_t)sprintf(b + n, "\"end\"]}");
+		if (oracle_check_request(b, n, IG_EP_EMBEDDINGS))
+			fail_msg("%zu: %s", k, oracle_check_request(b, n,
+			    IG_EP_EMBEDDINGS));
+		assert_true(oracle_accepts(b, n));
+		/* and one bracket too many at the end */
+		b[n - 1] = ']';
+		b[n++] = '}';
+		assert_false(oracle_accepts(b, n));
+		assert_null(oracle_check_request(b, n, IG_EP_EMBEDDINGS));
+	}
+	free(b);
+}
+
 /* --- edits ------------------------------------------------------------- */
 
 static char *
@@ -909,6 +951,7 @@ main(void)
 		cmocka_unit_test(test_request_duplicates),
 		cmocka_unit_test(test_request_large),
 		cmocka_unit_test(test_request_depth),
+		cmocka_unit_test(test_request_deep_runs),
 		cmocka_unit_test(test_request_splice),
 		cmocka_unit_test(test_request_splice_empty),
 		cmocka_unit_test(test_request_splice_long_model),

@@ -1,7 +1,14 @@
 /*
- * The strict JSON scanner (json_scan.h): jsmn, then our checks. The only
- * file that compiles jsmn (strict mode, parent links: closing a bracket
- * walks up the parents, O(depth), not back over every token).
+ * The strict JSON scanner (json_scan.h), three passes over the bytes:
+ *
+ *   scan_feed    brackets and string boundaries only, ahead of jsmn: what
+ *                must be refused before jsmn sees it, and where to stop
+ *                jsmn so that it stays linear (see SCAN_RUN)
+ *   jsmn         the tokens (strict mode, parent links)
+ *   scan_check   every byte jsmn let through, as jansson would judge it;
+ *                then scan_dups over the keys
+ *
+ * The only file that compiles jsmn.
  */
 #include <limits.h>
 #include <stdint.h>

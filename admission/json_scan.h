@@ -3,14 +3,17 @@
  * Not a public header.
  *
  * jsmn tokenizes (a flat array of tokens in document order, each a byte
- * span); one linear pass then checks every byte jsmn let through, so that
- * the scanner accepts exactly what jansson's json_loadb() accepts:
+ * span), after a quick pass over the brackets that keeps it linear; one
+ * pass then checks every byte jsmn let through, so that the scanner
+ * accepts exactly what jansson's json_loadb() accepts:
  * separators and brackets in their places, numbers by the JSON grammar and
  * within jansson's range (integers in int64_t, reals that strtod() does
  * not overflow), strings without raw control characters, with valid
  * escapes and surrogate pairs, valid UTF-8 and no \u0000, nesting at most
  * 2048 deep, no duplicate key in any object (unless JSON_SCAN_DUPS), and
- * only blanks after the value. Nothing is allocated unless the document
+ * only blanks after the value; except that a NUL byte is refused wherever
+ * it is (jansson drops one right after a number or a literal). Linear in
+ * the bytes whatever they are; nothing is allocated unless the document
  * has more than JSON_SCAN_LOCAL tokens.
  *
  * After json_scan_parse() the token fields mean (our pass rewrites jsmn's

@@ -661,6 +661,12 @@ static const struct splice_case splice_cases[] = {
 	{ IG_EP_EMBEDDINGS, "{\"model\":\"m\",\"input\":\"x\",\"stream\":true}",
 	    "e", true, 10, true, "{\"model\":\"e\",\"input\":\"x\","
 	    "\"stream\":true}" },
+	/* keys written with escapes are the same keys */
+	{ IG_EP_CHAT, "{\"m\\u006fdel\":\"m\",\"max\\u005ftokens\":3,"
+	    "\"stream\":true,\"stream\\u005foptions\":{\"include\\u005fusage\""
+	    ":false}," MSG "}", "n", true, 9, true,
+	    "{\"m\\u006fdel\":\"n\",\"max\\u005ftokens\":9,\"stream\":true,"
+	    "\"stream\\u005foptions\":{\"include\\u005fusage\":true}," MSG "}" },
 	/* everything at once, blanks everywhere */
 	{ IG_EP_CHAT, "\n{ \"stream\" : true , \"model\" : \"m\" , \"messages\""
 	    " : [ { \"role\" : \"user\" , \"content\" : \"x\" } ] }\r\n", "big",

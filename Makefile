@@ -5,6 +5,10 @@
 #   make asan       the whole test suite under AddressSanitizer + UBSan
 #   make bench      benchmarks side by side with nginx and HAProxy
 #   make storeload  build/bench/storeload, the budget store's load driver
+#   make fuzz       libFuzzer targets (clang) into build/fuzz/, not run;
+#                   tests/fuzz/fuzz_request.c says how to run one
+#   make request-cost  instructions per request parse + edit, jansson path
+#                   against the raw-byte one (callgrind counts, no timing)
 #   make install    PREFIX (default /usr/local), SYSCONFDIR, DESTDIR honoured
 #   make clean
 
@@ -37,13 +41,23 @@ SIM_SRC  := $(sort $(wildcard tests/sim/*.c))
 SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# The jansson reference the request scanner's tests compare it with.
+ORACLE_OBJ := $(BUILD)/obj/tests/unit/json_oracle.o
 DEPS     := $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(SIM_OBJ:.o=.d) \
-            $(UNIT_SRC:tests/unit/%.c=$(BUILD)/obj/tests/unit/%.d)
+            $(UNIT_SRC:tests/unit/%.c=$(BUILD)/obj/tests/unit/%.d) \
+            $(ORACLE_OBJ:.o=.d)
+
+# libFuzzer: the admission sources the target needs, built with clang.
+FUZZ_CC  ?= clang
+FUZZ_SAN ?= -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRC := admission/json_scan.c admission/request.c \
+            admission/request_edit.c admission/usage.c \
+            admission/request_json.c tests/unit/json_oracle.c
 
 PYTEST  ?= /usr/bin/python3 -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all test unit integration run asan bench bench-check install clean bootstrap valgrind storeload
+.PHONY: all test unit integration run asan bench bench-check install clean bootstrap valgrind storeload fuzz request-cost
 all: $(BUILD)/infergate $(BUILD)/infergate-sim
 
 $(BUILD)/obj/%.o: %.c
@@ -62,7 +76,34 @@ $(BUILD)/infergate-sim: $(SIM_OBJ)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libinfergate.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(filter %.a,$^) \
+	    $(LDLIBS_ALL) -lcmocka
+
+$(BUILD)/tests/test_request: $(ORACLE_OBJ)
+
+$(BUILD)/fuzz/fuzz_request: tests/fuzz/fuzz_request.c $(FUZZ_SRC) \
+    $(wildcard admission/*.h include/infergate/*.h tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -O1 -g $(FUZZ_SAN) $(WARN) -D_GNU_SOURCE -Iinclude \
+	    -Itests/unit $(filter %.c,$^) -o $@ -ljansson -lm
+
+fuzz: $(BUILD)/fuzz/fuzz_request
+
+$(BUILD)/perf/request_cost: $(BUILD)/obj/tests/perf/request_cost.o \
+    $(BUILD)/libinfergate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+# Instructions inside path_old / path_new over 1000 requests, per request.
+request-cost: $(BUILD)/perf/request_cost
+	@for p in old new; do \
+	    valgrind --tool=callgrind --toggle-collect=path_$$p \
+	        --callgrind-out-file=$(BUILD)/perf/callgrind.$$p \
+	        $(BUILD)/perf/request_cost $$p >/dev/null 2>&1 || exit 1; \
+	    ir=$$(callgrind_annotate $(BUILD)/perf/callgrind.$$p 2>/dev/null | \
+	        awk '/PROGRAM TOTALS/ { gsub(",", "", $$1); print $$1 }'); \
+	    echo "$$p: $$((ir / 1000)) instructions per request"; \
+	done
 
 # The budget store under load (tests/bench/storeload.c); not part of make test.
 storeload: $(BUILD)/bench/storeload

@@ -179,7 +179,7 @@ admit_start(struct ig_request *r)
 		proxy_admitted(r);
 		return;
 	}
-	if (ig_request_parse(r->json, admit_endpoint(r->ep), &r->info,
+	if (ig_request_parse_json(r->json, admit_endpoint(r->ep), &r->info,
 	    &perr) == -1) {
 		r->outcome = "refused";
 		proxy_send_error(r, 400, "invalid_request_error",
@@ -199,14 +199,14 @@ admit_start(struct ig_request *r)
 	}
 	r->max_tokens = out.max_tokens;
 	if (out.set_body && r->ep != EP_EMBEDDINGS) {
-		if (ig_request_set_max_tokens(r->json, &r->info,
+		if (ig_request_set_max_tokens_json(r->json, &r->info,
 		    out.max_tokens) == -1)
 			goto nomem;
 		r->body_rewritten = true;
 	}
 	r->clamped = out.clamped;
 	if (r->info.stream && !r->info.client_usage) {
-		if (ig_request_force_usage(r->json, &r->info) == -1)
+		if (ig_request_force_usage_json(r->json, &r->info) == -1)
 			goto nomem;
 		r->body_rewritten = true;
 	}

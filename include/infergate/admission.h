@@ -9,14 +9,18 @@
  *
  *   ig_auth_key_from_header() over the request headers -> key
  *   ig_auth_lookup(auth, key)                  -> tenant, or 401 invalid_api_key
+ *   ig_request_parse(body, len, endpoint, &req, &perr)
+ *                                              -> or 400 perr.code, .param
  *   (routing: model allowed?                   -> 403 model_not_allowed / 404)
- *   ig_request_parse(body, endpoint, &req, &perr) -> or 400 naming perr.param
+ *   perr again, if it was admission's          -> 400 perr.code, .param
  *   ig_request_estimate_input(&req, model)     -> estimated input tokens
  *   ig_policy_request(limits, over, in, &req, ctx, &out, &res)
  *                                              -> or 400 (res has the error)
- *   ig_request_set_max_tokens(body, &req, out.max_tokens)  if out.set_body
- *   ig_request_force_usage(body, &req)         if req.stream
+ *   ig_request_edit(body, len, &req, &edits, &pieces)
+ *        edits: upstream model name, out.max_tokens if out.set_body,
+ *        force_usage if req.stream && !req.client_usage
  *   ig_store_admit(...)                        (store.h)
+ *   ig_usage_event() / ig_usage_parse() on the response
  */
 #ifndef INFERGATE_ADMISSION_H
 #define INFERGATE_ADMISSION_H
@@ -28,7 +32,7 @@
 
 #include "infergate/config.h"
 
-struct json_t;			/* jansson's json_t */
+struct json_t;			/* jansson's json_t (the transitional path) */
 
 /* --- authentication (admission/auth.c) --------------------------------- */
 
@@ -72,7 +76,7 @@ void		 ig_auth_hash_hex(const char *key, size_t keylen, char out[72]);
  */
 int		 ig_auth_hash_line(FILE *in, FILE *out, char **err);
 
-/* --- request parsing and estimation (admission/estimate.c) ------------- */
+/* --- request parsing and estimation (admission/request.c) ------------- */
 
 enum ig_endpoint {
 	IG_EP_CHAT,		/* /v1/chat/completions */
@@ -83,34 +87,92 @@ enum ig_endpoint {
 /* Where the client put its output cap. */
 enum ig_max_field { IG_MAX_NONE, IG_MAX_TOKENS, IG_MAX_COMPLETION_TOKENS };
 
+/* A value's bytes in the request body: [off, off + len); len 0: absent. */
+struct ig_span {
+	size_t		 off;
+	size_t		 len;
+};
+
+#define IG_MODEL_MAX	255	/* bytes of a model name that had escapes */
+
 /*
- * What admission needs from a request body. Strings point into the body
- * (json_t) and live as long as it does.
+ * What routing and admission need from a request body, and where
+ * ig_request_edit() changes it. MODEL points into the body, which must
+ * outlive the struct, or (when the JSON string had escapes) into
+ * MODEL_BUF, decoded and NUL-terminated: so the struct is not to be copied.
+ * In the body MODEL is not NUL-terminated: print it with "%.*s" and
+ * (int)model_len (bounded, for "%.128s": model_len < 128 ? model_len : 128).
  */
 struct ig_request_info {
 	enum ig_endpoint endpoint;
-	const char	*model;
-	bool		 stream;
+	const char	*model;		/* decoded, model_len bytes */
+	size_t		 model_len;
+	bool		 stream;	/* "stream": true, and not embeddings */
 	enum ig_max_field max_field;	/* the field the client used */
 	uint64_t	 max_tokens;	/* the larger of the two when both */
 	bool		 client_usage;	/* stream_options.include_usage: true */
-	uint64_t	 prompt_bytes;	/* text bytes of the prompt */
+	uint64_t	 prompt_bytes;	/* text bytes of the prompt, decoded */
 	uint64_t	 prompt_token_ids;	/* prompts given as token ids */
 	uint64_t	 messages;	/* chat messages (0 otherwise) */
+	/* the body's layout, for ig_request_edit() */
+	struct ig_span	 at_model;	/* the "model" value, quotes included */
+	struct ig_span	 at_max_tokens;
+	struct ig_span	 at_max_completion_tokens;
+	struct ig_span	 at_stream_options;
+	struct ig_span	 at_include_usage;	/* in an object stream_options */
+	bool		 stream_options_empty;	/* stream_options is {} */
+	size_t		 close;		/* the offset of the body's final '}' */
+	bool		 empty;		/* the body is {} */
+	char		 model_buf[IG_MODEL_MAX + 1];
 };
 
+/*
+ * Why a body is refused: CODE is the OpenAI error code, PARAM the
+ * parameter ("" for none: JSON null), MESSAGE the text. CODE is NULL only
+ * when memory ran out (503 server_error). ADMISSION: an error of
+ * admission's checks, which the gateway answers only for a request with a
+ * tenant (see ig_request_parse).
+ */
 struct ig_request_error {
+	const char	*code;
+	bool		 admission;
 	char		 param[96];	/* "messages[2].content", "max_tokens" */
 	char		 message[192];
 };
 
 /*
- * Reads the fields admission needs from a parsed request body. Returns 0,
- * or -1 with *err filled (the gateway answers 400 invalid_request_error
- * with err->param and err->message). Does not modify BODY.
+ * Scans the raw request body (BODY, LEN bytes, not NUL-terminated) once,
+ * without jansson and without allocating (unless it has more than 512 JSON
+ * tokens). It accepts exactly the bodies json_loadb(JSON_REJECT_DUPLICATES)
+ * accepts that are objects. The checks, in order, and their errors:
+ *
+ *   invalid_json                ""      an empty body; invalid JSON
+ *                                       ("invalid JSON body: <what> at byte
+ *                                       <n>"); not an object
+ *   missing_required_parameter  model   no "model"
+ *   invalid_type                model   "model" not a string (null either)
+ *   invalid_value               model   "model" with escapes decoding to
+ *                                       more than IG_MODEL_MAX bytes
+ *   invalid_type                stream  "stream" not a boolean nor null,
+ *                                       whatever the endpoint
+ * then admission's (err->admission set, code invalid_value): "model" is
+ * "", then messages (chat) / prompt (completions) / input (embeddings),
+ * then (not embeddings) stream_options and its include_usage, max_tokens,
+ * max_completion_tokens (chat), each named by PARAM.
+ *
+ * Returns 0 with *REQ filled, or -1 with *ERR filled. With err->admission
+ * the body is otherwise sound and REQ's model, stream and layout are
+ * filled (its counts may be partial), so that the gateway, as before:
+ *
+ *   rc = ig_request_parse(body, len, ep, &req, &err);
+ *   rc == -1 && !err.admission   -> 400 invalid_request_error err.code
+ *                                   err.param err.message (503 if no code)
+ *   resolve req.model, model_len -> 404 model_not_found, 403, 400 no_route
+ *   rc == -1 && tenant           -> 400 invalid_request_error err.code ...
+ *   rc == -1, no tenant          -> forwarded as it came
  */
-int		 ig_request_parse(const struct json_t *body, enum ig_endpoint,
-		    struct ig_request_info *, struct ig_request_error *err);
+int		 ig_request_parse(const char *body, size_t len, enum ig_endpoint,
+		    struct ig_request_info *req, struct ig_request_error *err);
 
 /*
  * Estimated input tokens:
@@ -127,22 +189,118 @@ int		 ig_request_parse(const struct json_t *body, enum ig_endpoint,
 uint64_t	 ig_request_estimate_input(const struct ig_request_info *,
 		    const struct ig_model_conf *model);
 
-/*
- * Sets the output cap in BODY to MAX_TOKENS: in the field the client used
- * (both, when it sent both), else "max_tokens". Returns 0 or -1 (no
- * memory). Not for embeddings.
- */
-int		 ig_request_set_max_tokens(struct json_t *body,
-		    const struct ig_request_info *, uint64_t max_tokens);
+/* The edits the gateway makes to a body before it forwards it. */
+struct ig_request_edits {
+	const char	*model;		/* the new "model" (UTF-8), NULL: kept */
+	size_t		 model_len;
+	bool		 set_max_tokens;	/* the output cap to write */
+	uint64_t	 max_tokens;
+	bool		 force_usage;	/* ask the backend for stream usage */
+};
+
+/* A piece of an edited body. */
+struct ig_splice {
+	const char	*p;
+	size_t		 len;
+};
+
+#define IG_SPLICE_MAX	16
+
+/* An edited body: the pieces, in order, and what they may point into. */
+struct ig_request_body {
+	struct ig_splice piece[IG_SPLICE_MAX];
+	size_t		 npieces;
+	size_t		 len;		/* the pieces' total length */
+	size_t		 used;		/* of buf */
+	char		 buf[512];	/* numbers, an escaped model name */
+};
 
 /*
- * For a streamed request, merges "include_usage": true into
- * stream_options, keeping the client's other keys (creating the object
- * when absent). Whether the client asked itself is req->client_usage: when
- * false the gateway strips the final usage chunk. Returns 0 or -1. A
- * no-op returning 0 when the request does not stream.
+ * The body BODY (LEN bytes, which ig_request_parse() scanned into REQ)
+ * with EDITS made, as pieces whose concatenation is the new body (for
+ * writev() or evbuffer_add() each). Values are replaced where they are,
+ * the client's order and blanks kept; a member added goes last, compact.
+ * The edits are those the jansson functions made:
+ *
+ *   model           "model" becomes EDITS->model, JSON-escaped
+ *   set_max_tokens  not for embeddings: MAX_TOKENS into the field the
+ *                   client used (max_completion_tokens, and max_tokens too
+ *                   when it was sent and not null), else into max_tokens
+ *                   (replaced, or added); written as an int64_t
+ *   force_usage     only for a streamed request, not for embeddings:
+ *                   "include_usage": true merged into stream_options,
+ *                   keeping the client's other keys; stream_options
+ *                   {"include_usage":true} when absent or not an object
+ *
+ * No edit: one piece, the whole body. The pieces point into BODY, into
+ * EDITS->model, into static text and into OUT->buf: all of them must
+ * outlive the write. Returns 0, or -1 (nothing usable in OUT) when the
+ * model name is not valid UTF-8 or its escaped form does not fit
+ * OUT->buf (a name that needs no escaping never is copied).
  */
-int		 ig_request_force_usage(struct json_t *body,
+int		 ig_request_edit(const char *body, size_t len,
+		    const struct ig_request_info *req,
+		    const struct ig_request_edits *edits,
+		    struct ig_request_body *out);
+
+/* --- usage in responses (admission/usage.c) ---------------------------- */
+
+/*
+ * A response's usage object, as admit_read_usage() reads it: JSON (LEN
+ * bytes) starts with the object (blanks allowed before it) and the bytes
+ * after it are not read (jansson's JSON_DISABLE_EOF_CHECK); a key sent
+ * twice counts once, the last. When prompt_tokens or total_tokens is an
+ * integer, sets
+ *
+ *   *PROMPT      prompt_tokens, or 0
+ *   *COMPLETION  completion_tokens, or else total_tokens - *PROMPT (an
+ *                absent total counting 0; modulo 2^64)
+ *
+ * (integers are int64_t converted to uint64_t) and returns 0; otherwise,
+ * or when the object is not valid JSON, returns -1 and sets nothing.
+ */
+int		 ig_usage_parse(const char *json, size_t len, uint64_t *prompt,
+		    uint64_t *completion);
+
+/* One streamed chunk, as admit_sse_event() needs it. */
+struct ig_usage_event {
+	bool		 choices;	/* "choices" is a non-empty array */
+	bool		 no_choices;	/* "choices" is [] */
+	bool		 usage;		/* "usage" is an object */
+	bool		 usage_known;	/* and ig_usage_parse() read it: */
+	uint64_t	 prompt;
+	uint64_t	 completion;
+};
+
+/*
+ * One SSE event's data (the bytes after "data:", a chat.completion.chunk):
+ * all of DATA must be one JSON object or array, blanks around it; a key
+ * sent twice counts once, the last. Returns 0 with *EV filled, or -1 with
+ * *EV zeroed when DATA is not that. The gateway then, as before: counts
+ * EV->prompt and EV->completion when usage_known; does not forward the
+ * chunk when usage && no_choices and the client did not ask for usage;
+ * counts one more chunk of output when choices.
+ */
+int		 ig_usage_event(const char *data, size_t len,
+		    struct ig_usage_event *ev);
+
+/* --- transitional: the jansson path (admission/request_json.c) -------- */
+
+/*
+ * The parse and the edits over a jansson tree that ig_request_parse() and
+ * ig_request_edit() replace, kept while the gateway still calls them.
+ * They are also the reference the differential test and the fuzzer check
+ * the new functions against (tests/unit/test_request.c,
+ * tests/fuzz/fuzz_request.c): move the file under tests/ when the gateway
+ * stops calling them. ig_request_parse_json() makes admission's checks
+ * only (errors invalid_value, err->admission set), BODY being an object.
+ */
+int		 ig_request_parse_json(const struct json_t *body,
+		    enum ig_endpoint, struct ig_request_info *,
+		    struct ig_request_error *err);
+int		 ig_request_set_max_tokens_json(struct json_t *body,
+		    const struct ig_request_info *, uint64_t max_tokens);
+int		 ig_request_force_usage_json(struct json_t *body,
 		    const struct ig_request_info *);
 
 /* --- the policy (admission/policy.c) ----------------------------------- */

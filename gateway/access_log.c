@@ -7,14 +7,14 @@
 #include <time.h>
 
 #include <http_parser.h>
-#include <jansson.h>
 
 #include "infergate/log.h"
 #include "gateway.h"
 
-/* Appends s as a JSON string (quoted, escaped, at most 128 bytes of it). */
+/* Appends the N bytes at S as a JSON string (quoted, escaped, at most 128
+ * bytes of it); S NULL: null. */
 static size_t
-alog_str(char *buf, size_t off, size_t cap, const char *s)
+alog_strn(char *buf, size_t off, size_t cap, const char *s, size_t n)
 {
 	size_t i;
 
@@ -27,7 +27,7 @@ alog_str(char *buf, size_t off, size_t cap, const char *s)
 	}
 	if (off + 1 < cap)
 		buf[off++] = '"';
-	for (i = 0; s[i] != '\0' && i < 128 && off + 7 < cap; i++) {
+	for (i = 0; i < n && i < 128 && off + 7 < cap; i++) {
 		unsigned char ch = s[i];
 
 		if (ch == '"' || ch == '\\') {
@@ -43,6 +43,12 @@ alog_str(char *buf, size_t off, size_t cap, const char *s)
 	return off;
 }
 
+static size_t
+alog_str(char *buf, size_t off, size_t cap, const char *s)
+{
+	return alog_strn(buf, off, cap, s, s != NULL ? strlen(s) : 0);
+}
+
 void
 access_log_request(const struct ig_request *r)
 {
@@ -50,7 +56,6 @@ access_log_request(const struct ig_request *r)
 	struct timespec now;
 	struct tm tm;
 	uint64_t end = now_ns();
-	json_t *model;
 	size_t off;
 
 	if (!ig_access_enabled())
@@ -67,9 +72,11 @@ access_log_request(const struct ig_request *r)
 	    http_method_str(r->method));
 	off = alog_str(buf, off, sizeof(buf), r->path);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"model\":");
-	model = r->json ? json_object_get(r->json, "model") : NULL;
-	off = alog_str(buf, off, sizeof(buf), r->model ? r->model->conf->name :
-	    json_string_value(model));
+	if (r->model != NULL)
+		off = alog_str(buf, off, sizeof(buf), r->model->conf->name);
+	else
+		off = alog_strn(buf, off, sizeof(buf), r->info.model,
+		    r->info.model_len);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"tenant\":");
 	off = alog_str(buf, off, sizeof(buf), r->tenant ? r->tenant->id : NULL);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"pool\":");

@@ -21,7 +21,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <http_parser.h>
-#include <jansson.h>
 
 #include "infergate/admission.h"
 #include "infergate/log.h"
@@ -155,13 +154,6 @@ admit_store_cb(const struct ig_admit_result *res, struct ig_lease *lease,
 	proxy_admitted(r);
 }
 
-static enum ig_endpoint
-admit_endpoint(enum gw_endpoint ep)
-{
-	return ep == EP_CHAT ? IG_EP_CHAT : ep == EP_COMPLETIONS ?
-	    IG_EP_COMPLETIONS : IG_EP_EMBEDDINGS;
-}
-
 /*
  * Admission of a parsed request whose model is known: the checks that
  * need no store, the body edits, then the store. Ends in proxy_admitted()
@@ -170,20 +162,12 @@ admit_endpoint(enum gw_endpoint ep)
 void
 admit_start(struct ig_request *r)
 {
-	struct ig_request_error perr;
 	struct ig_output_decision out;
 	struct ig_admit_result res;
 	struct ig_admit_req ar;
 
 	if (r->tenant == NULL) {
 		proxy_admitted(r);
-		return;
-	}
-	if (ig_request_parse_json(r->json, admit_endpoint(r->ep), &r->info,
-	    &perr) == -1) {
-		r->outcome = "refused";
-		proxy_send_error(r, 400, "invalid_request_error",
-		    "invalid_value", perr.param, "%s", perr.message);
 		return;
 	}
 	r->input_est = ig_request_estimate_input(&r->info, r->model->conf);
@@ -198,18 +182,9 @@ admit_start(struct ig_request *r)
 		    1, memory_order_relaxed);
 	}
 	r->max_tokens = out.max_tokens;
-	if (out.set_body && r->ep != EP_EMBEDDINGS) {
-		if (ig_request_set_max_tokens_json(r->json, &r->info,
-		    out.max_tokens) == -1)
-			goto nomem;
-		r->body_rewritten = true;
-	}
+	r->set_max_tokens = out.set_body && r->ep != EP_EMBEDDINGS;
 	r->clamped = out.clamped;
-	if (r->info.stream && !r->info.client_usage) {
-		if (ig_request_force_usage_json(r->json, &r->info) == -1)
-			goto nomem;
-		r->body_rewritten = true;
-	}
+	r->force_usage = r->info.stream && !r->info.client_usage;
 	memset(&ar, 0, sizeof(ar));
 	ar.tenant = r->tenant->id;
 	ar.request_id = r->lease_id;
@@ -225,22 +200,13 @@ nomem:
 	proxy_send_error(r, 503, "server_error", NULL, NULL, "out of memory");
 }
 
-/* Reads a usage object's numbers. */
+/* A usage object's numbers (JSON from its '{'), if it has them. */
 static void
-admit_read_usage(struct ig_request *r, json_t *usage)
+admit_read_usage(struct ig_request *r, const char *json, size_t len)
 {
-	json_t *p = json_object_get(usage, "prompt_tokens");
-	json_t *c = json_object_get(usage, "completion_tokens");
-	json_t *t = json_object_get(usage, "total_tokens");
-
-	if (!json_is_integer(p) && !json_is_integer(t))
-		return;
-	r->usage_prompt = json_is_integer(p) ? json_integer_value(p) : 0;
-	if (json_is_integer(c))
-		r->usage_completion = json_integer_value(c);
-	else
-		r->usage_completion = json_integer_value(t) - r->usage_prompt;
-	r->usage_known = true;
+	if (ig_usage_parse(json, len, &r->usage_prompt,
+	    &r->usage_completion) == 0)
+		r->usage_known = true;
 }
 
 /*
@@ -251,11 +217,12 @@ admit_read_usage(struct ig_request *r, json_t *usage)
 static bool
 admit_sse_event(struct ig_request *r, const char *ev, size_t len)
 {
-	json_t *o, *usage, *choices;
-	bool forward = true;
+	struct ig_usage_event ue;
 
 	if (len < 6 || memcmp(ev, "data:", 5) != 0)
 		return true;
+	/* Content chunks are counted without a parse; only a chunk that
+	 * may carry usage is read whole. */
 	if (memmem(ev, len, "\"usage\":{", 9) == NULL &&
 	    memmem(ev, len, "\"usage\": {", 10) == NULL) {
 		if (memmem(ev, len, "\"choices\":[{", 12) != NULL ||
@@ -263,19 +230,16 @@ admit_sse_event(struct ig_request *r, const char *ev, size_t len)
 			r->tokens_sent++;
 		return true;
 	}
-	o = json_loadb(ev + 5, len - 5, 0, NULL);
-	usage = json_object_get(o, "usage");
-	choices = json_object_get(o, "choices");
-	if (json_is_object(usage)) {
-		admit_read_usage(r, usage);
-		if (json_is_array(choices) && json_array_size(choices) == 0 &&
-		    !r->info.client_usage)
-			forward = false;
+	if (ig_usage_event(ev + 5, len - 5, &ue) == -1)
+		return true;
+	if (ue.usage_known) {
+		r->usage_prompt = ue.prompt;
+		r->usage_completion = ue.completion;
+		r->usage_known = true;
 	}
-	if (json_is_array(choices) && json_array_size(choices) > 0)
+	if (ue.choices)
 		r->tokens_sent++;
-	json_decref(o);
-	return forward;
+	return !(ue.usage && ue.no_choices && !r->info.client_usage);
 }
 
 /*
@@ -339,14 +303,13 @@ admit_stream_body(struct ig_request *r, const char *data, size_t len)
  * A buffered (non-streaming) response is complete: read its usage. Only
  * the usage object is parsed, not the whole completion: the last
  * "usage" key not inside a string (inside one its quotes would be
- * escaped), whose value jansson reads up to its end.
+ * escaped), whose value is read up to its end.
  */
 void
 admit_response_done(struct ig_request *r)
 {
 	size_t len = evbuffer_get_length(r->resp);
 	const char *b, *p;
-	json_t *o;
 
 	if (r->tenant == NULL || r->status < 200 || r->status >= 300 || len < 8)
 		return;
@@ -362,11 +325,7 @@ admit_response_done(struct ig_request *r)
 			;
 		if (v >= b + len || *v != '{')
 			continue;
-		o = json_loadb(v, b + len - v, JSON_DISABLE_EOF_CHECK, NULL);
-		if (o != NULL) {
-			admit_read_usage(r, o);
-			json_decref(o);
-		}
+		admit_read_usage(r, v, b + len - v);
 		return;
 	}
 }

@@ -26,7 +26,6 @@ struct event;
 struct evbuffer;
 struct evconnlistener;
 struct bufferevent;
-struct json_t;
 struct hs_conn;
 struct up_conn;
 struct up_pool;
@@ -209,7 +208,7 @@ struct ig_request {
 	const struct ig_header *headers;	/* valid while conn is set */
 	size_t		 nheaders;
 	struct evbuffer	*body;		/* the request body as received */
-	struct json_t	*json;
+	struct ig_request_body *edited;	/* the body as forwarded; NULL: body */
 	const struct ig_model *model;	/* after routing: has a pool */
 	const struct ig_model *routed_from;	/* the model the client named */
 	struct ig_backend *backend;
@@ -220,8 +219,6 @@ struct ig_request {
 	bool		 stream;	/* the client asked for a stream */
 	bool		 streaming;	/* the response goes out as a stream */
 	bool		 resp_started;	/* status line sent to the client */
-	bool		 body_rewritten;
-	struct evbuffer	*upbody;	/* the body as forwarded */
 	struct evbuffer	*resp;		/* a buffered (non-streaming) reply */
 	int		 status;
 	uint64_t	 bytes_in;
@@ -243,6 +240,8 @@ struct ig_request {
 	struct event	*renew;		/* lease renewal of long streams */
 	char		*admit_hdrs;	/* x-ratelimit-* etc. for the client */
 	bool		 clamped;	/* max_tokens lowered to the tenant's cap */
+	bool		 set_max_tokens;	/* write max_tokens into the body */
+	bool		 force_usage;	/* ask the backend for stream usage */
 	const char	*would_refuse;	/* shadow: the limit that would have */
 	const char	*refused_by;	/* the limit that refused */
 	struct evbuffer	*sse;		/* a partial SSE event being read */

@@ -221,18 +221,31 @@ proxy_route(struct ig_request *r, const struct ig_model *m, size_t body_len)
 	return m != NULL && m->pool != NULL ? m : NULL;
 }
 
+static enum ig_endpoint
+proxy_endpoint(enum gw_endpoint ep)
+{
+	return ep == EP_CHAT ? IG_EP_CHAT : ep == EP_COMPLETIONS ?
+	    IG_EP_COMPLETIONS : IG_EP_EMBEDDINGS;
+}
+
+/* A model name the client sent, bounded for a message: "%.*s". */
+#define PROXY_NAME(r)	(int)((r)->info.model_len < 128 ? \
+			    (r)->info.model_len : 128), (r)->info.model
+
 /*
- * A complete request from a client. Parses what routing needs, then
- * forwards it or refuses it.
+ * A complete request from a client. Scans the body once (the fields
+ * routing and admission need, and where the edits go), then forwards it
+ * or refuses it. Admission's own complaints about the body wait until
+ * the model is known (404 and 403 come first) and apply only to tenants.
  */
 void
 proxy_request(struct ig_request *r)
 {
+	struct ig_request_error perr;
 	const struct ig_model *m;
-	json_error_t jerr;
-	json_t *model, *stream;
-	const char *name;
+	const char *body;
 	size_t len;
+	int rc;
 
 	proxy_request_id(r);
 	if (admit_auth(r) == -1)
@@ -242,90 +255,92 @@ proxy_request(struct ig_request *r)
 		return;
 	}
 	len = r->body ? evbuffer_get_length(r->body) : 0;
-	if (len == 0) {
-		proxy_send_error(r, 400, "invalid_request_error", "invalid_json",
-		    NULL, "the request body must be a JSON object");
+	body = len > 0 ? (const char *)evbuffer_pullup(r->body, -1) : "";
+	if (body == NULL) {
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
 		return;
 	}
-	r->json = json_loadb((const char *)evbuffer_pullup(r->body, -1), len,
-	    JSON_REJECT_DUPLICATES, &jerr);
-	if (r->json == NULL || !json_is_object(r->json)) {
-		proxy_send_error(r, 400, "invalid_request_error", "invalid_json",
-		    NULL, "invalid JSON body: %s", r->json ? "not an object" :
-		    jerr.text);
+	rc = ig_request_parse(body, len, proxy_endpoint(r->ep), &r->info,
+	    &perr);
+	if (rc == -1 && !perr.admission) {
+		if (perr.code == NULL)
+			proxy_send_error(r, 503, "server_error", NULL, NULL,
+			    "out of memory");
+		else
+			proxy_send_error(r, 400, "invalid_request_error",
+			    perr.code, perr.param[0] ? perr.param : NULL, "%s",
+			    perr.message);
 		return;
 	}
-	model = json_object_get(r->json, "model");
-	if (!json_is_string(model)) {
-		proxy_send_error(r, 400, "invalid_request_error",
-		    model ? "invalid_type" : "missing_required_parameter", "model",
-		    "%s", model ? "'model' must be a string" :
-		    "you must provide a model parameter");
-		return;
-	}
-	stream = json_object_get(r->json, "stream");
-	if (stream != NULL && !json_is_boolean(stream) && !json_is_null(stream)) {
-		proxy_send_error(r, 400, "invalid_request_error", "invalid_type",
-		    "stream", "'stream' must be a boolean");
-		return;
-	}
-	r->stream = json_is_true(stream) && r->ep != EP_EMBEDDINGS;
-	name = json_string_value(model);
-	m = ig_catalog_model(r->snap->catalog, name, json_string_length(model));
+	r->stream = r->info.stream;
+	m = ig_catalog_model(r->snap->catalog, r->info.model, r->info.model_len);
 	if (m == NULL) {
 		proxy_send_error(r, 404, "invalid_request_error",
 		    "model_not_found", "model",
-		    "the model '%.128s' does not exist", name);
+		    "the model '%.*s' does not exist", PROXY_NAME(r));
 		return;
 	}
 	if (!admit_model_allowed(r, m->conf->name)) {
 		r->outcome = "refused";
 		proxy_send_error(r, 403, "invalid_request_error",
 		    "model_not_allowed", "model", "this API key may not use "
-		    "the model '%.128s'", name);
+		    "the model '%.*s'", PROXY_NAME(r));
 		return;
 	}
 	if ((r->model = proxy_route(r, m, len)) == NULL) {
 		proxy_send_error(r, 400, "invalid_request_error",
-		    "no_route", "model", "no route of model '%.128s' matches "
-		    "this request", name);
+		    "no_route", "model", "no route of model '%.*s' matches "
+		    "this request", PROXY_NAME(r));
 		return;
 	}
 	r->routed_from = m;
+	if (rc == -1 && r->tenant != NULL) {
+		r->outcome = "refused";
+		proxy_send_error(r, 400, "invalid_request_error", perr.code,
+		    perr.param[0] ? perr.param : NULL, "%s", perr.message);
+		return;
+	}
 	admit_start(r);
 }
 
-/* Admitted (or no tenants): the body as forwarded, then the backend. */
+/*
+ * Admitted (or no tenants): the edits to the body (the upstream model
+ * name, the output cap admission set, stream usage), spliced into the
+ * received bytes rather than re-serialized; then the backend.
+ */
 void
 proxy_admitted(struct ig_request *r)
 {
-	if (r->model->conf->upstream_model != NULL) {
-		json_object_set_new(r->json, "model",
-		    json_string(r->model->conf->upstream_model));
-		r->body_rewritten = true;
-	} else if (r->model != r->routed_from) {
-		json_object_set_new(r->json, "model",
-		    json_string(r->model->conf->name));
-		r->body_rewritten = true;
-	}
-	r->upbody = evbuffer_new();
-	if (r->upbody == NULL) {
-		proxy_send_error(r, 503, "server_error", NULL, NULL,
-		    "out of memory");
-		return;
-	}
-	if (r->body_rewritten) {
-		char *s = json_dumps(r->json, JSON_COMPACT);
+	const struct ig_model_conf *mc = r->model->conf;
+	struct ig_request_edits ed;
+	const char *want = mc->upstream_model;
+	size_t len = r->body ? evbuffer_get_length(r->body) : 0;
 
-		if (s == NULL) {
+	memset(&ed, 0, sizeof(ed));
+	if (want == NULL && r->model != r->routed_from)
+		want = mc->name;
+	if (want != NULL && (strlen(want) != r->info.model_len ||
+	    memcmp(want, r->info.model, r->info.model_len) != 0)) {
+		ed.model = want;
+		ed.model_len = strlen(want);
+	}
+	ed.set_max_tokens = r->set_max_tokens;
+	ed.max_tokens = r->max_tokens;
+	ed.force_usage = r->force_usage;
+	if (ed.model != NULL || ed.set_max_tokens || ed.force_usage) {
+		if ((r->edited = malloc(sizeof(*r->edited))) == NULL) {
 			proxy_send_error(r, 503, "server_error", NULL, NULL,
 			    "out of memory");
 			return;
 		}
-		evbuffer_add(r->upbody, s, strlen(s));
-		free(s);
-	} else	/* moved, not copied: the body is not read again */
-		evbuffer_add_buffer(r->upbody, r->body);
+		if (ig_request_edit((const char *)evbuffer_pullup(r->body, -1),
+		    len, &r->info, &ed, r->edited) == -1) {
+			proxy_send_error(r, 500, "server_error", NULL, NULL,
+			    "cannot rewrite the request for the backend");
+			return;
+		}
+	}
 	proxy_forward(r);
 }
 
@@ -438,6 +453,52 @@ proxy_head(struct ig_request *r, struct evbuffer *buf, size_t body_len)
 	return evbuffer_commit_space(buf, &v, 1);
 }
 
+static size_t
+proxy_body_length(const struct ig_request *r)
+{
+	if (r->edited != NULL)
+		return r->edited->len;
+	return r->body != NULL ? evbuffer_get_length(r->body) : 0;
+}
+
+/* Large pieces are referenced, not copied (see proxy_body). */
+#define PROXY_COPY_MAX	(16 * 1024)
+
+static int
+proxy_piece(struct evbuffer *buf, const char *p, size_t len)
+{
+	if (len <= PROXY_COPY_MAX)
+		return evbuffer_add(buf, p, len);
+	return evbuffer_add_reference(buf, p, len, NULL, NULL);
+}
+
+/*
+ * The body as forwarded, after the head in BUF: the received bytes, or
+ * the pieces of the edited body. Every attempt writes it again. Large
+ * pieces are referenced in place: the request's body and edits outlive
+ * the connection's output (a connection is pooled only once its output
+ * is written, and is freed with the request otherwise).
+ */
+static int
+proxy_body(struct ig_request *r, struct evbuffer *buf)
+{
+	const char *b;
+	size_t i, len = r->body != NULL ? evbuffer_get_length(r->body) : 0;
+
+	if (r->edited != NULL) {
+		for (i = 0; i < r->edited->npieces; i++)
+			if (proxy_piece(buf, r->edited->piece[i].p,
+			    r->edited->piece[i].len) == -1)
+				return -1;
+		return 0;
+	}
+	if (len == 0)
+		return 0;
+	if ((b = (const char *)evbuffer_pullup(r->body, -1)) == NULL)
+		return -1;
+	return proxy_piece(buf, b, len);
+}
+
 /* Builds the upstream request and sends it to the next backend to try. */
 static void
 proxy_forward(struct ig_request *r)
@@ -459,14 +520,8 @@ proxy_forward(struct ig_request *r)
 		proxy_on_error(r, "cannot connect", false, true);
 		return;
 	}
-	if (proxy_head(r, buf, evbuffer_get_length(r->upbody)) == -1) {
-		up_cancel(r);
-		proxy_send_error(r, 503, "server_error", NULL, NULL,
-		    "out of memory");
-		return;
-	}
-	/* A copy: a retry sends the body again. */
-	if (evbuffer_add_buffer_reference(buf, r->upbody) == -1) {
+	if (proxy_head(r, buf, proxy_body_length(r)) == -1 ||
+	    proxy_body(r, buf) == -1) {
 		up_cancel(r);
 		proxy_send_error(r, 503, "server_error", NULL, NULL,
 		    "out of memory");
@@ -668,11 +723,9 @@ proxy_request_free(struct ig_request *r)
 		access_log_request(r);
 		WSTAT_SUB(r->worker, ST_REQ_INFLIGHT, 1);
 	}
-	json_decref(r->json);
+	free(r->edited);
 	if (r->body != NULL)
 		evbuffer_free(r->body);
-	if (r->upbody != NULL)
-		evbuffer_free(r->upbody);
 	if (r->resp != NULL)
 		evbuffer_free(r->resp);
 	if (r->resp_head != NULL)

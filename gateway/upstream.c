@@ -210,8 +210,11 @@ up_detach(struct up_conn *c)
 static void
 up_release(struct up_conn *c, bool reusable)
 {
+	/* A reply that came before the whole request was written leaves the
+	 * connection mid-request: it is closed, never pooled. */
 	if (!reusable || c->trailing || c->home->nidle >= c->keep_max ||
-	    evbuffer_get_length(c->io.in) > 0 || c->home->pool->w->stopping) {
+	    evbuffer_get_length(c->io.in) > 0 || io_output_pending(&c->io) ||
+	    c->home->pool->w->stopping) {
 		up_conn_free(c);
 		return;
 	}

@@ -42,7 +42,8 @@ SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # The jansson reference the request scanner's tests compare it with.
-ORACLE_OBJ := $(BUILD)/obj/tests/unit/json_oracle.o
+ORACLE_OBJ := $(BUILD)/obj/tests/unit/json_oracle.o \
+              $(BUILD)/obj/tests/unit/request_json.o
 DEPS     := $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(SIM_OBJ:.o=.d) \
             $(UNIT_SRC:tests/unit/%.c=$(BUILD)/obj/tests/unit/%.d) \
             $(ORACLE_OBJ:.o=.d)
@@ -52,7 +53,7 @@ FUZZ_CC  ?= clang
 FUZZ_SAN ?= -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRC := admission/json_scan.c admission/request.c \
             admission/request_edit.c admission/usage.c \
-            admission/request_json.c tests/unit/json_oracle.c
+            tests/unit/request_json.c tests/unit/json_oracle.c
 
 PYTEST  ?= /usr/bin/python3 -m pytest
 PYTEST_ARGS ?=
@@ -90,7 +91,7 @@ $(BUILD)/fuzz/fuzz_request: tests/fuzz/fuzz_request.c $(FUZZ_SRC) \
 fuzz: $(BUILD)/fuzz/fuzz_request
 
 $(BUILD)/perf/request_cost: $(BUILD)/obj/tests/perf/request_cost.o \
-    $(BUILD)/libinfergate.a
+    $(BUILD)/obj/tests/unit/request_json.o $(BUILD)/libinfergate.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 

@@ -32,7 +32,6 @@
 
 #include "infergate/config.h"
 
-struct json_t;			/* jansson's json_t (the transitional path) */
 
 /* --- authentication (admission/auth.c) --------------------------------- */
 
@@ -283,25 +282,6 @@ struct ig_usage_event {
  */
 int		 ig_usage_event(const char *data, size_t len,
 		    struct ig_usage_event *ev);
-
-/* --- transitional: the jansson path (admission/request_json.c) -------- */
-
-/*
- * The parse and the edits over a jansson tree that ig_request_parse() and
- * ig_request_edit() replace, kept while the gateway still calls them.
- * They are also the reference the differential test and the fuzzer check
- * the new functions against (tests/unit/test_request.c,
- * tests/fuzz/fuzz_request.c): move the file under tests/ when the gateway
- * stops calling them. ig_request_parse_json() makes admission's checks
- * only (errors invalid_value, err->admission set), BODY being an object.
- */
-int		 ig_request_parse_json(const struct json_t *body,
-		    enum ig_endpoint, struct ig_request_info *,
-		    struct ig_request_error *err);
-int		 ig_request_set_max_tokens_json(struct json_t *body,
-		    const struct ig_request_info *, uint64_t max_tokens);
-int		 ig_request_force_usage_json(struct json_t *body,
-		    const struct ig_request_info *);
 
 /* --- the policy (admission/policy.c) ----------------------------------- */
 

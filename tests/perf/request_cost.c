@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "infergate/admission.h"
+#include "../unit/json_oracle.h"
 
 #define N	1000
 

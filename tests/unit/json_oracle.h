@@ -14,6 +14,25 @@
 
 #include "infergate/admission.h"
 
+/* The jansson path (tests/unit/request_json.c) */
+
+/*
+ * The parse and the edits over a jansson tree that ig_request_parse() and
+ * ig_request_edit() replace, as the gateway
+ * called them before: the reference the differential test and the fuzzer
+ * check the new functions against (tests/unit/test_request.c,
+ * tests/fuzz/fuzz_request.c). ig_request_parse_json() makes admission's checks
+ * only (errors invalid_value, err->admission set), BODY being an object.
+ */
+int		 ig_request_parse_json(const struct json_t *body,
+		    enum ig_endpoint, struct ig_request_info *,
+		    struct ig_request_error *err);
+int		 ig_request_set_max_tokens_json(struct json_t *body,
+		    const struct ig_request_info *, uint64_t max_tokens);
+int		 ig_request_force_usage_json(struct json_t *body,
+		    const struct ig_request_info *);
+
+
 /*
  * gateway/proxy.c's checks (JSON, model, stream), then
  * ig_request_parse_json(): the same contract as ig_request_parse(). *TREE

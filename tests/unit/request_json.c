@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "infergate/admission.h"
+#include "json_oracle.h"
 
 static int
 request_fail(struct ig_request_error *err, const char *param, const char *fmt, ...)

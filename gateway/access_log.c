@@ -55,11 +55,12 @@ access_log_request(const struct ig_request *r)
 	char buf[2048], ts[32];
 	struct timespec now;
 	struct tm tm;
-	uint64_t end = now_ns();
+	uint64_t end;
 	size_t off;
 
 	if (!ig_access_enabled())
 		return;
+	end = now_ns();
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);

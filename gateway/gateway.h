@@ -138,7 +138,8 @@ struct ig_worker {
 	struct event_base *base;
 	struct ig_listener *listeners;
 	size_t		 nlisteners;
-	struct event	*ctl;		/* wakes the loop for shutdown */
+	int		 ctl_fd;	/* eventfd: the main thread's wake-up */
+	struct event	*ctl;		/* reads it: shutdown */
 	struct event	*drain;		/* polls for the end of in-flight work */
 	uint64_t	 drain_deadline;	/* now_ns() value */
 	atomic_int	 stopping;

@@ -127,11 +127,15 @@ hs_tq_unlink(struct hs_conn *c)
 static void
 hs_tq_schedule(struct ig_worker *w, uint64_t when)
 {
-	uint64_t now = now_ns(), d = when > now ? when - now : 0;
-	struct timeval tv = { d / 1000000000ULL, (d % 1000000000ULL) / 1000 };
+	struct timeval tv;
+	uint64_t now, d;
 
 	if (w->tq_when != 0 && w->tq_when <= when)
 		return;
+	now = now_ns();
+	d = when > now ? when - now : 0;
+	tv.tv_sec = d / 1000000000ULL;
+	tv.tv_usec = (d % 1000000000ULL) / 1000;
 	w->tq_when = when;
 	evtimer_add(w->tq_timer, &tv);
 }

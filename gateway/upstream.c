@@ -163,11 +163,12 @@ up_backend_get(struct up_pool *p, const char *name)
 static void
 up_timer_arm(struct up_conn *c)
 {
-	uint64_t now = now_ns(), d;
 	struct timeval tv;
+	uint64_t now, d;
 
 	if (c->deadline == 0 || (c->timer_at != 0 && c->timer_at <= c->deadline))
 		return;
+	now = now_ns();
 	d = c->deadline > now ? c->deadline - now : 0;
 	tv.tv_sec = d / 1000000000ULL;
 	tv.tv_usec = (d % 1000000000ULL) / 1000 + 1;

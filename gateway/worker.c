@@ -4,7 +4,7 @@
  * connection pools and counters. Nothing on the request path is shared
  * between workers except read-only snapshots.
  *
- * Stopping: the main thread wakes each worker through its `ctl` event;
+ * Stopping: the main thread wakes each worker through its eventfd;
  * the worker closes its listeners, and leaves its loop once no request is
  * in flight or the shutdown grace has passed.
  */
@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -133,7 +135,10 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ig_worker *w = arg;
 	struct timeval tv = { 0, 50 * 1000 };
+	uint64_t n;
 
+	if (read(w->ctl_fd, &n, sizeof(n)) == -1 || w->drain != NULL)
+		return;
 	worker_close_listeners(w);
 	w->drain = event_new(w->base, -1, EV_PERSIST, worker_drain_cb, w);
 	if (w->drain == NULL) {
@@ -145,9 +150,11 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * A worker's event base: epoll with the changelist, so that write
- * interest added and dropped within one loop iteration (every response)
- * costs no epoll_ctl. No locks: a base belongs to one thread.
+ * A worker's event base: epoll with the changelist, so that interest
+ * added and dropped within one loop iteration costs no epoll_ctl, and no
+ * locks: a base belongs to one thread (the main thread reaches a worker
+ * only through its eventfd, see workers_stop), so libevent's lock around
+ * every event operation is pure cost.
  */
 static struct event_base *
 worker_base_new(void)
@@ -158,6 +165,7 @@ worker_base_new(void)
 	if (cfg == NULL)
 		return NULL;
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
 	base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
 	return base;
@@ -203,7 +211,9 @@ workers_start(struct ig_snapshot *snap, char **err)
 		if ((w->base = worker_base_new()) == NULL ||
 		    (w->rbuf = malloc(w->rbuf_size)) == NULL ||
 		    (w->flush = event_new(w->base, -1, 0, io_flush_cb, w)) == NULL ||
-		    (w->ctl = event_new(w->base, -1, 0, worker_ctl_cb, w)) == NULL ||
+		    (w->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+		    (w->ctl = event_new(w->base, w->ctl_fd, EV_READ | EV_PERSIST,
+		    worker_ctl_cb, w)) == NULL || event_add(w->ctl, NULL) == -1 ||
 		    (w->upstreams = up_pools_create(w)) == NULL ||
 		    (w->store = ig_store_create(&conf->store, w->base,
 		    err)) == NULL ||
@@ -241,6 +251,7 @@ fail:
 void
 workers_stop(uint64_t grace_ms)
 {
+	uint64_t one = 1;
 	size_t i;
 
 	for (i = 0; i < nworkers; i++) {
@@ -248,8 +259,9 @@ workers_stop(uint64_t grace_ms)
 
 		w->drain_deadline = now_ns() + grace_ms * 1000000ULL;
 		atomic_store(&w->stopping, 1);
-		if (w->thread)
-			event_active(w->ctl, EV_READ, 0);
+		if (w->thread && write(w->ctl_fd, &one, sizeof(one)) == -1)
+			log_error("worker %u: cannot wake it up: %s", w->id,
+			    strerror(errno));
 	}
 	for (i = 0; i < nworkers; i++)
 		if (workers[i].thread)
@@ -280,6 +292,8 @@ workers_free(void)
 			worker_blocks_drop(&w->blocks[j]);
 		if (w->ctl != NULL)
 			event_free(w->ctl);
+		if (w->ctl_fd > 0)
+			close(w->ctl_fd);
 		if (w->base != NULL)
 			event_base_free(w->base);
 	}

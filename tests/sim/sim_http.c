@@ -8,6 +8,7 @@
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -576,18 +577,54 @@ sim_http_stream_start(struct sim_http_conn *c, int status, const char *ctype)
 	conn_write_head(c, status, ctype, -1);
 }
 
+/*
+ * Write iov at once when nothing is queued before it, so that a stream event
+ * leaves when it is written (and a --stamp is the time of the write), not at
+ * the next turn of the loop. What the socket does not take, or everything
+ * when output is queued, goes through the bufferevent; so do errors, which
+ * the bufferevent then meets on its own write and reports.
+ */
+static void
+conn_write_now(struct sim_http_conn *c, const struct iovec *iov, int n)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	ssize_t		 w = 0;
+	size_t		 skip;
+	int		 i;
+
+	if (c->state == CONN_BUSY && evbuffer_get_length(out) == 0 &&
+	    (w = writev(bufferevent_getfd(c->bev), iov, n)) == -1)
+		w = 0;
+	for (i = 0; i < n; i++) {
+		skip = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
+		w -= (ssize_t)skip;
+		if (skip < iov[i].iov_len)
+			evbuffer_add(out, (const char *)iov[i].iov_base + skip,
+			    iov[i].iov_len - skip);
+	}
+}
+
 void
 sim_http_stream_write(struct sim_http_conn *c, const void *data, size_t len)
 {
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	struct iovec	 iov[3];
+	char		 size[24];
+	int		 n = 0;
 
 	if (len == 0)
 		return;		/* an empty chunk would end the body */
-	if (c->chunked)
-		evbuffer_add_printf(out, "%zx\r\n", len);
-	evbuffer_add(out, data, len);
-	if (c->chunked)
-		evbuffer_add(out, "\r\n", 2);
+	if (c->chunked) {
+		iov[n].iov_base = size;
+		iov[n++].iov_len = (size_t)snprintf(size, sizeof(size),
+		    "%zx\r\n", len);
+	}
+	iov[n].iov_base = (void *)data;
+	iov[n++].iov_len = len;
+	if (c->chunked) {
+		iov[n].iov_base = "\r\n";
+		iov[n++].iov_len = 2;
+	}
+	conn_write_now(c, iov, n);
 }
 
 void

@@ -8,6 +8,8 @@ simulator never answers early) and generous upper bounds.
 """
 import http.client as http_client
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -510,6 +512,30 @@ def test_stream_stamps(sim):
     plain = sim()
     st = stream(plain.port, "/v1/chat/completions", chat_body(max_tokens=2, stream=True))
     assert all("sim_ts" not in e and "sim_req_ts" not in e for _, e in st.events[:-1])
+
+
+def test_stamp_request_time_is_arrival(sim):
+    """sim_req_ts is when the request arrived in the socket (the kernel's
+    receive time), not when the simulator got round to reading it: here
+    it is stopped for 300 ms while the request arrives."""
+    s = sim(stamp=True)
+    conn = Conn(s.port)
+    try:
+        os.kill(s.pid, signal.SIGSTOP)
+        try:
+            t_send = time.monotonic_ns()
+            conn.send("POST", "/v1/chat/completions",
+                      chat_body(max_tokens=1, stream=True))
+            time.sleep(0.3)
+        finally:
+            os.kill(s.pid, signal.SIGCONT)
+        status, _ = conn.head()
+        first = json.loads(conn.chunk()[6:-2])
+    finally:
+        conn.close()
+    assert status == 200
+    assert t_send <= first["sim_req_ts"] < t_send + 100e6
+    assert first["sim_ts"] >= t_send + 250e6      # written after the stop
 
 
 # ---- startup delay, faults -------------------------------------------------

@@ -23,9 +23,10 @@
  * Timestamps (--stamp, for the benchmarks): every JSON event of a stream
  * opens with "sim_ts": the CLOCK_MONOTONIC time in ns at which the
  * simulator wrote it, and the first content event also with "sim_req_ts":
- * the time the request had been read (parsed, just before validation). A
- * client on the same machine reads the same clock: receive time - sim_ts is
- * the event's transit, sim_req_ts - its own write time the request's path.
+ * when the request's last bytes arrived in the socket (the kernel's receive
+ * time, not when the simulator's loop got round to reading them). A client
+ * on the same machine reads the same clock: receive time - sim_ts is the
+ * event's transit, sim_req_ts - its own write time the request's path.
  * The members are extra keys of the chunk object, so the event stays valid
  * OpenAI-shaped JSON that a proxy passes on unchanged; "data: [DONE]" and
  * non-streaming replies carry no stamp.
@@ -193,7 +194,8 @@ static const char usage_text[] =
 "  --stamp                 time-stamp stream events for benchmarks: every\n"
 "                          JSON event opens with \"sim_ts\": its write time,\n"
 "                          the first also with \"sim_req_ts\": when the\n"
-"                          request was read (CLOCK_MONOTONIC ns)\n"
+"                          request arrived (kernel receive time of its last\n"
+"                          bytes); CLOCK_MONOTONIC ns\n"
 "  -h, --help              this text\n"
 "  (--ttft-ms, --itl-ms and --startup-delay-ms are accepted as aliases)\n"
 "\n"
@@ -845,7 +847,6 @@ sim_infer(struct sim *s, struct sim_http_conn *c,
 	struct gen	*g;
 	const char	*model, *err = NULL;
 	double		 u_fail, u_hang, u_close;
-	long long	 read_ns = s->conf.stamp ? mono_ns() : 0;
 
 	s->requests++;
 	body = json_loadb(req->body, req->body_len, 0, &jerr);
@@ -877,7 +878,7 @@ sim_infer(struct sim *s, struct sim_http_conn *c,
 		    "%s", err);
 		goto done;
 	}
-	g->req_ns = read_ns;
+	g->req_ns = req->rx_ns;
 	u_fail = sim_draw(s);
 	u_hang = sim_draw(s);
 	u_close = sim_draw(s);
@@ -1370,6 +1371,7 @@ sim_setup(struct sim *s)
 		    s->conf.address, s->conf.port, err);
 		return 1;
 	}
+	sim_http_rx_stamps(s->http, s->conf.stamp);
 	return 0;
 nomem:
 	fprintf(stderr, "infergate-sim: out of memory\n");

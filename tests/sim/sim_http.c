@@ -1,10 +1,13 @@
 /*
  * infergate-sim: HTTP/1.1 server side (see sim_http.h).
  *
- * Each connection is a bufferevent with deferred callbacks, so nothing
- * here frees a connection from inside a call made by the simulator: a
- * connection is freed only at the tail of its own bufferevent callbacks
- * (EOF or error, or output drained while closing) and by sim_http_free().
+ * Each connection writes through a bufferevent with deferred callbacks,
+ * so nothing here frees a connection from inside a call made by the
+ * simulator: a connection is freed only at the tail of its own callbacks
+ * (EOF or error on read or write, or output drained while closing) and by
+ * sim_http_free(). It reads with an event of its own and recvmsg() (into
+ * its own input buffer), for the receive time of each request: the
+ * kernel's (SO_TIMESTAMPNS) when sim_http_rx_stamps() asked for it.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -15,6 +18,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +39,9 @@
 #define SIM_HTTP_MAX_HEADERS	128
 #define SIM_HTTP_MAX_BODY	(64 * 1024 * 1024)
 #define SIM_HTTP_BACKLOG	4096
+#define SIM_HTTP_READ		65536		/* bytes per recvmsg() */
+/* input piling up behind a busy request stops being read at this */
+#define SIM_HTTP_MAX_INPUT	(SIM_HTTP_MAX_BODY + 65536)
 
 enum conn_state {
 	CONN_READING,		/* parsing the next request */
@@ -51,7 +58,10 @@ struct strbuf {
 struct sim_http_conn {
 	LIST_ENTRY(sim_http_conn) entry;
 	struct sim_http		*http;
-	struct bufferevent	*bev;
+	struct bufferevent	*bev;		/* writes only */
+	struct event		*ev_read;
+	struct evbuffer		*in;
+	long long		 rx_ns;		/* the last read's receive time */
 	http_parser		 parser;
 	enum conn_state		 state;
 	void			*arg;		/* the simulator's, per request */
@@ -75,6 +85,7 @@ struct sim_http {
 	sim_http_request_cb	 on_request;
 	sim_http_close_cb	 on_close;
 	void			*arg;
+	int			 rx_stamps;	/* SO_TIMESTAMPNS on accept */
 	uint64_t		 connections;
 	LIST_HEAD(, sim_http_conn) conns;
 };
@@ -174,7 +185,9 @@ conn_free(struct sim_http_conn *c)
 
 	LIST_REMOVE(c, entry);
 	c->arg = NULL;
+	event_free(c->ev_read);
 	bufferevent_free(c->bev);
+	evbuffer_free(c->in);
 	free(c->url.p);
 	free(c->hfield.p);
 	free(c->hvalue.p);
@@ -191,7 +204,7 @@ conn_close_after_flush(struct sim_http_conn *c)
 {
 	c->state = CONN_CLOSING;
 	c->arg = NULL;
-	bufferevent_disable(c->bev, EV_READ);
+	event_del(c->ev_read);
 	bufferevent_trigger(c->bev, EV_WRITE,
 	    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
@@ -208,7 +221,7 @@ conn_response_done(struct sim_http_conn *c)
 	c->state = CONN_READING;
 	conn_reset_request(c);
 	/* a pipelined request may already be waiting in the input */
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	if (evbuffer_get_length(c->in) > 0)
 		bufferevent_trigger(c->bev, EV_READ,
 		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
@@ -267,6 +280,7 @@ conn_dispatch(struct sim_http_conn *c)
 	req.body_len = evbuffer_get_length(c->body);
 	req.body = req.body_len ?
 	    (const char *)evbuffer_pullup(c->body, -1) : "";
+	req.rx_ns = c->rx_ns;
 	h->on_request(c, &req, h->arg);
 }
 
@@ -274,7 +288,7 @@ conn_dispatch(struct sim_http_conn *c)
 static void
 conn_parse(struct sim_http_conn *c)
 {
-	struct evbuffer		*in = bufferevent_get_input(c->bev);
+	struct evbuffer		*in = c->in;
 	struct evbuffer_iovec	 v;
 	enum http_errno		 e;
 	size_t			 n;
@@ -297,14 +311,96 @@ conn_parse(struct sim_http_conn *c)
 				conn_fail(c, 400, "bad request\n");
 		}
 	}
+	/* reading was paused on a full input that has drained since */
+	if (c->state != CONN_CLOSING && evbuffer_get_length(in) <
+	    SIM_HTTP_MAX_INPUT && !event_pending(c->ev_read, EV_READ, NULL))
+		event_add(c->ev_read, NULL);
 }
 
+/*
+ * When what msg brought arrived, in CLOCK_MONOTONIC ns: the kernel's
+ * receive time if the socket stamps (in CLOCK_REALTIME, shifted by the
+ * clocks' offset now), else now.
+ */
+static long long
+conn_rx_time(struct msghdr *msg)
+{
+	struct cmsghdr	*cm;
+	struct timespec	 mono, real, ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	for (cm = CMSG_FIRSTHDR(msg); cm != NULL; cm = CMSG_NXTHDR(msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET ||
+		    cm->cmsg_type != SCM_TIMESTAMPNS)
+			continue;
+		memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+		clock_gettime(CLOCK_REALTIME, &real);
+		return ((long long)ts.tv_sec - real.tv_sec + mono.tv_sec) *
+		    1000000000LL + ts.tv_nsec - real.tv_nsec + mono.tv_nsec;
+	}
+	return (long long)mono.tv_sec * 1000000000LL + mono.tv_nsec;
+}
+
+/*
+ * The connection is readable: one recvmsg() into the input, parsed unless a
+ * request is being answered (pipelined input waits). EOF or an error frees
+ * the connection; a full input pauses reading until conn_parse() drains it.
+ */
+static void
+conn_recv_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sim_http_conn	*c = arg;
+	struct evbuffer		*in = c->in;
+	struct evbuffer_iovec	 v[2];
+	struct iovec		 iov[2];
+	struct msghdr		 msg;
+	union {
+		char		 buf[CMSG_SPACE(sizeof(struct timespec))];
+		struct cmsghdr	 align;
+	}			 cmsg;
+	ssize_t			 n;
+	size_t			 left;
+	int			 i, nv;
+
+	if ((nv = evbuffer_reserve_space(in, SIM_HTTP_READ, v, 2)) < 1) {
+		conn_free(c);		/* out of memory */
+		return;
+	}
+	for (i = 0; i < nv; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = iov;
+	msg.msg_iovlen = (size_t)nv;
+	msg.msg_control = cmsg.buf;
+	msg.msg_controllen = sizeof(cmsg.buf);
+	n = recvmsg(fd, &msg, MSG_DONTWAIT);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_free(c);
+		return;
+	}
+	c->rx_ns = conn_rx_time(&msg);
+	for (i = 0, left = (size_t)n; i < nv; i++) {
+		v[i].iov_len = left < v[i].iov_len ? left : v[i].iov_len;
+		left -= v[i].iov_len;
+	}
+	evbuffer_commit_space(in, v, nv);
+	if (evbuffer_get_length(in) >= SIM_HTTP_MAX_INPUT)
+		event_del(c->ev_read);
+	if (c->state == CONN_READING)
+		conn_parse(c);
+}
+
+/* Pipelined input, once the response before it has ended (a trigger). */
 static void
 conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct sim_http_conn	*c = arg;
 
-	/* while busy, pipelined input just waits in the buffer */
 	if (c->state == CONN_READING)
 		conn_parse(c);
 }
@@ -450,28 +546,33 @@ http_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	h->connections++;
 	/* each SSE event must leave as it is written, not wait for an ACK */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (h->rx_stamps)
+		(void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
+		    sizeof(one));
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		goto fail;
 	c->http = h;
 	c->headers = json_object();
 	c->body = evbuffer_new();
+	c->in = evbuffer_new();
 	c->bev = bufferevent_socket_new(h->base, fd,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (c->headers == NULL || c->body == NULL || c->bev == NULL)
+	c->ev_read = event_new(h->base, fd, EV_READ | EV_PERSIST, conn_recv_cb,
+	    c);
+	if (c->headers == NULL || c->body == NULL || c->in == NULL ||
+	    c->bev == NULL || c->ev_read == NULL || event_add(c->ev_read, NULL) == -1)
 		goto fail;
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
 	c->state = CONN_READING;
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
-	/* input piling up behind a busy request stops being read at this */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, SIM_HTTP_MAX_BODY + 65536);
-	if (bufferevent_enable(c->bev, EV_READ) == -1)
-		goto fail;
 	LIST_INSERT_HEAD(&h->conns, c, entry);
 	return;
 fail:
 	fprintf(stderr, "infergate-sim: cannot set up a connection\n");
+	if (c != NULL && c->ev_read != NULL)
+		event_free(c->ev_read);
 	if (c != NULL && c->bev != NULL)
 		bufferevent_free(c->bev);
 	else
@@ -480,6 +581,8 @@ fail:
 		json_decref(c->headers);
 		if (c->body != NULL)
 			evbuffer_free(c->body);
+		if (c->in != NULL)
+			evbuffer_free(c->in);
 	}
 	free(c);
 }
@@ -544,6 +647,19 @@ uint64_t
 sim_http_connections(const struct sim_http *h)
 {
 	return h->connections;
+}
+
+/*
+ * On the listener too: accepted sockets inherit it, so a request that
+ * arrives before the accept is stamped, and the kernel stamps packets
+ * from now on (it only starts to once a socket asks).
+ */
+void
+sim_http_rx_stamps(struct sim_http *h, int on)
+{
+	h->rx_stamps = on;
+	(void)setsockopt(evconnlistener_get_fd(h->listener), SOL_SOCKET,
+	    SO_TIMESTAMPNS, &on, sizeof(on));
 }
 
 void

@@ -226,12 +226,11 @@ conn_response_done(struct sim_http_conn *c)
 		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
+/* The head of a response, into out. */
 static void
-conn_write_head(struct sim_http_conn *c, int status, const char *ctype,
-    long long content_length)
+conn_write_head(struct sim_http_conn *c, struct evbuffer *out, int status,
+    const char *ctype, long long content_length)
 {
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
-
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nServer: infergate-sim\r\n",
 	    status, http_reason(status));
 	if (ctype != NULL)
@@ -253,6 +252,33 @@ conn_write_head(struct sim_http_conn *c, int status, const char *ctype,
 	evbuffer_add(out, "\r\n", 2);
 }
 
+/*
+ * Write iov at once when nothing is queued before it, so that a stream event
+ * leaves when it is written (and a --stamp is the time of the write), not at
+ * the next turn of the loop. What the socket does not take, or everything
+ * when output is queued, goes through the bufferevent; so do errors, which
+ * the bufferevent then meets on its own write and reports.
+ */
+static void
+conn_write_now(struct sim_http_conn *c, const struct iovec *iov, int n)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	ssize_t		 w = 0;
+	size_t		 skip;
+	int		 i;
+
+	if (c->state == CONN_BUSY && evbuffer_get_length(out) == 0 &&
+	    (w = writev(bufferevent_getfd(c->bev), iov, n)) == -1)
+		w = 0;
+	for (i = 0; i < n; i++) {
+		skip = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
+		w -= (ssize_t)skip;
+		if (skip < iov[i].iov_len)
+			evbuffer_add(out, (const char *)iov[i].iov_base + skip,
+			    iov[i].iov_len - skip);
+	}
+}
+
 /* A parse failure: a plain error, then close. */
 static void
 conn_fail(struct sim_http_conn *c, int status, const char *msg)
@@ -261,7 +287,8 @@ conn_fail(struct sim_http_conn *c, int status, const char *msg)
 
 	c->keepalive = 0;
 	c->http11 = 1;
-	conn_write_head(c, status, "text/plain", (long long)len);
+	conn_write_head(c, bufferevent_get_output(c->bev), status, "text/plain",
+	    (long long)len);
 	bufferevent_write(c->bev, msg, len);
 	conn_close_after_flush(c);
 }
@@ -672,7 +699,8 @@ void
 sim_http_reply(struct sim_http_conn *c, int status, const char *ctype,
     const void *body, size_t len)
 {
-	conn_write_head(c, status, ctype, (long long)len);
+	conn_write_head(c, bufferevent_get_output(c->bev), status, ctype,
+	    (long long)len);
 	if (len > 0)
 		bufferevent_write(c->bev, body, len);
 	conn_response_done(c);
@@ -682,42 +710,30 @@ void
 sim_http_reply_partial(struct sim_http_conn *c, int status, const char *ctype,
     size_t content_length, const void *body, size_t len)
 {
-	conn_write_head(c, status, ctype, (long long)content_length);
+	conn_write_head(c, bufferevent_get_output(c->bev), status, ctype,
+	    (long long)content_length);
 	if (len > 0)
 		bufferevent_write(c->bev, body, len);
 }
 
+/*
+ * The head goes out at once too, or the first event, written soon after,
+ * would queue behind it (it does when the head cannot be built apart).
+ */
 void
 sim_http_stream_start(struct sim_http_conn *c, int status, const char *ctype)
 {
-	conn_write_head(c, status, ctype, -1);
-}
+	struct evbuffer	*head = evbuffer_new();
+	struct iovec	 iov;
 
-/*
- * Write iov at once when nothing is queued before it, so that a stream event
- * leaves when it is written (and a --stamp is the time of the write), not at
- * the next turn of the loop. What the socket does not take, or everything
- * when output is queued, goes through the bufferevent; so do errors, which
- * the bufferevent then meets on its own write and reports.
- */
-static void
-conn_write_now(struct sim_http_conn *c, const struct iovec *iov, int n)
-{
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
-	ssize_t		 w = 0;
-	size_t		 skip;
-	int		 i;
-
-	if (c->state == CONN_BUSY && evbuffer_get_length(out) == 0 &&
-	    (w = writev(bufferevent_getfd(c->bev), iov, n)) == -1)
-		w = 0;
-	for (i = 0; i < n; i++) {
-		skip = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
-		w -= (ssize_t)skip;
-		if (skip < iov[i].iov_len)
-			evbuffer_add(out, (const char *)iov[i].iov_base + skip,
-			    iov[i].iov_len - skip);
-	}
+	conn_write_head(c, head != NULL ? head : bufferevent_get_output(c->bev),
+	    status, ctype, -1);
+	if (head == NULL)
+		return;
+	iov.iov_len = evbuffer_get_length(head);
+	iov.iov_base = evbuffer_pullup(head, -1);
+	conn_write_now(c, &iov, 1);
+	evbuffer_free(head);
 }
 
 void
@@ -743,11 +759,14 @@ sim_http_stream_write(struct sim_http_conn *c, const void *data, size_t len)
 	conn_write_now(c, iov, n);
 }
 
+/* The end of the body leaves at once, like the events before it. */
 void
 sim_http_stream_end(struct sim_http_conn *c)
 {
+	struct iovec	 iov = { "0\r\n\r\n", 5 };
+
 	if (c->chunked)
-		bufferevent_write(c->bev, "0\r\n\r\n", 5);
+		conn_write_now(c, &iov, 1);
 	conn_response_done(c);
 }
 

@@ -290,13 +290,26 @@ def cpu_stat():
     return out
 
 
+def all_ticks():
+    """{pid: utime+stime} of every process on the machine."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            t = cpu_ticks([int(d)])
+            if t:
+                out[int(d)] = t
+    return out
+
+
 class CpuWindow:
     """utime+stime of named process groups and the busy share of each CPU
     between start and end (time.monotonic() values), sampled by a thread:
-    .result() -> {"window_s", "<name>_pct" (% of one CPU), "cpus": {cpu:
+    .result() -> {"window_s", "<name>_pct" (% of one CPU), "others_pct" (every
+    other process on the machine but this harness), "cpus": {cpu:
     {"busy_pct", "softirq_pct", "steal_pct"}}} or None when the window was
-    not reached. Softirq (the kernel's network processing, loopback TCP
-    included) is in no process's utime+stime."""
+    not reached. With tick accounting (no CONFIG_IRQ_TIME_ACCOUNTING) a
+    softirq tick counts both as the CPU's softirq and in the stime of the
+    process it interrupted."""
 
     def __init__(self, groups, start, end):
         self.groups = groups      # name -> function returning pids
@@ -307,8 +320,9 @@ class CpuWindow:
         self._t.start()
 
     def _snap(self):
-        return (time.monotonic(), {k: cpu_ticks(f()) for k, f in self.groups.items()},
-                cpu_stat())
+        pids = {k: f() for k, f in self.groups.items()}
+        return (time.monotonic(), {k: cpu_ticks(v) for k, v in pids.items()},
+                cpu_stat(), all_ticks(), {p for v in pids.values() for p in v})
 
     def _run(self):
         if self._stop.wait(max(0.0, self.start - time.monotonic())):
@@ -327,6 +341,10 @@ class CpuWindow:
         out = {"window_s": round(wall, 3)}
         for k in self.groups:
             out[k + "_pct"] = 100.0 * (self._b[1][k] - self._a[1][k]) / CLK_TCK / wall
+        ours = self._a[4] | self._b[4] | {os.getpid()}
+        others = sum(t - self._a[3].get(p, 0) for p, t in self._b[3].items()
+                     if p not in ours)
+        out["others_pct"] = 100.0 * others / CLK_TCK / wall
         cpus = {}
         for cpu, b in self._b[2].items():
             a = self._a[2].get(cpu)
@@ -1120,21 +1138,14 @@ class Run:
                 cw = r.get("cpu_window") or {}
                 for k in ("sim", "sseload", "proxy", "redis"):
                     r[k + "_cpu_pct"] = cw.get(k + "_pct")
-                # each pinned CPU: busy, softirq, and what neither softirq nor
-                # our processes on it account for (other processes)
-                for tag, cpus, ours in (("load", load_cpus, ("sim", "sseload", "redis")),
-                                        ("proxy", proxy_cpus, ("proxy",))):
+                r["others_cpu_pct"] = cw.get("others_pct")
+                # each pinned CPU's busy share (all processes) and softirq
+                for tag, cpus in (("load", load_cpus), ("proxy", proxy_cpus)):
                     st = [cw["cpus"][k] for k in (cpus or []) if k in cw.get("cpus", {})]
-                    if not st:
-                        r[tag + "_busy_pct"] = r[tag + "_softirq_pct"] = None
-                        r[tag + "_other_pct"] = None
-                        continue
-                    busy = sum(x["busy_pct"] for x in st)
-                    soft = sum(x["softirq_pct"] for x in st)
-                    mine = sum(r[k + "_cpu_pct"] or 0 for k in ours)
-                    r[tag + "_busy_pct"] = busy / len(st)
-                    r[tag + "_softirq_pct"] = soft / len(st)
-                    r[tag + "_other_pct"] = max(0.0, busy - soft - mine) / len(st)
+                    r[tag + "_busy_pct"] = (sum(x["busy_pct"] for x in st) / len(st)
+                                            if st else None)
+                    r[tag + "_softirq_pct"] = (sum(x["softirq_pct"] for x in st) / len(st)
+                                               if st else None)
                 lost = 0
                 if expected is not None:
                     lost = sum(v for k, v in r["events_hist"].items() if int(k) < expected)
@@ -1177,8 +1188,8 @@ class Run:
                 "read_lag_p99_us": pick("read_lag_us", "p99"),
                 **{k: summary([r[k] for r in runs]) for k in (
                     "sim_cpu_pct", "sseload_cpu_pct", "proxy_cpu_pct", "redis_cpu_pct",
-                    "load_busy_pct", "load_softirq_pct", "load_other_pct",
-                    "proxy_busy_pct", "proxy_softirq_pct", "proxy_other_pct")},
+                    "others_cpu_pct", "load_busy_pct", "load_softirq_pct",
+                    "proxy_busy_pct", "proxy_softirq_pct")},
                 # stamps that did not come through (a proxy that rewrote or
                 # dropped them) and reads without a kernel receive time
                 "events_unstamped": sum(r.get("events_unstamped", 0) for r in runs),
@@ -1587,53 +1598,66 @@ def report_md(data):
             v = r.get(key)
             return ",".join(str(x) for x in v) if v else None
         lcs, pcs = cpus_label("load_cpus"), cpus_label("proxy_cpus")
-        a("The load: %s. CPU in %% of one CPU over the measured part of each run: "
-          "processes' utime+stime from /proc/PID/stat; a CPU's busy share from "
-          "/proc/stat (all processes, and softirq: the kernel's loopback TCP "
-          "work, which is in no process's time); other = busy - softirq - our "
-          "processes on that CPU, i.e. processes that are not part of the "
-          "benchmark." % ("simulator, sseload (and redis) on CPU %s, the proxy on "
-                          "CPU %s" % (lcs, pcs) if lcs else "not pinned"))
+        a("The load: %s. In %% of one CPU over the measured part of each run: "
+          "processes' utime+stime (/proc/PID/stat); a CPU's busy share and its "
+          "softirq (the kernel's network work, loopback TCP included; with tick "
+          "accounting it is also in the time of the process it interrupted) from "
+          "/proc/stat; others = every process on the machine that is not part of "
+          "the benchmark (the machine is shared)." % (
+              "simulator, sseload (and redis) on CPU %s, the proxy on CPU %s" % (lcs, pcs)
+              if lcs else "not pinned"))
         a("")
-        a("| contender | simulator | sseload | redis | CPU %s busy (softirq, other) "
-          "| proxy | CPU %s busy (softirq, other) | sseload read lag p50 / p99 µs "
+        a("| contender | simulator | sseload | redis | CPU %s busy (softirq) | proxy "
+          "| CPU %s busy (softirq) | others | sseload read lag p50 / p99 µs "
           "| simulator's own wait p99 µs |" % (lcs or "-", pcs or "-"))
-        a("|---|---|---|---|---|---|---|---|---|")
+        a("|---|---|---|---|---|---|---|---|---|---|")
 
         def busy(c, tag):
             if not c[tag + "_busy_pct"]:
                 return "-"
-            return "%s (%s, %s)" % (fmt(c[tag + "_busy_pct"], unit="%"),
-                                    fmt(c[tag + "_softirq_pct"], unit="%"),
-                                    fmt(c[tag + "_other_pct"], unit="%"))
+            return "%s (%s)" % (fmt(c[tag + "_busy_pct"], unit="%"),
+                                fmt(c[tag + "_softirq_pct"], unit="%"))
         for name, c in cs.items():
-            a("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            a("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 hl(name, name), fmt(c["sim_cpu_pct"], unit="%"),
                 fmt(c["sseload_cpu_pct"], unit="%"), fmt(c["redis_cpu_pct"], unit="%"),
                 busy(c, "load"), fmt(c["proxy_cpu_pct"], unit="%"), busy(c, "proxy"),
+                fmt(c["others_cpu_pct"], unit="%"),
                 pair(c["read_lag_p50_us"], c["read_lag_p99_us"]), fmt(c["sim_wait_p99_us"])))
         a("")
+
+        def med(c, k):
+            return c[k]["median"] if c.get(k) else 0
         peak = [(c["load_busy_pct"]["max"], n) for n, c in cs.items() if c["load_busy_pct"]]
-        if peak and max(peak)[0] >= 90:
-            a("**CPU %s was saturated (up to %.0f%% busy, %s)**: the load runs late "
-              "(the simulator's own wait, gaps, read lag), and end-to-end TTFT and "
-              "gaps measure the load generator as much as the proxy. The stamped "
-              "figures start at a write and end at the kernel's receive time, so "
-              "the load generator's turn on the CPU is not in them." % (
-                  lcs, max(peak)[0], max(peak)[1]))
-        elif peak:
-            a("CPU %s was at most %.0f%% busy (%s): not saturated on average, but "
-              "the simulator writes the events due in each millisecond back to back, "
-              "and the read lag shows what sharing the CPU costs." % (
-                  lcs, max(peak)[0], max(peak)[1]))
-        a("")
+        load = [(med(c, "sim_cpu_pct") + med(c, "sseload_cpu_pct") + med(c, "redis_cpu_pct"),
+                 n) for n, c in cs.items()]
+        d = cs.get("direct")
+        if peak:
+            mb, mn = max(peak)
+            ml, mln = max(load)
+            a("%sCPU %s was up to %.0f%% busy (%s)%s; the simulator, sseload and redis "
+              "took up to %.0f%% of a CPU (%s)%s." % (
+                  "**" if mb >= 90 else "", lcs, mb, mn,
+                  ": saturated**" if mb >= 90 else "", ml, mln,
+                  ", **the load alone saturates it**" if ml >= 90 else ""))
+            gap = med(d, "gap_p99_us") if d else 0
+            wait = med(d, "sim_wait_p99_us") if d else 0
+            if d and gap:
+                late = gap > 1.25 * STREAM_ITL_MS * 1000
+                a("Direct, the gap p99 was %.1f ms for %d ms asked and the simulator's "
+                  "own wait p99 %.1f ms: %s" % (
+                      gap / 1000, STREAM_ITL_MS, wait / 1000,
+                      "**the load ran late**; end-to-end TTFT and gaps measure the "
+                      "load generator as much as the proxy." if late else
+                      "the load kept time."))
+            a("The stamped figures run from a write to the kernel's receive time: "
+              "the load generator's turn on the CPU is not in them.")
+            a("")
         for name, c in cs.items():
-            others = ["%.0f%% of CPU %s" % (c[tag + "_other_pct"]["max"], label)
-                      for tag, label in (("load", lcs), ("proxy", pcs))
-                      if c[tag + "_other_pct"] and c[tag + "_other_pct"]["max"] >= 10]
-            if others:
-                a("- %s: processes outside the benchmark used up to %s during its "
-                  "runs: its figures are disturbed." % (name, " and ".join(others)))
+            o = c["others_cpu_pct"]
+            if o and o["max"] >= 10:
+                a("- %s: processes outside the benchmark used up to %.0f%% of a CPU "
+                  "during its runs: its figures are disturbed." % (name, o["max"]))
         for name, c in cs.items():
             if c["events_unstamped"] or c["streams_first_unstamped"]:
                 a("- %s: %d events arrived without their stamp (%d streams' first event): "

@@ -84,7 +84,7 @@ TARGETS = {
     "s1_redis_rps": ">= 0.75x nginx RPS (Redis store)",
     "s2_p50": "added p50 <= nginx added p50",
     "s2_p99": "added p99 <= 250 us",
-    "s3_ttft": "added TTFT p99 <= 300 us",
+    "s3_ttft": "added TTFT p99 <= 300 us (request path + first transit)",
     "s3_stalled": "zero stalled streams",
     "s3_rss": "<= 16 KiB per stream",
     "s4_rss": "<= 1.5 KiB per idle connection",
@@ -272,6 +272,89 @@ def status_kb(pids, field):
     return total
 
 
+def cpu_stat():
+    """{cpu number: (busy, softirq, steal, total)} in ticks from /proc/stat;
+    busy is everything but idle and iowait (softirq and steal included)."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if not line.startswith("cpu") or line.startswith("cpu "):
+                    continue
+                name, *vals = line.split()
+                v = [int(x) for x in vals[:8]]
+                total = sum(v)
+                out[int(name[3:])] = (total - v[3] - v[4], v[6], v[7], total)
+    except OSError:
+        pass
+    return out
+
+
+def all_ticks():
+    """{pid: utime+stime} of every process on the machine."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            t = cpu_ticks([int(d)])
+            if t:
+                out[int(d)] = t
+    return out
+
+
+class CpuWindow:
+    """utime+stime of named process groups and the busy share of each CPU
+    between start and end (time.monotonic() values), sampled by a thread:
+    .result() -> {"window_s", "<name>_pct" (% of one CPU), "others_pct" (every
+    other process on the machine but this harness), "cpus": {cpu:
+    {"busy_pct", "softirq_pct", "steal_pct"}}} or None when the window was
+    not reached. With tick accounting (no CONFIG_IRQ_TIME_ACCOUNTING) a
+    softirq tick counts both as the CPU's softirq and in the stime of the
+    process it interrupted."""
+
+    def __init__(self, groups, start, end):
+        self.groups = groups      # name -> function returning pids
+        self.start, self.end = start, end
+        self._a = self._b = None
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _snap(self):
+        pids = {k: f() for k, f in self.groups.items()}
+        return (time.monotonic(), {k: cpu_ticks(v) for k, v in pids.items()},
+                cpu_stat(), all_ticks(), {p for v in pids.values() for p in v})
+
+    def _run(self):
+        if self._stop.wait(max(0.0, self.start - time.monotonic())):
+            return
+        self._a = self._snap()
+        if self._stop.wait(max(0.0, self.end - time.monotonic())):
+            return
+        self._b = self._snap()
+
+    def result(self):
+        self._stop.set()
+        self._t.join(2)
+        if not self._a or not self._b or self._b[0] <= self._a[0]:
+            return None
+        wall = self._b[0] - self._a[0]
+        out = {"window_s": round(wall, 3)}
+        for k in self.groups:
+            out[k + "_pct"] = 100.0 * (self._b[1][k] - self._a[1][k]) / CLK_TCK / wall
+        ours = self._a[4] | self._b[4] | {os.getpid()}
+        others = sum(t - self._a[3].get(p, 0) for p, t in self._b[3].items()
+                     if p not in ours)
+        out["others_pct"] = 100.0 * others / CLK_TCK / wall
+        cpus = {}
+        for cpu, b in self._b[2].items():
+            a = self._a[2].get(cpu)
+            if a and b[3] > a[3]:
+                d = [100.0 * (y - x) / (b[3] - a[3]) for x, y in zip(a, b)]
+                cpus[cpu] = {"busy_pct": d[0], "softirq_pct": d[1], "steal_pct": d[2]}
+        out["cpus"] = cpus
+        return out
+
+
 class RssSampler:
     """Samples VmRSS of a set of pids every 50 ms in a thread; .peak in KiB."""
 
@@ -411,8 +494,10 @@ def start_canned_backend(env, worker_conns=16384):
 
 def start_sim(env):
     port = free_port()
+    # --stamp: write times in every event, the request's arrival in the first
     p = Proc([env.sim, "--port", str(port), "--model", MODEL, "--ttft", "0",
-              "--itl", str(STREAM_ITL_MS)], "sim", env.dir("sim"), cpus=env.load_cpus)
+              "--itl", str(STREAM_ITL_MS), "--stamp"], "sim", env.dir("sim"),
+             cpus=env.load_cpus)
     wait_port(port, proc=p)
     p.port = port
     return p
@@ -688,22 +773,44 @@ def measured(c, fn):
     return res
 
 
-def run_sseload(env, port, conns, duration, ramp, auth, measure_after=None):
+def run_sseload(env, port, conns, duration, ramp, auth, measure_after=None,
+                watch=None):
+    """Runs sseload; returns its JSON. watch: {name: function returning
+    pids}; with it, "cpu_window" holds their CPU and each CPU's busy share
+    over the measured part of the run (see CpuWindow), sseload's own
+    included."""
+    if measure_after is None:
+        measure_after = ramp
     argv = [env.sseload, "--port", str(port), "--body-file", env.stream_body_file,
             "--header", "Authorization: " + auth, "--conns", str(conns),
             "--duration", str(duration), "--ramp", str(ramp),
-            "--measure-after", str(ramp if measure_after is None else measure_after),
+            "--measure-after", str(measure_after),
             "--drain", "10",
             "--stall-ms", str(10 * STREAM_ITL_MS)]
 
     def pre():
         if env.load_cpus:
             os.sched_setaffinity(0, env.load_cpus)
-    r = subprocess.run(argv, capture_output=True, text=True,
-                       timeout=duration + 30, preexec_fn=pre)
-    if r.returncode != 0:
-        raise RuntimeError("sseload rc %d: %s" % (r.returncode, last_line(r.stderr)))
-    return json.loads(r.stdout)
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=pre)
+    win = None
+    if watch is not None:
+        groups = dict(watch, sseload=lambda: [p.pid])
+        win = CpuWindow(groups, t0 + measure_after, t0 + duration)
+    try:
+        out, err = p.communicate(timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise RuntimeError("sseload did not finish in %.0f s" % (duration + 30))
+    finally:
+        cw = win.result() if win else None
+    if p.returncode != 0:
+        raise RuntimeError("sseload rc %d: %s" % (p.returncode, last_line(err)))
+    res = json.loads(out)
+    res["cpu_window"] = cw
+    return res
 
 
 def hold_idle(port, n, request, timeout=60, batch=250):
@@ -968,11 +1075,18 @@ class Run:
             running, unavailable = self.start_all(sim.port, stream=True)
             base_rss = {c.name: status_kb(c.cpu_pids(), "VmRSS") for c in running}
 
+            watch = {"sim": lambda: [sim.pid]}
+
             def one(c, r):
                 s = RssSampler(c.cpu_pids())
+                w = dict(watch)
+                if c.proxy:
+                    w["proxy"] = c.cpu_pids
+                if c.redis:
+                    w["redis"] = c.redis_pids
                 try:
                     out = measured(c, lambda: run_sseload(env, c.port, n, dur, ramp,
-                                                          env.auth, measure_after))
+                                                          env.auth, measure_after, w))
                 finally:
                     peak = s.stop()
                 out["peak_rss_kib"] = peak
@@ -998,12 +1112,40 @@ class Run:
                     hist[int(k)] = hist.get(int(k), 0) + v
             expected = max(hist.items(), key=lambda kv: kv[1])[0] if hist else None
         res["expected_events"] = expected
+        load_cpus = sorted(env.load_cpus) if env.load_cpus else None
+        proxy_cpus = sorted(env.proxy_cpus) if env.proxy_cpus else None
+
+        def minus(r, d, key, p):
+            """r[key][p] - d[key][p]: percentiles of each one's own
+            distribution, d = direct in the same round."""
+            a = (r.get(key) or {}).get(p)
+            b = (d.get(key) or {}).get(p) if d else None
+            return a - b if a is not None and b is not None else None
+
         for name, runs in per.items():
             for r in runs:
                 d = direct.get(r["round"])
-                r["added_ttft_p50_us"] = r["ttft_us"]["p50"] - d["ttft_us"]["p50"] if d else None
-                r["added_ttft_p99_us"] = r["ttft_us"]["p99"] - d["ttft_us"]["p99"] if d else None
-                r["added_gap_p99_us"] = r["gap_us"]["p99"] - d["gap_us"]["p99"] if d else None
+                # the proxy's share of the time to first token: request
+                # path + first event's transit (kernel receive times)
+                r["added_ttft_p50_us"] = minus(r, d, "path_us", "p50")
+                r["added_ttft_p99_us"] = minus(r, d, "path_us", "p99")
+                r["added_transit_p50_us"] = minus(r, d, "transit_us", "p50")
+                r["added_transit_p99_us"] = minus(r, d, "transit_us", "p99")
+                # end to end, as a client reads it (carries the load's noise)
+                r["added_e2e_ttft_p50_us"] = minus(r, d, "ttft_us", "p50")
+                r["added_e2e_ttft_p99_us"] = minus(r, d, "ttft_us", "p99")
+                r["added_gap_p99_us"] = minus(r, d, "gap_us", "p99")
+                cw = r.get("cpu_window") or {}
+                for k in ("sim", "sseload", "proxy", "redis"):
+                    r[k + "_cpu_pct"] = cw.get(k + "_pct")
+                r["others_cpu_pct"] = cw.get("others_pct")
+                # each pinned CPU's busy share (all processes) and softirq
+                for tag, cpus in (("load", load_cpus), ("proxy", proxy_cpus)):
+                    st = [cw["cpus"][k] for k in (cpus or []) if k in cw.get("cpus", {})]
+                    r[tag + "_busy_pct"] = (sum(x["busy_pct"] for x in st) / len(st)
+                                            if st else None)
+                    r[tag + "_softirq_pct"] = (sum(x["softirq_pct"] for x in st) / len(st)
+                                               if st else None)
                 lost = 0
                 if expected is not None:
                     lost = sum(v for k, v in r["events_hist"].items() if int(k) < expected)
@@ -1020,13 +1162,41 @@ class Run:
                 r["cpu_us_per_stream"] = (r["proxy_cpu_s"] * 1e6 / r["streams_measured"]
                                           if r["proxy_cpu_s"] is not None
                                           and r["streams_measured"] else None)
+            def pick(key, p):
+                return summary([(r.get(key) or {}).get(p) for r in runs])
             res["contenders"][name] = {
                 "runs": runs,
-                "ttft_p50_us": summary([r["ttft_us"]["p50"] for r in runs]),
-                "ttft_p99_us": summary([r["ttft_us"]["p99"] for r in runs]),
                 "added_ttft_p50_us": summary([r["added_ttft_p50_us"] for r in runs]),
                 "added_ttft_p99_us": summary([r["added_ttft_p99_us"] for r in runs]),
-                "gap_p99_us": summary([r["gap_us"]["p99"] for r in runs]),
+                "path_p50_us": pick("path_us", "p50"),
+                "path_p99_us": pick("path_us", "p99"),
+                "req_path_p50_us": pick("req_path_us", "p50"),
+                "req_path_p99_us": pick("req_path_us", "p99"),
+                "first_transit_p50_us": pick("first_transit_us", "p50"),
+                "first_transit_p99_us": pick("first_transit_us", "p99"),
+                "transit_p50_us": pick("transit_us", "p50"),
+                "transit_p99_us": pick("transit_us", "p99"),
+                "transit_p999_us": pick("transit_us", "p999"),
+                "added_transit_p50_us": summary([r["added_transit_p50_us"] for r in runs]),
+                "added_transit_p99_us": summary([r["added_transit_p99_us"] for r in runs]),
+                "ttft_p50_us": pick("ttft_us", "p50"),
+                "ttft_p99_us": pick("ttft_us", "p99"),
+                "added_e2e_ttft_p50_us": summary([r["added_e2e_ttft_p50_us"] for r in runs]),
+                "added_e2e_ttft_p99_us": summary([r["added_e2e_ttft_p99_us"] for r in runs]),
+                "sim_wait_p99_us": pick("sim_wait_us", "p99"),
+                "read_lag_p50_us": pick("read_lag_us", "p50"),
+                "read_lag_p99_us": pick("read_lag_us", "p99"),
+                **{k: summary([r[k] for r in runs]) for k in (
+                    "sim_cpu_pct", "sseload_cpu_pct", "proxy_cpu_pct", "redis_cpu_pct",
+                    "others_cpu_pct", "load_busy_pct", "load_softirq_pct",
+                    "proxy_busy_pct", "proxy_softirq_pct")},
+                # stamps that did not come through (a proxy that rewrote or
+                # dropped them) and reads without a kernel receive time
+                "events_unstamped": sum(r.get("events_unstamped", 0) for r in runs),
+                "streams_first_unstamped": sum(r.get("streams_first_unstamped", 0)
+                                               for r in runs),
+                "reads_no_rx_stamp": sum(r.get("reads_no_rx_stamp", 0) for r in runs),
+                "gap_p99_us": pick("gap_us", "p99"),
                 "added_gap_p99_us": summary([r["added_gap_p99_us"] for r in runs]),
                 "stalled_streams": sum(r["stalled_streams"] for r in runs),
                 "lost_chunk_streams": sum(r["lost_chunk_streams"] for r in runs),
@@ -1035,6 +1205,8 @@ class Run:
                 "cpu_us_per_stream": summary([r["cpu_us_per_stream"] for r in runs]),
                 "peak_rss_kib": peaks.get(name) if name != "direct" else None,
             }
+        res["load_cpus"] = load_cpus
+        res["proxy_cpus"] = proxy_cpus
 
     # -- 4: idle connections -----------------------------------------------------
     def scenario4(self):
@@ -1380,26 +1552,125 @@ def report_md(data):
 
     if "s3" in res:
         r = res["s3"]
+        cs = r["contenders"]
         a("## 3. Streaming: %d concurrent SSE streams, %d tokens %d ms apart "
           "(%.1f s per run after a %.2f s ramp, %d rounds; expected events per stream: %s)"
           % (r["streams"], STREAM_TOKENS, STREAM_ITL_MS, r["duration_s"], r["ramp_s"],
              r["rounds"], r.get("expected_events")))
         a("")
-        a("| contender | TTFT p50 µs | TTFT p99 µs | added TTFT p50 µs | added TTFT p99 µs "
+
+        def pair(x, y, digits=0):
+            return "%s / %s" % (fmt(x, digits), fmt(y, digits))
+        a("What the proxy adds, from the simulator's stamps (µs; arrivals are "
+          "kernel receive times, so neither the simulator's nor sseload's turn "
+          "on the CPU is in them):")
+        a("")
+        a("| contender | added TTFT p50 | added TTFT p99 | path p50 / p99 "
+          "| request path p50 / p99 | first transit p50 / p99 "
+          "| transit p50 / p99 / p999 | added transit p99 |")
+        a("|---|---|---|---|---|---|---|---|")
+        for name, c in cs.items():
+            a("| %s | %s | %s | %s | %s | %s | %s / %s / %s | %s |" % (
+                hl(name, name), hl(name, fmt(c["added_ttft_p50_us"], 1)),
+                hl(name, fmt(c["added_ttft_p99_us"], 1)),
+                pair(c["path_p50_us"], c["path_p99_us"], 1),
+                pair(c["req_path_p50_us"], c["req_path_p99_us"], 1),
+                pair(c["first_transit_p50_us"], c["first_transit_p99_us"], 1),
+                fmt(c["transit_p50_us"], 1), fmt(c["transit_p99_us"], 1),
+                fmt(c["transit_p999_us"], 1), hl(name, fmt(c["added_transit_p99_us"], 1))))
+        a("")
+        a("End to end as the client reads it, streams, memory:")
+        a("")
+        a("| contender | TTFT p50 / p99 µs | added p50 / p99 µs (end to end) "
           "| gap p99 µs | added gap p99 µs | stalled/failed | lost chunks | streams "
           "| RSS KiB/stream | CPU µs/stream | peak RSS MiB |")
-        a("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, c in r["contenders"].items():
-            a("| %s | %s | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %s |" % (
-                hl(name, name), fmt(c["ttft_p50_us"]), fmt(c["ttft_p99_us"]),
-                fmt(c["added_ttft_p50_us"]), fmt(c["added_ttft_p99_us"]),
+        a("|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, c in cs.items():
+            a("| %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %s |" % (
+                hl(name, name), pair(c["ttft_p50_us"], c["ttft_p99_us"]),
+                pair(c["added_e2e_ttft_p50_us"], c["added_e2e_ttft_p99_us"]),
                 fmt(c["gap_p99_us"]), fmt(c["added_gap_p99_us"]), c["stalled_streams"],
                 c["lost_chunk_streams"], c["streams_measured"],
                 fmt(c["rss_per_stream_kib"], 1), fmt(c["cpu_us_per_stream"]),
                 "%.1f" % (c["peak_rss_kib"] / 1024) if c.get("peak_rss_kib") else "-"))
+        a("")
+        def cpus_label(key):
+            v = r.get(key)
+            return ",".join(str(x) for x in v) if v else None
+        lcs, pcs = cpus_label("load_cpus"), cpus_label("proxy_cpus")
+        a("The load: %s. In %% of one CPU over the measured part of each run: "
+          "processes' utime+stime (/proc/PID/stat); a CPU's busy share and its "
+          "softirq (the kernel's network work, loopback TCP included; with tick "
+          "accounting it is also in the time of the process it interrupted) from "
+          "/proc/stat; others = every process on the machine that is not part of "
+          "the benchmark (the machine is shared)." % (
+              "simulator, sseload (and redis) on CPU %s, the proxy on CPU %s" % (lcs, pcs)
+              if lcs else "not pinned"))
+        a("")
+        a("| contender | simulator | sseload | redis | CPU %s busy (softirq) | proxy "
+          "| CPU %s busy (softirq) | others | sseload read lag p50 / p99 µs "
+          "| simulator's own wait p99 µs |" % (lcs or "-", pcs or "-"))
+        a("|---|---|---|---|---|---|---|---|---|---|")
+
+        def busy(c, tag):
+            if not c[tag + "_busy_pct"]:
+                return "-"
+            return "%s (%s)" % (fmt(c[tag + "_busy_pct"], unit="%"),
+                                fmt(c[tag + "_softirq_pct"], unit="%"))
+        for name, c in cs.items():
+            a("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                hl(name, name), fmt(c["sim_cpu_pct"], unit="%"),
+                fmt(c["sseload_cpu_pct"], unit="%"), fmt(c["redis_cpu_pct"], unit="%"),
+                busy(c, "load"), fmt(c["proxy_cpu_pct"], unit="%"), busy(c, "proxy"),
+                fmt(c["others_cpu_pct"], unit="%"),
+                pair(c["read_lag_p50_us"], c["read_lag_p99_us"]), fmt(c["sim_wait_p99_us"])))
+        a("")
+
+        def med(c, k):
+            return c[k]["median"] if c.get(k) else 0
+        peak = [(c["load_busy_pct"]["max"], n) for n, c in cs.items() if c["load_busy_pct"]]
+        load = [(med(c, "sim_cpu_pct") + med(c, "sseload_cpu_pct") + med(c, "redis_cpu_pct"),
+                 n) for n, c in cs.items()]
+        d = cs.get("direct")
+        if peak:
+            mb, mn = max(peak)
+            ml, mln = max(load)
+            a("%sCPU %s was up to %.0f%% busy (%s)%s; the simulator, sseload and redis "
+              "took up to %.0f%% of a CPU (%s)%s." % (
+                  "**" if mb >= 90 else "", lcs, mb, mn,
+                  ": saturated**" if mb >= 90 else "", ml, mln,
+                  ", **the load alone saturates it**" if ml >= 90 else ""))
+            gap = med(d, "gap_p99_us") if d else 0
+            wait = med(d, "sim_wait_p99_us") if d else 0
+            if d and gap:
+                late = gap > 1.25 * STREAM_ITL_MS * 1000
+                a("Direct, the gap p99 was %.1f ms for %d ms asked and the simulator's "
+                  "own wait p99 %.1f ms: %s" % (
+                      gap / 1000, STREAM_ITL_MS, wait / 1000,
+                      "**the load ran late**; end-to-end TTFT and gaps measure the "
+                      "load generator as much as the proxy." if late else
+                      "the load kept time."))
+            a("The stamped figures run from a write to the kernel's receive time: "
+              "the load generator's turn on the CPU is not in them.")
+            a("")
+        for name, c in cs.items():
+            o = c["others_cpu_pct"]
+            if o and o["max"] >= 10:
+                a("- %s: processes outside the benchmark used up to %.0f%% of a CPU "
+                  "during its runs: its figures are disturbed." % (name, o["max"]))
+        for name, c in cs.items():
+            if c["events_unstamped"] or c["streams_first_unstamped"]:
+                a("- %s: %d events arrived without their stamp (%d streams' first event): "
+                  "the proxy changed them; the stamped figures cover the rest."
+                  % (name, c["events_unstamped"], c["streams_first_unstamped"]))
+            if c["reads_no_rx_stamp"]:
+                a("- %s: %d reads had no kernel receive time; their read time was used."
+                  % (name, c["reads_no_rx_stamp"]))
+        for name, c in cs.items():
             if is_ig(name):
                 t = c["added_ttft_p99_us"]["median"] if c["added_ttft_p99_us"] else None
-                targets.append(("3", name, TARGETS["s3_ttft"], "%s µs" % t,
+                targets.append(("3", name, TARGETS["s3_ttft"],
+                                "%.1f µs" % t if t is not None else "-",
                                 t <= 300 if t is not None else None))
                 targets.append(("3", name, TARGETS["s3_stalled"],
                                 "%d stalled, %d lost" % (c["stalled_streams"],
@@ -1411,13 +1682,20 @@ def report_md(data):
                                 k <= 16 if k is not None else None))
         unav(r)
         a("")
-        a("stalled/failed: a gap over %d ms, no [DONE], an error or non-200, or not "
-          "finished 10 s after the end; lost chunks: fewer events than through direct. "
-          "RSS/stream: (peak RSS during the run - RSS after start) / streams. "
-          "Direct's TTFT is the simulator's own delay with all streams on its one "
-          "event loop (ms timer granularity); 'added' values are differences of "
-          "percentiles taken in the same round and carry that noise (see the spread)."
-          % (10 * STREAM_ITL_MS))
+        a("The simulator (--stamp) puts its CLOCK_MONOTONIC write time into every "
+          "event and the request's arrival (kernel receive time) into the first; "
+          "sseload takes each event's arrival from the kernel (SO_TIMESTAMPNS). "
+          "Request path = request's arrival at the simulator - request write; "
+          "first transit = first event's arrival at sseload - its write; "
+          "path = their sum = TTFT minus the simulator's own wait; transit = the "
+          "same for every event. 'Added' = a percentile of the contender's own "
+          "distribution minus the same percentile through direct, same round. "
+          "End-to-end TTFT is from the request write to sseload reading the first "
+          "event: it also holds the simulator's wait and sseload's read lag, "
+          "which are the shared CPU's. Stalled/failed: a gap over %d ms, no "
+          "[DONE], an error or non-200, or not finished 10 s after the end; lost "
+          "chunks: fewer events than through direct. RSS/stream: (peak RSS during "
+          "the run - RSS after start) / streams." % (10 * STREAM_ITL_MS))
         a("")
 
     if "s4" in res:

@@ -6,6 +6,25 @@
  * records for every stream started after --measure-after seconds:
  *   time to first SSE event ("data:" event) from the request write,
  *   the gaps between consecutive events, the number of events, [DONE].
+ * The request is written with send() as its time is taken, not at the
+ * next turn of the loop; the time of an event's arrival is when it was
+ * read (TTFT, gaps, stalls: what a client sees).
+ *
+ * Stamps (infergate-sim --stamp): a data line holding "sim_ts":NS (the
+ * simulator's CLOCK_MONOTONIC write time; the same clock is read here)
+ * gives the event's transit = arrival - sim_ts, where arrival is the
+ * kernel's receive time of the bytes (SO_TIMESTAMPNS), not when this
+ * process got round to reading them: on a CPU shared with the simulator
+ * that wait is the load generator's, not the proxy's. It is reported
+ * apart, as the read lag. The first event's "sim_req_ts" (when the
+ * request arrived at the simulator) splits the time to first token into
+ *   request path   sim_req_ts - request write
+ *   sim wait       sim_ts(first) - sim_req_ts   (the backend's own delay)
+ *   first transit  arrival(first) - sim_ts(first)
+ * and "path" = request path + first transit: what a proxy adds on the way
+ * to the first token. Percentiles of each, of every event's transit and
+ * of the read lag are printed with the rest (µs).
+ *
  * At the end it waits at most --drain seconds for the streams in flight,
  * then prints one JSON object with the percentiles on stdout.
  *
@@ -16,20 +35,23 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/util.h>
 
 #define MAX_EVENTS_HIST 1024
+#define READ_SIZE 65536
 
 static struct event_base *base;
 static struct sockaddr_in addr;
@@ -38,33 +60,46 @@ static size_t request_len;
 static int nconns = 100;
 static double duration = 5, ramp = 1, measure_after = 1, drain = 10;
 static double stall_ms = 500;
-static int64_t t0;
+static int64_t t0; /* ns */
 static int stopping; /* no new streams */
 static int active;   /* streams in flight */
 
-/* results */
-static int64_t *ttfts; static size_t nttft, cap_ttft;
-static int64_t *gaps; static size_t ngaps, cap_gaps;
+/* results, in ns; only streams that got a 200 count */
+struct dist {
+	int64_t *v;
+	size_t n, cap;
+};
+static struct dist ttfts, gaps;
+static struct dist req_paths, sim_waits, first_transits, paths; /* stamped */
+static struct dist transits;	/* every stamped event of measured streams */
+static struct dist read_lags;	/* read time - kernel receive time, per event */
 static long streams_ok, streams_bad_status, streams_error, streams_no_done,
     streams_stalled, streams_unfinished, connects, connect_errors;
+static long events_stamped, events_unstamped, streams_first_unstamped;
+static long reads, reads_no_rx_stamp;
 static long ev_hist[MAX_EVENTS_HIST + 1];
 static int64_t max_gap_all;
 
-static int64_t now_us(void)
+static int64_t ts_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static int64_t now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return ts_ns(&ts);
 }
 
-static void push(int64_t **a, size_t *n, size_t *cap, int64_t v)
+static void push(struct dist *d, int64_t v)
 {
-	if (*n == *cap) {
-		*cap = *cap ? *cap * 2 : 4096;
-		*a = realloc(*a, *cap * sizeof **a);
-		if (!*a) { perror("realloc"); exit(2); }
+	if (d->n == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 4096;
+		d->v = realloc(d->v, d->cap * sizeof *d->v);
+		if (!d->v) { perror("realloc"); exit(2); }
 	}
-	(*a)[(*n)++] = v;
+	d->v[d->n++] = v;
 }
 
 enum phase { P_HEADERS, P_CHUNK_SIZE, P_CHUNK_DATA, P_CHUNK_CRLF, P_TRAILER,
@@ -72,46 +107,85 @@ enum phase { P_HEADERS, P_CHUNK_SIZE, P_CHUNK_DATA, P_CHUNK_CRLF, P_TRAILER,
 
 struct conn {
 	int id;
-	struct bufferevent *bev;
-	struct event *timer;
+	evutil_socket_t fd; /* -1: not connected */
+	struct event *ev_read, *ev_write; /* NULL without fd */
+	struct event *timer; /* start, and reconnect after an error */
+	struct evbuffer *in;
+	int connecting;
+	size_t sent; /* bytes of the request written */
 	enum phase phase;
 	int status;
 	int keepalive;
 	long remaining; /* content-length left or chunk left */
-	/* SSE line state */
-	char line[64];
+	/* SSE line state; a longer line keeps its first bytes, where the
+	 * simulator puts its stamps */
+	char line[256];
 	size_t line_len;
 	int in_event_has_data;
-	/* stream stats */
+	int in_event_done;
+	int64_t ev_sim_ts, ev_req_ts; /* -1: none in this event */
+	/* stream stats (ns) */
 	int measured;
 	int64_t t_send, t_last;
 	int64_t ttft, max_gap;
+	int first_stamped;
+	int64_t req_path, sim_wait, first_transit;
 	int events;
 	int done_seen;
 	int in_stream;
-	size_t gaps_mark;
 };
 
 static void start_stream(struct conn *c);
 static void conn_connect(struct conn *c);
 
-static void sse_event(struct conn *c, int64_t t)
+/* An event ended: at t_read by our clock, arrived at t_rx (kernel). */
+static void sse_event(struct conn *c, int64_t t_read, int64_t t_rx)
 {
 	if (c->events == 0) {
-		c->ttft = t - c->t_send;
+		c->ttft = t_read - c->t_send;
+		c->first_stamped = c->ev_sim_ts >= 0 && c->ev_req_ts >= 0;
+		if (c->first_stamped) {
+			c->req_path = c->ev_req_ts - c->t_send;
+			c->sim_wait = c->ev_sim_ts - c->ev_req_ts;
+			c->first_transit = t_rx - c->ev_sim_ts;
+		}
 	} else {
-		int64_t g = t - c->t_last;
+		int64_t g = t_read - c->t_last;
 		if (g > c->max_gap)
 			c->max_gap = g;
 		if (c->measured)
-			push(&gaps, &ngaps, &cap_gaps, g);
+			push(&gaps, g);
 	}
-	c->t_last = t;
+	if (c->measured) {
+		push(&read_lags, t_read - t_rx);
+		if (c->ev_sim_ts >= 0) {
+			push(&transits, t_rx - c->ev_sim_ts);
+			events_stamped++;
+		} else if (!c->in_event_done)
+			events_unstamped++;
+	}
+	c->t_last = t_read;
 	c->events++;
 }
 
+/* The integer after key in the line (a JSON member), or -1. */
+static int64_t line_stamp(const struct conn *c, const char *key)
+{
+	size_t kl = strlen(key);
+	const char *p = memmem(c->line, c->line_len, key, kl);
+	const char *end = c->line + c->line_len;
+	int64_t v = 0;
+
+	if (!p || (p += kl) >= end || *p < '0' || *p > '9')
+		return -1;
+	for (; p < end && *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (*p - '0');
+	return p < end ? v : -1; /* digits cut off by the line's end: no */
+}
+
 /* Feed body bytes to the SSE parser: an event ends at an empty line. */
-static void sse_feed(struct conn *c, const char *p, size_t n, int64_t t)
+static void sse_feed(struct conn *c, const char *p, size_t n, int64_t t_read,
+                     int64_t t_rx)
 {
 	for (size_t i = 0; i < n; i++) {
 		char ch = p[i];
@@ -120,16 +194,27 @@ static void sse_feed(struct conn *c, const char *p, size_t n, int64_t t)
 		if (ch == '\n') {
 			if (c->line_len == 0) {
 				if (c->in_event_has_data)
-					sse_event(c, t);
+					sse_event(c, t_read, t_rx);
 				c->in_event_has_data = 0;
+				c->in_event_done = 0;
+				c->ev_sim_ts = c->ev_req_ts = -1;
 			} else {
 				if (c->line_len >= 5 && memcmp(c->line, "data:", 5) == 0) {
 					c->in_event_has_data = 1;
 					const char *v = c->line + 5;
 					size_t vl = c->line_len - 5;
 					if (vl && *v == ' ') { v++; vl--; }
-					if (vl == 6 && memcmp(v, "[DONE]", 6) == 0)
+					if (vl == 6 && memcmp(v, "[DONE]", 6) == 0) {
 						c->done_seen = 1;
+						c->in_event_done = 1;
+					} else {
+						int64_t ts = line_stamp(c, "\"sim_ts\":");
+						int64_t rq = line_stamp(c, "\"sim_req_ts\":");
+						if (ts >= 0)
+							c->ev_sim_ts = ts;
+						if (rq >= 0)
+							c->ev_req_ts = rq;
+					}
 				}
 			}
 			c->line_len = 0;
@@ -159,9 +244,16 @@ static void stream_end(struct conn *c, int error)
 			else
 				streams_ok++;
 			if (c->events > 0)
-				push(&ttfts, &nttft, &cap_ttft, c->ttft);
+				push(&ttfts, c->ttft);
+			if (c->events > 0 && c->first_stamped) {
+				push(&req_paths, c->req_path);
+				push(&sim_waits, c->sim_wait);
+				push(&first_transits, c->first_transit);
+				push(&paths, c->req_path + c->first_transit);
+			} else if (c->events > 0)
+				streams_first_unstamped++;
 			ev_hist[c->events > MAX_EVENTS_HIST ? MAX_EVENTS_HIST : c->events]++;
-			if (c->max_gap > stall_ms * 1000)
+			if (c->max_gap > stall_ms * 1e6)
 				streams_stalled++;
 			if (c->max_gap > max_gap_all)
 				max_gap_all = c->max_gap;
@@ -171,10 +263,15 @@ static void stream_end(struct conn *c, int error)
 
 static void conn_reset(struct conn *c)
 {
-	if (c->bev) {
-		bufferevent_free(c->bev);
-		c->bev = NULL;
+	if (c->fd != -1) {
+		event_free(c->ev_read);
+		event_free(c->ev_write);
+		c->ev_read = c->ev_write = NULL;
+		evutil_closesocket(c->fd);
+		c->fd = -1;
 	}
+	c->connecting = 0;
+	evbuffer_drain(c->in, evbuffer_get_length(c->in));
 }
 
 static void after_stream(struct conn *c)
@@ -185,12 +282,35 @@ static void after_stream(struct conn *c)
 			event_base_loopbreak(base);
 		return;
 	}
-	if (!c->keepalive || !c->bev) {
+	if (!c->keepalive || c->fd == -1) {
 		conn_reset(c);
 		conn_connect(c);
 	} else {
 		start_stream(c);
 	}
+}
+
+/* The connection failed (eof: the peer closed it) */
+static void conn_fail(struct conn *c, int eof)
+{
+	if (eof && c->in_stream && c->phase == P_CLOSE) {
+		stream_end(c, 0); /* a body that ends at close */
+		conn_reset(c);
+		after_stream(c);
+		return;
+	}
+	if (!c->in_stream)
+		connect_errors++;
+	stream_end(c, 1);
+	conn_reset(c);
+	if (stopping) {
+		if (active == 0)
+			event_base_loopbreak(base);
+		return;
+	}
+	/* back off a little before reconnecting */
+	struct timeval tv = {0, 50000};
+	evtimer_add(c->timer, &tv);
 }
 
 static int parse_headers(struct conn *c, struct evbuffer *in)
@@ -237,11 +357,10 @@ static int parse_headers(struct conn *c, struct evbuffer *in)
 	return 1;
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+/* Run the response parser over what the input holds. */
+static void parse(struct conn *c, int64_t t_read, int64_t t_rx)
 {
-	struct conn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	int64_t t = now_us();
+	struct evbuffer *in = c->in;
 	for (;;) {
 		switch (c->phase) {
 		case P_HEADERS:
@@ -272,7 +391,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			size_t left = take;
 			for (int i = 0; i < nv && i < 8 && left; i++) {
 				size_t k = v[i].iov_len < left ? v[i].iov_len : left;
-				sse_feed(c, v[i].iov_base, k, t);
+				sse_feed(c, v[i].iov_base, k, t_read, t_rx);
 				left -= k;
 			}
 			take -= left;
@@ -312,36 +431,100 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+/* The kernel's receive time of what msg brought (CLOCK_REALTIME, moved
+ * onto CLOCK_MONOTONIC with the clocks' offset now), or -1. */
+static int64_t rx_time(struct msghdr *msg, int64_t mono)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS)
+			continue;
+		struct timespec ts, real;
+		memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+		clock_gettime(CLOCK_REALTIME, &real);
+		return ts_ns(&ts) - (ts_ns(&real) - mono);
+	}
+	return -1;
+}
+
+/* Readable: one recvmsg() into the input, then parse. A read that holds
+ * several events gives them all the last one's receive time. */
+static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	if (what & BEV_EVENT_CONNECTED) {
-		int one = 1;
-		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	union {
+		char buf[CMSG_SPACE(sizeof(struct timespec))];
+		struct cmsghdr align;
+	} cmsg;
+	struct msghdr msg;
+
+	int nv = evbuffer_reserve_space(c->in, READ_SIZE, v, 2);
+	if (nv < 1) { perror("evbuffer_reserve_space"); exit(2); }
+	for (int i = 0; i < nv; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	memset(&msg, 0, sizeof msg);
+	msg.msg_iov = iov;
+	msg.msg_iovlen = nv;
+	msg.msg_control = cmsg.buf;
+	msg.msg_controllen = sizeof cmsg.buf;
+	ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
+	int64_t t_read = now_ns();
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_fail(c, n == 0);
+		return;
+	}
+	size_t left = n;
+	for (int i = 0; i < nv; i++) {
+		v[i].iov_len = left < v[i].iov_len ? left : v[i].iov_len;
+		left -= v[i].iov_len;
+	}
+	evbuffer_commit_space(c->in, v, nv);
+	int64_t t_rx = rx_time(&msg, t_read);
+	reads++;
+	if (t_rx < 0) {
+		reads_no_rx_stamp++;
+		t_rx = t_read;
+	}
+	parse(c, t_read, t_rx);
+}
+
+/* Send what is left of the request; the rest waits for EV_WRITE. */
+static void send_rest(struct conn *c)
+{
+	ssize_t w = send(c->fd, request + c->sent, request_len - c->sent,
+	                 MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		conn_fail(c, 0);
+		return;
+	}
+	if (w > 0)
+		c->sent += w;
+	if (c->sent < request_len)
+		event_add(c->ev_write, NULL);
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->connecting) {
+		int err = 0;
+		socklen_t len = sizeof err;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+			conn_fail(c, 0);
+			return;
+		}
+		c->connecting = 0;
 		connects++;
+		event_add(c->ev_read, NULL);
 		start_stream(c);
 		return;
 	}
-	if (what & BEV_EVENT_EOF) {
-		if (c->in_stream && c->phase == P_CLOSE) {
-			stream_end(c, 0);
-			conn_reset(c);
-			after_stream(c);
-			return;
-		}
-	}
-	if (!c->in_stream)
-		connect_errors++;
-	stream_end(c, 1);
-	conn_reset(c);
-	if (stopping) {
-		if (active == 0)
-			event_base_loopbreak(base);
-		return;
-	}
-	/* back off a little before reconnecting */
-	struct timeval tv = {0, 50000};
-	evtimer_add(c->timer, &tv);
+	send_rest(c);
 }
 
 static void start_stream(struct conn *c)
@@ -354,24 +537,45 @@ static void start_stream(struct conn *c)
 	c->status = 0;
 	c->line_len = 0;
 	c->in_event_has_data = 0;
+	c->in_event_done = 0;
+	c->ev_sim_ts = c->ev_req_ts = -1;
 	c->events = 0;
 	c->done_seen = 0;
 	c->ttft = c->max_gap = 0;
-	c->t_send = now_us();
-	c->measured = (c->t_send - t0) >= (int64_t)(measure_after * 1e6);
+	c->first_stamped = 0;
 	c->in_stream = 1;
 	active++;
-	bufferevent_write(c->bev, request, request_len);
+	c->sent = 0;
+	c->t_send = now_ns();
+	c->measured = (c->t_send - t0) >= (int64_t)(measure_after * 1e9);
+	send_rest(c);
 }
 
 static void conn_connect(struct conn *c)
 {
 	if (stopping)
 		return;
-	c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&addr, sizeof addr) < 0) {
+	int one = 1;
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd == -1) {
+		connect_errors++;
+		struct timeval tv = {0, 50000};
+		evtimer_add(c->timer, &tv);
+		return;
+	}
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+	c->ev_read = event_new(base, c->fd, EV_READ | EV_PERSIST, read_cb, c);
+	c->ev_write = event_new(base, c->fd, EV_WRITE, write_cb, c);
+	if (!c->ev_read || !c->ev_write) { perror("event_new"); exit(2); }
+	if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+		connects++;
+		event_add(c->ev_read, NULL);
+		start_stream(c);
+	} else if (errno == EINPROGRESS) {
+		c->connecting = 1;
+		event_add(c->ev_write, NULL);
+	} else {
 		connect_errors++;
 		conn_reset(c);
 		struct timeval tv = {0, 50000};
@@ -402,12 +606,37 @@ static int cmp64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int64_t pct(int64_t *a, size_t n, double p)
+static void sort_dist(struct dist *d)
 {
-	if (!n)
+	qsort(d->v, d->n, sizeof *d->v, cmp64);
+}
+
+/* a percentile in µs (integer, as the older figures are), -1 if empty */
+static long long pct(const struct dist *d, double p)
+{
+	if (!d->n)
 		return -1;
-	size_t i = (size_t)(p / 100.0 * (n - 1) + 0.5);
-	return a[i < n ? i : n - 1];
+	size_t i = (size_t)(p / 100.0 * (d->n - 1) + 0.5);
+	return d->v[i < d->n ? i : d->n - 1] / 1000;
+}
+
+/* , "name": {"n", "p50", "p90", "p99", "p999", "max"} in µs, 0.1 µs */
+static void print_dist(const char *name, struct dist *d)
+{
+	static const double ps[] = {50, 90, 99, 99.9, 100};
+	static const char *const names[] = {"p50", "p90", "p99", "p999", "max"};
+
+	sort_dist(d);
+	printf(", \"%s\": {\"n\": %zu", name, d->n);
+	for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+		if (!d->n) {
+			printf(", \"%s\": null", names[k]);
+			continue;
+		}
+		size_t i = (size_t)(ps[k] / 100.0 * (d->n - 1) + 0.5);
+		printf(", \"%s\": %.1f", names[k], d->v[i < d->n ? i : d->n - 1] / 1e3);
+	}
+	printf("}");
 }
 
 static void usage(void)
@@ -446,6 +675,7 @@ int main(int argc, char **argv)
 	}
 	if (!port || !body_file || nconns <= 0)
 		usage();
+	signal(SIGPIPE, SIG_IGN);
 	FILE *f = fopen(body_file, "rb");
 	if (!f) { perror(body_file); return 2; }
 	char body[65536];
@@ -466,10 +696,13 @@ int main(int argc, char **argv)
 
 	base = event_base_new();
 	struct conn *conns = calloc(nconns, sizeof *conns);
-	t0 = now_us();
+	t0 = now_ns();
 	for (int i = 0; i < nconns; i++) {
 		conns[i].id = i;
+		conns[i].fd = -1;
+		conns[i].in = evbuffer_new();
 		conns[i].timer = evtimer_new(base, timer_cb, &conns[i]);
+		if (!conns[i].in || !conns[i].timer) { perror("evbuffer_new"); return 2; }
 		double at = ramp * i / nconns;
 		struct timeval tv = {(long)at, (long)((at - (long)at) * 1e6)};
 		evtimer_add(conns[i].timer, &tv);
@@ -488,20 +721,29 @@ int main(int argc, char **argv)
 		if (conns[i].in_stream && conns[i].measured)
 			streams_unfinished++;
 
-	qsort(ttfts, nttft, sizeof *ttfts, cmp64);
-	qsort(gaps, ngaps, sizeof *gaps, cmp64);
+	sort_dist(&ttfts);
+	sort_dist(&gaps);
 	printf("{\"conns\": %d, \"connects\": %ld, \"connect_errors\": %ld, "
 	       "\"streams_ok\": %ld, \"streams_no_done\": %ld, \"streams_bad_status\": %ld, "
 	       "\"streams_error\": %ld, \"streams_stalled\": %ld, \"streams_unfinished\": %ld, "
 	       "\"ttft_us\": {\"n\": %zu, \"p50\": %lld, \"p90\": %lld, \"p99\": %lld, \"max\": %lld}, "
 	       "\"gap_us\": {\"n\": %zu, \"p50\": %lld, \"p99\": %lld, \"p999\": %lld, \"max\": %lld}, "
-	       "\"events_hist\": {",
+	       "\"events_stamped\": %ld, \"events_unstamped\": %ld, "
+	       "\"streams_first_unstamped\": %ld, \"reads\": %ld, \"reads_no_rx_stamp\": %ld",
 	       nconns, connects, connect_errors, streams_ok, streams_no_done,
 	       streams_bad_status, streams_error, streams_stalled, streams_unfinished,
-	       nttft, (long long)pct(ttfts, nttft, 50), (long long)pct(ttfts, nttft, 90),
-	       (long long)pct(ttfts, nttft, 99), (long long)pct(ttfts, nttft, 100),
-	       ngaps, (long long)pct(gaps, ngaps, 50), (long long)pct(gaps, ngaps, 99),
-	       (long long)pct(gaps, ngaps, 99.9), (long long)max_gap_all);
+	       ttfts.n, pct(&ttfts, 50), pct(&ttfts, 90), pct(&ttfts, 99), pct(&ttfts, 100),
+	       gaps.n, pct(&gaps, 50), pct(&gaps, 99), pct(&gaps, 99.9),
+	       (long long)(max_gap_all / 1000),
+	       events_stamped, events_unstamped, streams_first_unstamped,
+	       reads, reads_no_rx_stamp);
+	print_dist("path_us", &paths);
+	print_dist("req_path_us", &req_paths);
+	print_dist("first_transit_us", &first_transits);
+	print_dist("sim_wait_us", &sim_waits);
+	print_dist("transit_us", &transits);
+	print_dist("read_lag_us", &read_lags);
+	printf(", \"events_hist\": {");
 	int first = 1;
 	for (int i = 0; i <= MAX_EVENTS_HIST; i++)
 		if (ev_hist[i]) {

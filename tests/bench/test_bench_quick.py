@@ -48,4 +48,14 @@ def test_bench_quick():
         for name in ("infergate-local", "infergate-redis"):
             assert res["s1"]["contenders"][name]["rps"]["median"] > 0
             assert res["s1"]["contenders"][name]["errors"] == 0
+        # scenario 3's instrument: the simulator's stamps came through every
+        # proxy unchanged and gave the split figures and the load's CPU
+        for name in ("direct", "nginx", "haproxy", "infergate-local", "infergate-redis"):
+            c3 = res["s3"]["contenders"][name]
+            assert c3["events_unstamped"] == 0 and c3["streams_first_unstamped"] == 0, name
+            for k in ("added_ttft_p99_us", "path_p99_us", "req_path_p99_us",
+                      "first_transit_p99_us", "transit_p99_us", "added_transit_p99_us",
+                      "ttft_p99_us", "added_e2e_ttft_p99_us", "sim_cpu_pct",
+                      "sseload_cpu_pct"):
+                assert c3[k] is not None, (name, k)
         assert res["s5"]["contenders"].get("infergate-local")

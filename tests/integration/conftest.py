@@ -157,15 +157,16 @@ def procs(workdir):
 
 @pytest.fixture
 def sim(procs, workdir):
-    """sim(model="m", ttft_ms=0, itl_ms=0, ...) -> a running simulator.
-    Keyword arguments become --flags (underscores to dashes)."""
+    """sim(model="m", ttft_ms=0, itl_ms=0, stamp=True, ...) -> a running
+    simulator. Keyword arguments become --flags (underscores to dashes);
+    True gives a flag without a value."""
     counter = [0]
 
     def start(**flags):
         port = flags.pop("port", None) or free_port()
         argv = [SIM, "--port", str(port)]
         for k, v in flags.items():
-            argv += ["--" + k.replace("_", "-"), str(v)]
+            argv += ["--" + k.replace("_", "-")] + ([] if v is True else [str(v)])
         counter[0] += 1
         p = Proc(argv, "sim%d" % counter[0], workdir)
         procs.append(p)

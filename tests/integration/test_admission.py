@@ -274,6 +274,23 @@ def test_stream_usage_stripped_unless_asked(env):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
 
 
+def test_stream_sim_stamps_pass_through(env):
+    """The benchmark's timestamps (infergate-sim --stamp, extra members at
+    the head of each chunk object) reach the client unchanged, and the
+    gateway still reads the stamped usage chunk it asked for (and drops it)."""
+    s, g, _ = env(sim_flags={"stamp": True})
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       chat(stream=True, max_tokens=3), headers=auth())
+    assert st == 200
+    ev = sse_events(body)
+    assert ev[-1] == "[DONE]" and len(ev) == 4
+    assert all(e.startswith('{"sim_ts":') for e in ev[:-1])
+    chunks = [json.loads(e) for e in ev[:-1]]
+    assert all(c["choices"] for c in chunks)   # the usage chunk was read, dropped
+    assert "sim_req_ts" in chunks[0]
+    assert chunks[0]["sim_req_ts"] <= chunks[0]["sim_ts"] < chunks[1]["sim_ts"]
+
+
 def test_shadow_never_refuses(env):
     s, g, _ = env()
     for i in range(4):   # requests_per_minute: 1

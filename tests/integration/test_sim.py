@@ -8,6 +8,8 @@ simulator never answers early) and generous upper bounds.
 """
 import http.client as http_client
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -464,6 +466,78 @@ def test_queued_client_disconnect_cancels(sim):
     assert st["cancelled"] == 2 and st["max_active"] == 1
 
 
+def test_stream_stamps(sim):
+    """--stamp: each JSON event opens with its write time, the first also
+    with the request's read time, on the clock a client here reads too."""
+    s = sim(stamp=True, itl=20)
+    conn = Conn(s.port)
+    try:
+        t_send = time.monotonic_ns()
+        conn.send("POST", "/v1/chat/completions",
+                  chat_body(max_tokens=5, stream=True,
+                            stream_options={"include_usage": True}))
+        status, _ = conn.head()
+        assert status == 200
+        raw, recv = [], []
+        while True:
+            c = conn.chunk()
+            if not c:
+                break
+            recv.append(time.monotonic_ns())
+            raw.append(c)
+    finally:
+        conn.close()
+    assert raw[-1] == b"data: [DONE]\n\n"
+    events = [json.loads(c[6:-2]) for c in raw[:-1]]
+    assert len(events) == 6                     # 5 tokens + usage
+    assert all(c.startswith(b'data: {"sim_ts":') for c in raw[:-1])
+    ts = [e["sim_ts"] for e in events]
+    assert all(isinstance(t, int) for t in ts)
+    assert "sim_req_ts" in events[0]
+    assert all("sim_req_ts" not in e for e in events[1:])
+    # the client's write < request read < first write < first receive
+    assert t_send <= events[0]["sim_req_ts"] <= ts[0] <= recv[0]
+    assert all(t <= r for t, r in zip(ts, recv))
+    assert all(b - a >= 15e6 for a, b in zip(ts[:4], ts[1:5]))   # itl 20 ms
+    # otherwise the usual events
+    assert [e["choices"][0]["delta"]["content"] for e in events[:5]] == \
+        ["tok%d " % i for i in range(5)]
+    assert events[5]["choices"] == [] and events[5]["usage"]["completion_tokens"] == 5
+    # completions too; non-streaming replies and unstamped sims carry none
+    st = stream(s.port, "/v1/completions",
+                {"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True})
+    assert all("sim_ts" in e for _, e in st.events[:-1])
+    _, _, r = post(s, "/v1/chat/completions", chat_body(max_tokens=2))
+    assert "sim_ts" not in r and "sim_req_ts" not in r
+    plain = sim()
+    st = stream(plain.port, "/v1/chat/completions", chat_body(max_tokens=2, stream=True))
+    assert all("sim_ts" not in e and "sim_req_ts" not in e for _, e in st.events[:-1])
+
+
+def test_stamp_request_time_is_arrival(sim):
+    """sim_req_ts is when the request arrived in the socket (the kernel's
+    receive time), not when the simulator got round to reading it: here
+    it is stopped for 300 ms while the request arrives."""
+    s = sim(stamp=True)
+    conn = Conn(s.port)
+    try:
+        os.kill(s.pid, signal.SIGSTOP)
+        try:
+            t_send = time.monotonic_ns()
+            conn.send("POST", "/v1/chat/completions",
+                      chat_body(max_tokens=1, stream=True))
+            time.sleep(0.3)
+        finally:
+            os.kill(s.pid, signal.SIGCONT)
+        status, _ = conn.head()
+        first = json.loads(conn.chunk()[6:-2])
+    finally:
+        conn.close()
+    assert status == 200
+    assert t_send <= first["sim_req_ts"] < t_send + 100e6
+    assert first["sim_ts"] >= t_send + 250e6      # written after the stop
+
+
 # ---- startup delay, faults -------------------------------------------------
 
 def test_startup_delay(sim):
@@ -710,6 +784,7 @@ def test_many_concurrent_streams(sim):
     ["--port", "%PORT", "--address", "localhost.invalid"],
     ["--port", "%PORT", "--no-such-flag"],
     ["--port", "%PORT", "extra"],
+    ["--port", "%PORT", "--stamp=1"],           # takes no value
 ])
 def test_bad_flags_exit_2(argv):
     port = str(free_port())
@@ -725,7 +800,8 @@ def test_help():
     out = p.stdout.decode()
     for flag in ("--port", "--ttft", "--itl", "--max-concurrent",
                  "--startup-delay", "--fail-rate", "--close-rate",
-                 "--close-after", "--hang-rate", "--seed", "Token rule"):
+                 "--close-after", "--hang-rate", "--seed", "--stamp",
+                 "Token rule"):
         assert flag in out
 
 

@@ -20,6 +20,17 @@
  * then one chunk per token every --itl ms. A non-streaming completion
  * answers after ttft + itl * (tokens - 1), embeddings after ttft.
  *
+ * Timestamps (--stamp, for the benchmarks): every JSON event of a stream
+ * opens with "sim_ts": the CLOCK_MONOTONIC time in ns at which the
+ * simulator wrote it, and the first content event also with "sim_req_ts":
+ * when the request's last bytes arrived in the socket (the kernel's receive
+ * time, not when the simulator's loop got round to reading them). A client
+ * on the same machine reads the same clock: receive time - sim_ts is the
+ * event's transit, sim_req_ts - its own write time the request's path.
+ * The members are extra keys of the chunk object, so the event stays valid
+ * OpenAI-shaped JSON that a proxy passes on unchanged; "data: [DONE]" and
+ * non-streaming replies carry no stamp.
+ *
  * Fault injection: each inference request that passes validation (the
  * startup 503, 400 and 404 come first) draws three numbers u in [0, 1) from
  * splitmix64 seeded with --seed, in the order fail, hang, close; a fault
@@ -78,6 +89,7 @@ struct sim_conf {
 	long		 close_after;
 	double		 hang_rate;
 	unsigned long long seed;
+	int		 stamp;
 };
 
 enum gen_kind {
@@ -116,6 +128,7 @@ struct gen {
 	long			 next_token;
 	unsigned long long	 id;
 	long long		 created;
+	long long		 req_ns;	/* --stamp: request read */
 	char			*tenant;	/* X-Infergate-Tenant or NULL */
 	json_t			*input;		/* embeddings */
 };
@@ -178,6 +191,11 @@ static const char usage_text[] =
 "                            [DONE]; other replies after half the body\n"
 "  --hang-rate F           fraction of requests never answered\n"
 "  --seed N                seed of the fault draws (default 1)\n"
+"  --stamp                 time-stamp stream events for benchmarks: every\n"
+"                          JSON event opens with \"sim_ts\": its write time,\n"
+"                          the first also with \"sim_req_ts\": when the\n"
+"                          request arrived (kernel receive time of its last\n"
+"                          bytes); CLOCK_MONOTONIC ns\n"
 "  -h, --help              this text\n"
 "  (--ttft-ms, --itl-ms and --startup-delay-ms are accepted as aliases)\n"
 "\n"
@@ -210,6 +228,16 @@ static double
 sim_draw(struct sim *s)
 {
 	return (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53;
+}
+
+/* CLOCK_MONOTONIC in ns: the clock --stamp puts into events. */
+static long long
+mono_ns(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static long
@@ -675,39 +703,61 @@ gen_reply_embeddings(struct gen *g)
 	gen_send_body(g, obj, JSON_REAL_PRECISION(6));
 }
 
+/*
+ * The members that open an event's object with --stamp: "sim_ts" (now),
+ * and "sim_req_ts" on the first content event. "" without --stamp. Taken
+ * when the event is formatted, just before it is written.
+ */
+static const char *
+gen_stamp(const struct gen *g, char *buf, size_t size)
+{
+	if (!g->sim->conf.stamp)
+		return "";
+	if (g->next_token == 0)
+		snprintf(buf, size, "\"sim_ts\":%lld,\"sim_req_ts\":%lld,",
+		    mono_ns(), g->req_ns);
+	else
+		snprintf(buf, size, "\"sim_ts\":%lld,", mono_ns());
+	return buf;
+}
+
 /* One SSE event for token g->next_token. Returns its length. */
 static int
 gen_format_chunk(const struct gen *g, char *buf, size_t size)
 {
 	const struct sim	*s = g->sim;
-	const char		*finish, *usage;
+	const char		*finish, *usage, *stamp;
+	char			 sbuf[80];
 
 	finish = g->next_token + 1 == g->max_tokens ? "\"length\"" : "null";
 	usage = g->include_usage ? ",\"usage\":null" : "";
+	stamp = gen_stamp(g, sbuf, sizeof(sbuf));
 	if (g->kind == GEN_CHAT)
-		return snprintf(buf, size, "data: {\"id\":\"cmpl-sim-%llu\","
+		return snprintf(buf, size, "data: {%s\"id\":\"cmpl-sim-%llu\","
 		    "\"object\":\"chat.completion.chunk\",\"created\":%lld,"
 		    "\"model\":%s,\"choices\":[{\"index\":0,\"delta\":{%s"
 		    "\"content\":\"tok%ld \"},\"logprobs\":null,"
-		    "\"finish_reason\":%s}]%s}\n\n", g->id, g->created,
+		    "\"finish_reason\":%s}]%s}\n\n", stamp, g->id, g->created,
 		    s->model_json,
 		    g->next_token == 0 ? "\"role\":\"assistant\"," : "",
 		    g->next_token, finish, usage);
-	return snprintf(buf, size, "data: {\"id\":\"cmpl-sim-%llu\","
+	return snprintf(buf, size, "data: {%s\"id\":\"cmpl-sim-%llu\","
 	    "\"object\":\"text_completion\",\"created\":%lld,\"model\":%s,"
 	    "\"choices\":[{\"index\":0,\"text\":\"tok%ld \",\"logprobs\":null,"
-	    "\"finish_reason\":%s}]%s}\n\n", g->id, g->created, s->model_json,
-	    g->next_token, finish, usage);
+	    "\"finish_reason\":%s}]%s}\n\n", stamp, g->id, g->created,
+	    s->model_json, g->next_token, finish, usage);
 }
 
 /* The final usage event of stream_options.include_usage. */
 static int
 gen_format_usage(const struct gen *g, char *buf, size_t size)
 {
-	return snprintf(buf, size, "data: {\"id\":\"cmpl-sim-%llu\","
+	char	 sbuf[80];
+
+	return snprintf(buf, size, "data: {%s\"id\":\"cmpl-sim-%llu\","
 	    "\"object\":\"%s\",\"created\":%lld,\"model\":%s,\"choices\":[],"
 	    "\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,"
-	    "\"total_tokens\":%ld}}\n\n", g->id,
+	    "\"total_tokens\":%ld}}\n\n", gen_stamp(g, sbuf, sizeof(sbuf)), g->id,
 	    g->kind == GEN_CHAT ? "chat.completion.chunk" : "text_completion",
 	    g->created, g->sim->model_json, g->prompt_tokens, g->max_tokens,
 	    g->prompt_tokens + g->max_tokens);
@@ -828,6 +878,7 @@ sim_infer(struct sim *s, struct sim_http_conn *c,
 		    "%s", err);
 		goto done;
 	}
+	g->req_ns = req->rx_ns;
 	u_fail = sim_draw(s);
 	u_hang = sim_draw(s);
 	u_close = sim_draw(s);
@@ -1050,7 +1101,7 @@ enum {
 	OPT_PORT = 256, OPT_ADDRESS, OPT_MODEL, OPT_TTFT, OPT_ITL,
 	OPT_MAX_CONCURRENT, OPT_STARTUP_DELAY, OPT_DEFAULT_MAX_TOKENS,
 	OPT_FAIL_RATE, OPT_FAIL_STATUS, OPT_CLOSE_RATE, OPT_CLOSE_AFTER,
-	OPT_HANG_RATE, OPT_SEED,
+	OPT_HANG_RATE, OPT_SEED, OPT_STAMP,
 };
 
 static const struct option sim_options[] = {
@@ -1072,6 +1123,7 @@ static const struct option sim_options[] = {
 	{ "close-after",	required_argument, NULL, OPT_CLOSE_AFTER },
 	{ "hang-rate",		required_argument, NULL, OPT_HANG_RATE },
 	{ "seed",		required_argument, NULL, OPT_SEED },
+	{ "stamp",		no_argument,	   NULL, OPT_STAMP },
 	{ "help",		no_argument,	   NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -1161,6 +1213,9 @@ sim_parse_args(struct sim_conf *conf, int argc, char *argv[])
 				    optarg);
 				rc = -1;
 			}
+			break;
+		case OPT_STAMP:
+			conf->stamp = 1;
 			break;
 		default:
 			rc = -1;	/* getopt_long said what */
@@ -1316,6 +1371,7 @@ sim_setup(struct sim *s)
 		    s->conf.address, s->conf.port, err);
 		return 1;
 	}
+	sim_http_rx_stamps(s->http, s->conf.stamp);
 	return 0;
 nomem:
 	fprintf(stderr, "infergate-sim: out of memory\n");

@@ -1,19 +1,24 @@
 /*
  * infergate-sim: HTTP/1.1 server side (see sim_http.h).
  *
- * Each connection is a bufferevent with deferred callbacks, so nothing
- * here frees a connection from inside a call made by the simulator: a
- * connection is freed only at the tail of its own bufferevent callbacks
- * (EOF or error, or output drained while closing) and by sim_http_free().
+ * Each connection writes through a bufferevent with deferred callbacks,
+ * so nothing here frees a connection from inside a call made by the
+ * simulator: a connection is freed only at the tail of its own callbacks
+ * (EOF or error on read or write, or output drained while closing) and by
+ * sim_http_free(). It reads with an event of its own and recvmsg() (into
+ * its own input buffer), for the receive time of each request: the
+ * kernel's (SO_TIMESTAMPNS) when sim_http_rx_stamps() asked for it.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +39,9 @@
 #define SIM_HTTP_MAX_HEADERS	128
 #define SIM_HTTP_MAX_BODY	(64 * 1024 * 1024)
 #define SIM_HTTP_BACKLOG	4096
+#define SIM_HTTP_READ		65536		/* bytes per recvmsg() */
+/* input piling up behind a busy request stops being read at this */
+#define SIM_HTTP_MAX_INPUT	(SIM_HTTP_MAX_BODY + 65536)
 
 enum conn_state {
 	CONN_READING,		/* parsing the next request */
@@ -50,7 +58,10 @@ struct strbuf {
 struct sim_http_conn {
 	LIST_ENTRY(sim_http_conn) entry;
 	struct sim_http		*http;
-	struct bufferevent	*bev;
+	struct bufferevent	*bev;		/* writes only */
+	struct event		*ev_read;
+	struct evbuffer		*in;
+	long long		 rx_ns;		/* the last read's receive time */
 	http_parser		 parser;
 	enum conn_state		 state;
 	void			*arg;		/* the simulator's, per request */
@@ -74,6 +85,7 @@ struct sim_http {
 	sim_http_request_cb	 on_request;
 	sim_http_close_cb	 on_close;
 	void			*arg;
+	int			 rx_stamps;	/* SO_TIMESTAMPNS on accept */
 	uint64_t		 connections;
 	LIST_HEAD(, sim_http_conn) conns;
 };
@@ -173,7 +185,9 @@ conn_free(struct sim_http_conn *c)
 
 	LIST_REMOVE(c, entry);
 	c->arg = NULL;
+	event_free(c->ev_read);
 	bufferevent_free(c->bev);
+	evbuffer_free(c->in);
 	free(c->url.p);
 	free(c->hfield.p);
 	free(c->hvalue.p);
@@ -190,7 +204,7 @@ conn_close_after_flush(struct sim_http_conn *c)
 {
 	c->state = CONN_CLOSING;
 	c->arg = NULL;
-	bufferevent_disable(c->bev, EV_READ);
+	event_del(c->ev_read);
 	bufferevent_trigger(c->bev, EV_WRITE,
 	    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
@@ -207,17 +221,16 @@ conn_response_done(struct sim_http_conn *c)
 	c->state = CONN_READING;
 	conn_reset_request(c);
 	/* a pipelined request may already be waiting in the input */
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	if (evbuffer_get_length(c->in) > 0)
 		bufferevent_trigger(c->bev, EV_READ,
 		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
+/* The head of a response, into out. */
 static void
-conn_write_head(struct sim_http_conn *c, int status, const char *ctype,
-    long long content_length)
+conn_write_head(struct sim_http_conn *c, struct evbuffer *out, int status,
+    const char *ctype, long long content_length)
 {
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
-
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nServer: infergate-sim\r\n",
 	    status, http_reason(status));
 	if (ctype != NULL)
@@ -239,6 +252,33 @@ conn_write_head(struct sim_http_conn *c, int status, const char *ctype,
 	evbuffer_add(out, "\r\n", 2);
 }
 
+/*
+ * Write iov at once when nothing is queued before it, so that a stream event
+ * leaves when it is written (and a --stamp is the time of the write), not at
+ * the next turn of the loop. What the socket does not take, or everything
+ * when output is queued, goes through the bufferevent; so do errors, which
+ * the bufferevent then meets on its own write and reports.
+ */
+static void
+conn_write_now(struct sim_http_conn *c, const struct iovec *iov, int n)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	ssize_t		 w = 0;
+	size_t		 skip;
+	int		 i;
+
+	if (c->state == CONN_BUSY && evbuffer_get_length(out) == 0 &&
+	    (w = writev(bufferevent_getfd(c->bev), iov, n)) == -1)
+		w = 0;
+	for (i = 0; i < n; i++) {
+		skip = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
+		w -= (ssize_t)skip;
+		if (skip < iov[i].iov_len)
+			evbuffer_add(out, (const char *)iov[i].iov_base + skip,
+			    iov[i].iov_len - skip);
+	}
+}
+
 /* A parse failure: a plain error, then close. */
 static void
 conn_fail(struct sim_http_conn *c, int status, const char *msg)
@@ -247,7 +287,8 @@ conn_fail(struct sim_http_conn *c, int status, const char *msg)
 
 	c->keepalive = 0;
 	c->http11 = 1;
-	conn_write_head(c, status, "text/plain", (long long)len);
+	conn_write_head(c, bufferevent_get_output(c->bev), status, "text/plain",
+	    (long long)len);
 	bufferevent_write(c->bev, msg, len);
 	conn_close_after_flush(c);
 }
@@ -266,6 +307,7 @@ conn_dispatch(struct sim_http_conn *c)
 	req.body_len = evbuffer_get_length(c->body);
 	req.body = req.body_len ?
 	    (const char *)evbuffer_pullup(c->body, -1) : "";
+	req.rx_ns = c->rx_ns;
 	h->on_request(c, &req, h->arg);
 }
 
@@ -273,7 +315,7 @@ conn_dispatch(struct sim_http_conn *c)
 static void
 conn_parse(struct sim_http_conn *c)
 {
-	struct evbuffer		*in = bufferevent_get_input(c->bev);
+	struct evbuffer		*in = c->in;
 	struct evbuffer_iovec	 v;
 	enum http_errno		 e;
 	size_t			 n;
@@ -296,14 +338,96 @@ conn_parse(struct sim_http_conn *c)
 				conn_fail(c, 400, "bad request\n");
 		}
 	}
+	/* reading was paused on a full input that has drained since */
+	if (c->state != CONN_CLOSING && evbuffer_get_length(in) <
+	    SIM_HTTP_MAX_INPUT && !event_pending(c->ev_read, EV_READ, NULL))
+		event_add(c->ev_read, NULL);
 }
 
+/*
+ * When what msg brought arrived, in CLOCK_MONOTONIC ns: the kernel's
+ * receive time if the socket stamps (in CLOCK_REALTIME, shifted by the
+ * clocks' offset now), else now.
+ */
+static long long
+conn_rx_time(struct msghdr *msg)
+{
+	struct cmsghdr	*cm;
+	struct timespec	 mono, real, ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	for (cm = CMSG_FIRSTHDR(msg); cm != NULL; cm = CMSG_NXTHDR(msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET ||
+		    cm->cmsg_type != SCM_TIMESTAMPNS)
+			continue;
+		memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+		clock_gettime(CLOCK_REALTIME, &real);
+		return ((long long)ts.tv_sec - real.tv_sec + mono.tv_sec) *
+		    1000000000LL + ts.tv_nsec - real.tv_nsec + mono.tv_nsec;
+	}
+	return (long long)mono.tv_sec * 1000000000LL + mono.tv_nsec;
+}
+
+/*
+ * The connection is readable: one recvmsg() into the input, parsed unless a
+ * request is being answered (pipelined input waits). EOF or an error frees
+ * the connection; a full input pauses reading until conn_parse() drains it.
+ */
+static void
+conn_recv_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sim_http_conn	*c = arg;
+	struct evbuffer		*in = c->in;
+	struct evbuffer_iovec	 v[2];
+	struct iovec		 iov[2];
+	struct msghdr		 msg;
+	union {
+		char		 buf[CMSG_SPACE(sizeof(struct timespec))];
+		struct cmsghdr	 align;
+	}			 cmsg;
+	ssize_t			 n;
+	size_t			 left;
+	int			 i, nv;
+
+	if ((nv = evbuffer_reserve_space(in, SIM_HTTP_READ, v, 2)) < 1) {
+		conn_free(c);		/* out of memory */
+		return;
+	}
+	for (i = 0; i < nv; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = iov;
+	msg.msg_iovlen = (size_t)nv;
+	msg.msg_control = cmsg.buf;
+	msg.msg_controllen = sizeof(cmsg.buf);
+	n = recvmsg(fd, &msg, MSG_DONTWAIT);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_free(c);
+		return;
+	}
+	c->rx_ns = conn_rx_time(&msg);
+	for (i = 0, left = (size_t)n; i < nv; i++) {
+		v[i].iov_len = left < v[i].iov_len ? left : v[i].iov_len;
+		left -= v[i].iov_len;
+	}
+	evbuffer_commit_space(in, v, nv);
+	if (evbuffer_get_length(in) >= SIM_HTTP_MAX_INPUT)
+		event_del(c->ev_read);
+	if (c->state == CONN_READING)
+		conn_parse(c);
+}
+
+/* Pipelined input, once the response before it has ended (a trigger). */
 static void
 conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct sim_http_conn	*c = arg;
 
-	/* while busy, pipelined input just waits in the buffer */
 	if (c->state == CONN_READING)
 		conn_parse(c);
 }
@@ -449,28 +573,33 @@ http_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	h->connections++;
 	/* each SSE event must leave as it is written, not wait for an ACK */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (h->rx_stamps)
+		(void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
+		    sizeof(one));
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		goto fail;
 	c->http = h;
 	c->headers = json_object();
 	c->body = evbuffer_new();
+	c->in = evbuffer_new();
 	c->bev = bufferevent_socket_new(h->base, fd,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (c->headers == NULL || c->body == NULL || c->bev == NULL)
+	c->ev_read = event_new(h->base, fd, EV_READ | EV_PERSIST, conn_recv_cb,
+	    c);
+	if (c->headers == NULL || c->body == NULL || c->in == NULL ||
+	    c->bev == NULL || c->ev_read == NULL || event_add(c->ev_read, NULL) == -1)
 		goto fail;
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
 	c->state = CONN_READING;
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
-	/* input piling up behind a busy request stops being read at this */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, SIM_HTTP_MAX_BODY + 65536);
-	if (bufferevent_enable(c->bev, EV_READ) == -1)
-		goto fail;
 	LIST_INSERT_HEAD(&h->conns, c, entry);
 	return;
 fail:
 	fprintf(stderr, "infergate-sim: cannot set up a connection\n");
+	if (c != NULL && c->ev_read != NULL)
+		event_free(c->ev_read);
 	if (c != NULL && c->bev != NULL)
 		bufferevent_free(c->bev);
 	else
@@ -479,6 +608,8 @@ fail:
 		json_decref(c->headers);
 		if (c->body != NULL)
 			evbuffer_free(c->body);
+		if (c->in != NULL)
+			evbuffer_free(c->in);
 	}
 	free(c);
 }
@@ -545,6 +676,19 @@ sim_http_connections(const struct sim_http *h)
 	return h->connections;
 }
 
+/*
+ * On the listener too: accepted sockets inherit it, so a request that
+ * arrives before the accept is stamped, and the kernel stamps packets
+ * from now on (it only starts to once a socket asks).
+ */
+void
+sim_http_rx_stamps(struct sim_http *h, int on)
+{
+	h->rx_stamps = on;
+	(void)setsockopt(evconnlistener_get_fd(h->listener), SOL_SOCKET,
+	    SO_TIMESTAMPNS, &on, sizeof(on));
+}
+
 void
 sim_http_set_arg(struct sim_http_conn *c, void *conn_arg)
 {
@@ -555,7 +699,8 @@ void
 sim_http_reply(struct sim_http_conn *c, int status, const char *ctype,
     const void *body, size_t len)
 {
-	conn_write_head(c, status, ctype, (long long)len);
+	conn_write_head(c, bufferevent_get_output(c->bev), status, ctype,
+	    (long long)len);
 	if (len > 0)
 		bufferevent_write(c->bev, body, len);
 	conn_response_done(c);
@@ -565,36 +710,63 @@ void
 sim_http_reply_partial(struct sim_http_conn *c, int status, const char *ctype,
     size_t content_length, const void *body, size_t len)
 {
-	conn_write_head(c, status, ctype, (long long)content_length);
+	conn_write_head(c, bufferevent_get_output(c->bev), status, ctype,
+	    (long long)content_length);
 	if (len > 0)
 		bufferevent_write(c->bev, body, len);
 }
 
+/*
+ * The head goes out at once too, or the first event, written soon after,
+ * would queue behind it (it does when the head cannot be built apart).
+ */
 void
 sim_http_stream_start(struct sim_http_conn *c, int status, const char *ctype)
 {
-	conn_write_head(c, status, ctype, -1);
+	struct evbuffer	*head = evbuffer_new();
+	struct iovec	 iov;
+
+	conn_write_head(c, head != NULL ? head : bufferevent_get_output(c->bev),
+	    status, ctype, -1);
+	if (head == NULL)
+		return;
+	iov.iov_len = evbuffer_get_length(head);
+	iov.iov_base = evbuffer_pullup(head, -1);
+	conn_write_now(c, &iov, 1);
+	evbuffer_free(head);
 }
 
 void
 sim_http_stream_write(struct sim_http_conn *c, const void *data, size_t len)
 {
-	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	struct iovec	 iov[3];
+	char		 size[24];
+	int		 n = 0;
 
 	if (len == 0)
 		return;		/* an empty chunk would end the body */
-	if (c->chunked)
-		evbuffer_add_printf(out, "%zx\r\n", len);
-	evbuffer_add(out, data, len);
-	if (c->chunked)
-		evbuffer_add(out, "\r\n", 2);
+	if (c->chunked) {
+		iov[n].iov_base = size;
+		iov[n++].iov_len = (size_t)snprintf(size, sizeof(size),
+		    "%zx\r\n", len);
+	}
+	iov[n].iov_base = (void *)data;
+	iov[n++].iov_len = len;
+	if (c->chunked) {
+		iov[n].iov_base = "\r\n";
+		iov[n++].iov_len = 2;
+	}
+	conn_write_now(c, iov, n);
 }
 
+/* The end of the body leaves at once, like the events before it. */
 void
 sim_http_stream_end(struct sim_http_conn *c)
 {
+	struct iovec	 iov = { "0\r\n\r\n", 5 };
+
 	if (c->chunked)
-		bufferevent_write(c->bev, "0\r\n\r\n", 5);
+		conn_write_now(c, &iov, 1);
 	conn_response_done(c);
 }
 

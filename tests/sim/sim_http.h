@@ -6,7 +6,8 @@
  * request callback, one at a time per connection; pipelined requests wait in
  * the input buffer until the current response has ended. Keep-alive, chunked
  * streaming responses, and a close callback when a client goes away while its
- * request is still being answered.
+ * request is still being answered. Stream chunks are written at once when
+ * nothing is queued before them.
  */
 #ifndef INFERGATE_SIM_HTTP_H
 #define INFERGATE_SIM_HTTP_H
@@ -28,6 +29,7 @@ struct sim_http_request {
 	struct json_t	*headers;	/* object: lower-cased name -> value */
 	const char	*body;
 	size_t		 body_len;
+	long long	 rx_ns;		/* CLOCK_MONOTONIC ns: see below */
 };
 
 /*
@@ -50,6 +52,13 @@ struct sim_http	*sim_http_new(struct event_base *, const struct sockaddr *,
 		    void *arg, char **err);
 void		 sim_http_free(struct sim_http *);
 uint64_t	 sim_http_connections(const struct sim_http *);
+/*
+ * Connections accepted from now on ask the kernel for receive times
+ * (SO_TIMESTAMPNS): a request's rx_ns is then when the bytes that completed
+ * it arrived in the socket, not when the loop got round to reading them
+ * (the default).
+ */
+void		 sim_http_rx_stamps(struct sim_http *, int on);
 
 void		 sim_http_set_arg(struct sim_http_conn *, void *conn_arg);
 

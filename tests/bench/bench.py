@@ -713,6 +713,8 @@ def infergate_config(port, admin_port, backend_port, store, redis_port,
     for i in range(n_pools):
         out += ["  pool%d:" % i, "    backends:",
                 '      - address: "127.0.0.1:%d"' % backend_port,
+                # the same idle upstream connections as nginx's keepalive 1024
+                "    keepalive_connections: 1024",
                 "    max_inflight: 100000",
                 "    queue:", "      max_waiting: 100000", "      max_wait: 5s",
                 "    timeouts:", "      connect: 1s", "      first_byte: 60s",

@@ -4,13 +4,18 @@
  * calls, and bufferevents spend four epoll_ctl and two ioctl(FIONREAD) per
  * proxied request on top of the reads and writes. Here:
  *
- *   - read interest is one persistent, level-triggered event added when
- *     the socket is set up and removed only while reading is paused
- *     (backpressure), so a request costs no epoll_ctl;
+ *   - read interest is one persistent event added when the socket is set
+ *     up and removed only while reading is paused (backpressure), so a
+ *     request costs no epoll_ctl;
+ *   - plain sockets are edge-triggered with EPOLLRDHUP: a recv() that
+ *     returns less than it asked for has emptied the socket, so there is
+ *     neither a read-until-EAGAIN nor the re-poll of every ready socket
+ *     that level triggering costs at the next epoll_wait; a FIN is seen
+ *     through RDHUP. TLS sockets stay level-triggered (a short SSL_read
+ *     says nothing about the socket);
  *   - a read is one recv() into the worker's scratch buffer; the owner
  *     parses straight from it and only what it leaves is copied into the
- *     connection's input buffer (no FIONREAD, no read-until-EAGAIN:
- *     level triggering reports what is left);
+ *     connection's input buffer (no FIONREAD);
  *   - output is appended during a callback and written once, with one
  *     writev(), when the worker's current batch of events is done (the
  *     flush event: see io_flush_cb); write interest is added only when
@@ -50,6 +55,9 @@
 #define IO_R_WANTS_W	0x0200	/* TLS: the read needs the socket writable */
 #define IO_W_WANTS_R	0x0400	/* TLS: the write needs the socket readable */
 #define IO_REPORTED	0x0800	/* the failure went to on_event */
+#define IO_ET		0x1000	/* edge-triggered reads (plain sockets) */
+#define IO_RDHUP	0x2000	/* the peer's FIN is waiting behind the data */
+#define IO_RESUME	0x4000	/* read the socket from the flush event */
 
 /* Output at or below this much after a flush counts as drained. */
 #define IO_LOW_WATER	(16 * 1024)
@@ -76,7 +84,10 @@ io_init(struct ig_io *io, struct ig_worker *w, int fd, struct ssl_st *ssl,
 	io->arg = arg;
 	io->in = evbuffer_new();
 	io->out = evbuffer_new();
-	io->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, io_read_cb, io);
+	if (ssl == NULL)
+		io->flags |= IO_ET;
+	io->rev = event_new(w->base, fd, EV_READ | EV_PERSIST |
+	    (ssl == NULL ? EV_ET | EV_CLOSED : 0), io_read_cb, io);
 	io->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, io_write_cb, io);
 	if (io->in == NULL || io->out == NULL || io->rev == NULL ||
 	    io->wev == NULL)
@@ -109,7 +120,7 @@ io_unlink_dirty(struct ig_io *io)
 	if (io->dnext != NULL)
 		io->dnext->dprev = io->dprev;
 	io->dnext = io->dprev = NULL;
-	io->flags &= ~(IO_DIRTY | IO_REREAD);
+	io->flags &= ~(IO_DIRTY | IO_REREAD | IO_RESUME);
 }
 
 /* Closes the socket and frees what IO holds. Safe inside its handlers. */
@@ -169,14 +180,28 @@ io_want_write(struct ig_io *io, bool want)
 	}
 }
 
-/* Reading on or off (backpressure, pipelining). */
+static void	 io_mark_dirty(struct ig_io *);
+
+/*
+ * Reading on or off (backpressure, pipelining). An edge-triggered socket
+ * that was paused is read again from the flush event when resumed: what
+ * arrived meanwhile raised no edge we saw (and a pause and a resume in one
+ * loop iteration cancel out in libevent's changelist, so epoll is never
+ * asked again either).
+ */
 void
 io_pause_read(struct ig_io *io, bool paused)
 {
 	if (paused)
 		io->flags |= IO_PAUSED;
-	else
+	else if (io->flags & IO_PAUSED) {
 		io->flags &= ~IO_PAUSED;
+		if ((io->flags & IO_ET) &&
+		    !(io->flags & (IO_EOF | IO_FAILED | IO_REPORTED))) {
+			io_mark_dirty(io);
+			io->flags |= IO_RESUME;
+		}
+	}
 	io_want_read(io);
 }
 
@@ -336,8 +361,10 @@ io_report(struct ig_io *io, int what)
  * After a flush: a failure, the drain notification, or a deferred read.
  * The last thing done with IO.
  */
+static void	 io_do_read(struct ig_io *);
+
 static void
-io_after_flush(struct ig_io *io, bool reread)
+io_after_flush(struct ig_io *io, bool reread, bool resume)
 {
 	if (io->flags & IO_FAILED) {
 		io_report(io, IO_ERROR);
@@ -348,8 +375,10 @@ io_after_flush(struct ig_io *io, bool reread)
 		if (io->h->on_drain(io, io->arg) == -1)
 			return;
 	}
-	if (reread)
-		io->h->on_read(io, io->arg, NULL, 0);
+	if (reread && io->h->on_read(io, io->arg, NULL, 0) == -1)
+		return;
+	if (resume && !(io->flags & IO_PAUSED))
+		io_do_read(io);
 }
 
 /*
@@ -363,14 +392,15 @@ io_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ig_worker *w = arg;
 	struct ig_io *io;
-	bool reread;
+	bool reread, resume;
 
 	w->flush_active = false;
 	while ((io = w->dirty) != NULL) {
 		reread = (io->flags & IO_REREAD) != 0;
+		resume = (io->flags & IO_RESUME) != 0;
 		io_unlink_dirty(io);
 		io_write_out(io);
-		io_after_flush(io, reread);
+		io_after_flush(io, reread, resume);
 	}
 }
 
@@ -414,18 +444,65 @@ io_recv(struct ig_io *io, char *buf, size_t len, int *blocked)
 }
 
 /*
- * Readable. One read (TLS: until the record layer has nothing pending),
- * handed to on_read straight from the scratch buffer when nothing was
- * waiting in io->in; what on_read leaves is kept in io->in.
+ * One read, handed to on_read straight from the scratch buffer when
+ * nothing was waiting in io->in; what on_read leaves is kept in io->in.
+ * Returns 1 when an edge-triggered socket may hold more (the read filled
+ * the buffer, or a FIN waits behind the data), 0 when done, -1 when IO
+ * was reported to its owner or released (not to be touched).
  */
-static void
-io_do_read(struct ig_io *io)
+static int
+io_read_once(struct ig_io *io)
 {
 	struct ig_worker *w = io->w;
 	ssize_t n;
 	size_t used;
 	int blocked;
 
+	n = io_recv(io, w->rbuf, w->rbuf_size, &blocked);
+	if (n == -1 && blocked)
+		return 0;
+	if (n <= 0) {
+		if (n == 0)
+			io->flags |= IO_EOF;
+		io_report(io, n == 0 ? IO_EOF : IO_ERROR);
+		return -1;
+	}
+	if (evbuffer_get_length(io->in) > 0) {
+		if (evbuffer_add(io->in, w->rbuf, n) == -1) {
+			io_report(io, IO_ERROR);
+			return -1;
+		}
+		if (io->h->on_read(io, io->arg, NULL, 0) == -1)
+			return -1;
+	} else {
+		/* The owner parses from the scratch buffer; keep what it
+		 * leaves. */
+		io->rused = 0;
+		if (io->h->on_read(io, io->arg, w->rbuf, (size_t)n) == -1)
+			return -1;
+		used = io->rused;
+		if (used < (size_t)n && evbuffer_add(io->in, w->rbuf + used,
+		    n - used) == -1) {
+			io_report(io, IO_ERROR);
+			return -1;
+		}
+	}
+	if (io->ssl != NULL && SSL_pending(io->ssl) > 0 &&
+	    !(io->flags & IO_PAUSED))
+		io_schedule_read(io);	/* decrypted bytes wait in OpenSSL */
+	if (!(io->flags & IO_ET) ||
+	    (io->flags & (IO_PAUSED | IO_EOF | IO_FAILED | IO_REPORTED)))
+		return 0;
+	return (size_t)n == w->rbuf_size || (io->flags & IO_RDHUP) ? 1 : 0;
+}
+
+/*
+ * Readable: read until the socket is empty (edge-triggered: a short read
+ * says so) or once (level-triggered, TLS).
+ */
+static void
+io_do_read(struct ig_io *io)
+{
 	if (io->flags & IO_W_WANTS_R) {		/* TLS write waiting on a read */
 		if (io_write_out(io) == -1) {
 			io_report(io, IO_ERROR);
@@ -434,34 +511,8 @@ io_do_read(struct ig_io *io)
 		if (io->flags & (IO_PAUSED | IO_EOF))
 			return;
 	}
-	n = io_recv(io, w->rbuf, w->rbuf_size, &blocked);
-	if (n == -1 && blocked)
-		return;
-	if (n <= 0) {
-		if (n == 0)
-			io->flags |= IO_EOF;
-		io_report(io, n == 0 ? IO_EOF : IO_ERROR);
-		return;
-	}
-	if (evbuffer_get_length(io->in) > 0) {
-		if (evbuffer_add(io->in, w->rbuf, n) == -1) {
-			io_report(io, IO_ERROR);
-			return;
-		}
-		io->h->on_read(io, io->arg, NULL, 0);
-		return;
-	}
-	/* The owner parses from the scratch buffer; keep what it leaves. */
-	io->rused = 0;
-	if (io->h->on_read(io, io->arg, w->rbuf, (size_t)n) == -1)
-		return;
-	used = io->rused;
-	if (used < (size_t)n && evbuffer_add(io->in, w->rbuf + used,
-	    n - used) == -1)
-		io_report(io, IO_ERROR);
-	else if (io->ssl != NULL && SSL_pending(io->ssl) > 0 &&
-	    !(io->flags & IO_PAUSED))
-		io_schedule_read(io);	/* decrypted bytes wait in OpenSSL */
+	while (io_read_once(io) == 1)
+		;
 }
 
 /*
@@ -479,6 +530,8 @@ io_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ig_io *io = arg;
 
+	if (what & EV_CLOSED)
+		io->flags |= IO_RDHUP;
 	if ((io->flags & IO_PAUSED) && !(io->flags & IO_W_WANTS_R))
 		return;
 	io_do_read(io);
@@ -522,5 +575,5 @@ io_write_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	io_write_out(io);
-	io_after_flush(io, false);
+	io_after_flush(io, false, false);
 }

@@ -310,6 +310,13 @@ store_deliver_cb(evutil_socket_t fd, short what, void *arg)
 		event_active(s->deliver, EV_READ, 1);
 }
 
+void
+ig_store_dispatch(struct ig_store *s)
+{
+	if (s != NULL && s->answered.n > 0)
+		store_deliver_cb(-1, 0, s);
+}
+
 /* The answer of the local store, into OP. */
 static void
 store_local_answer(struct ig_store_op *op, enum lease_where where,

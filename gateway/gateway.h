@@ -87,6 +87,7 @@ void		 io_notify_drain(struct ig_io *, bool);
 bool		 io_output_pending(const struct ig_io *);
 size_t		 io_output_length(const struct ig_io *);
 void		 io_flush_cb(int fd, short what, void *arg);	/* worker's */
+void		 io_flush_all(struct ig_worker *);
 
 /* --- snapshots: one config and everything built from it --------------- */
 
@@ -174,6 +175,12 @@ struct ig_worker {
 void		*worker_block_get(struct ig_worker *, enum wblock_kind, size_t size);
 void		 worker_block_put(struct ig_worker *, enum wblock_kind, void *,
 		    size_t size);
+
+/*
+ * The end of a read or write event: answers the store holds for the loop
+ * are delivered, then what the event produced is written.
+ */
+void		 worker_after_io(struct ig_worker *);
 
 int		 workers_start(struct ig_snapshot *, char **err);
 void		 workers_stop(uint64_t grace_ms);

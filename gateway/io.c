@@ -64,6 +64,7 @@
 
 static void	 io_read_cb(evutil_socket_t, short, void *);
 static void	 io_write_cb(evutil_socket_t, short, void *);
+static void	 io_write_event(struct ig_io *, short);
 static void	 io_want_read(struct ig_io *);
 static void	 io_want_write(struct ig_io *, bool);
 
@@ -390,7 +391,19 @@ io_after_flush(struct ig_io *io, bool reread, bool resume)
 void
 io_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct ig_worker *w = arg;
+	io_flush_all(arg);
+}
+
+/*
+ * Writes every connection of W that has output and runs the deferred
+ * reads. Called from the top of an event callback only: by the flush
+ * event, and at the end of every read and write event (worker_after_io),
+ * so that what one event produced leaves at once rather than after the
+ * rest of the batch (the events of one epoll_wait).
+ */
+void
+io_flush_all(struct ig_worker *w)
+{
 	struct ig_io *io;
 	bool reread, resume;
 
@@ -529,12 +542,14 @@ static void
 io_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ig_io *io = arg;
+	struct ig_worker *w = io->w;
 
 	if (what & EV_CLOSED)
 		io->flags |= IO_RDHUP;
 	if ((io->flags & IO_PAUSED) && !(io->flags & IO_W_WANTS_R))
 		return;
 	io_do_read(io);
+	worker_after_io(w);
 }
 
 /* The connect() in progress finished: 0 connected, -1 failed. */
@@ -555,6 +570,16 @@ static void
 io_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ig_io *io = arg;
+	struct ig_worker *w = io->w;
+
+	io_write_event(io, what);
+	worker_after_io(w);
+}
+
+/* Writable (or the write timeout). */
+static void
+io_write_event(struct ig_io *io, short what)
+{
 
 	if (what & EV_TIMEOUT) {
 		io_report(io, IO_TIMEOUT);

@@ -86,6 +86,14 @@ worker_block_put(struct ig_worker *w, enum wblock_kind k, void *p, size_t size)
 	bc->n++;
 }
 
+void
+worker_after_io(struct ig_worker *w)
+{
+	ig_store_dispatch(w->store);
+	if (w->dirty != NULL)
+		io_flush_all(w);
+}
+
 static struct evconnlistener *
 worker_listen(struct ig_worker *w, struct ig_listener *il,
     const char *address, char **err)

@@ -130,6 +130,14 @@ void		 ig_store_cancel(struct ig_store_op *op);
 void		 ig_store_settle(struct ig_store *, struct ig_lease *lease,
 		    uint64_t actual);
 
+/*
+ * Delivers now the answers that wait for the event loop (local answers,
+ * and Redis replies already read), instead of after the events of the
+ * current batch. Only from the top of an event callback: never inside an
+ * ig_store_* call or a store callback.
+ */
+void		 ig_store_dispatch(struct ig_store *);
+
 /* Extends LEASE by store.lease_ttl from now (fire and forget). */
 void		 ig_store_renew(struct ig_store *, struct ig_lease *lease);
 

@@ -775,6 +775,25 @@ test_usage_parse(void **state)
 		{ "", -1, 0, 0 },
 		{ "{\"prompt_tokens\":1,\"total_tokens\":3,\"details\":"
 		    "{\"cached\":{\"x\":\"}\"}}}garbage{", 0, 1, 2 },
+		/* the edges of usage_fast's plain subset, and past them */
+		{ "{\"prompt_tokens\":05,\"total_tokens\":6}", -1, 0, 0 },
+		{ "{\"prompt_tokens\":123456789012345678,"
+		    "\"completion_tokens\":1}", 0, 123456789012345678ULL, 1 },
+		{ "{\"prompt_tokens\":1234567890123456789,"
+		    "\"completion_tokens\":1}", 0, 1234567890123456789ULL, 1 },
+		{ "{\"prompt_tokens\":1,\"x\":nullx}", -1, 0, 0 },
+		{ "{\"prompt_tokens\":1,\"x\":null,\"y\":true,\"z\":false,"
+		    "\"total_tokens\":3}", 0, 1, 2 },
+		{ "{\"prompt_tokens\":1,\"k\xc3\xa9\":2,\"total_tokens\":3}",
+		    0, 1, 2 },
+		{ "{\"prompt_tokens\":1,\"k\xc3\":2,\"total_tokens\":3}",
+		    -1, 0, 0 },
+		{ "{\"prompt_\\u0074okens\":4,\"total_tokens\":6}", 0, 4, 2 },
+		{ "{ }", -1, 0, 0 },
+		{ "{\"prompt_tokens\":1,}", -1, 0, 0 },
+		{ " { \"prompt_tokens\" : 2 , \"total_tokens\" : 5 } ", 0, 2, 3 },
+		{ "{\"prompt_tokens\":2,\"total_tokens\":5,"
+		    "\"prompt_tokens_details\":null}", 0, 2, 3 },
 	};
 	uint64_t	 p, c;
 	size_t		 i;

@@ -201,13 +201,36 @@ nomem:
 	proxy_send_error(r, 503, "server_error", NULL, NULL, "out of memory");
 }
 
+/*
+ * Counts a backend reported, kept when they are believable: negative
+ * numbers (which arrive wrapped) and a total below the prompt (a
+ * completion derived as total - prompt then wraps) are a broken
+ * backend's, and settling them would charge nothing or nonsense: the
+ * reservation stands instead, as when no usage is reported.
+ */
+#define ADMIT_USAGE_MAX	(1ULL << 53)
+
+static void
+admit_usage(struct ig_request *r, uint64_t prompt, uint64_t completion)
+{
+	if (prompt >= ADMIT_USAGE_MAX || completion >= ADMIT_USAGE_MAX) {
+		log_warn("request %s: backend usage out of range: ignored",
+		    r->id);
+		return;
+	}
+	r->usage_prompt = prompt;
+	r->usage_completion = completion;
+	r->usage_known = true;
+}
+
 /* A usage object's numbers (JSON from its '{'), if it has them. */
 static void
 admit_read_usage(struct ig_request *r, const char *json, size_t len)
 {
-	if (ig_usage_parse(json, len, &r->usage_prompt,
-	    &r->usage_completion) == 0)
-		r->usage_known = true;
+	uint64_t	 p, c;
+
+	if (ig_usage_parse(json, len, &p, &c) == 0)
+		admit_usage(r, p, c);
 }
 
 /*
@@ -234,9 +257,7 @@ admit_sse_event(struct ig_request *r, const char *ev, size_t len)
 	if (ig_usage_event(ev + 5, len - 5, &ue) == -1)
 		return true;
 	if (ue.usage_known) {
-		r->usage_prompt = ue.prompt;
-		r->usage_completion = ue.completion;
-		r->usage_known = true;
+		admit_usage(r, ue.prompt, ue.completion);
 	}
 	if (ue.choices)
 		r->tokens_sent++;

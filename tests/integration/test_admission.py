@@ -465,10 +465,11 @@ def test_races_never_exceed_rpm_or_budget(sim, gateway, redis):
     assert st["requests"] == codes.count(200)
 
 
-def _fragmented_sse_backend(port_box, ready, stop):
-    """A backend that answers one streaming request at a time with its
-    SSE body cut into 5-byte writes, each flushed on its own, so that
-    events (the usage chunk among them) reach the gateway in pieces."""
+def _raw_backend(port_box, ready, stop, ctype, body, piece=None):
+    """A backend that answers each request (one at a time) with BODY as a
+    200 of content type CTYPE; with PIECE, the body leaves in PIECE-byte
+    writes, each flushed on its own, so that it reaches the gateway in
+    pieces."""
     import socket
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -477,12 +478,6 @@ def _fragmented_sse_backend(port_box, ready, stop):
     srv.settimeout(0.2)
     port_box.append(srv.getsockname()[1])
     ready.set()
-    events = ['{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
-              '"delta":{"content":"tok%d "}}]}' % i for i in range(3)]
-    events.append('{"id":"c","object":"chat.completion.chunk","choices":[],'
-                  '"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}')
-    events.append("[DONE]")
-    body = "".join("data: %s\n\n" % e for e in events).encode()
     while not stop.is_set():
         try:
             c, _ = srv.accept()
@@ -498,25 +493,49 @@ def _fragmented_sse_backend(port_box, ready, stop):
                      if l.lower().startswith(b"content-length")][0])
             while len(rest) < n:
                 rest += c.recv(65536)
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
-            for i in range(0, len(body), 5):
-                c.sendall(body[i:i + 5])
-                time.sleep(0.002)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                      % (ctype, len(body)))
+            step = piece or len(body)
+            for i in range(0, len(body), step):
+                c.sendall(body[i:i + step])
+                if piece:
+                    time.sleep(0.002)
     srv.close()
+
+
+def _with_raw_backend(gateway, ctype, body, piece=None):
+    port_box, ready, stop = [], threading.Event(), threading.Event()
+    t = threading.Thread(target=_raw_backend, daemon=True,
+                         args=(port_box, ready, stop, ctype, body, piece))
+    t.start()
+    ready.wait(5)
+    g = gateway(config(port_box[0], "local", workers=1))
+
+    def done():
+        stop.set()
+        t.join(5)
+    return g, done
+
+
+def _token_metrics(g):
+    _, _, m = http("GET", g.admin_url + "/metrics")
+    return {l.split()[0]: int(l.split()[1]) for l in m.decode().splitlines()
+            if l.startswith("infergate_tokens_")}
 
 
 def test_stream_events_split_across_reads(gateway):
     """Events that arrive in pieces are passed on whole and in order, the
     usage chunk the gateway asked for is still read (settled) and
     stripped."""
-    port_box, ready, stop = [], threading.Event(), threading.Event()
-    t = threading.Thread(target=_fragmented_sse_backend,
-                         args=(port_box, ready, stop), daemon=True)
-    t.start()
-    ready.wait(5)
+    events = ['{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
+              '"delta":{"content":"tok%d "}}]}' % i for i in range(3)]
+    events.append('{"id":"c","object":"chat.completion.chunk","choices":[],'
+                  '"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}')
+    events.append("[DONE]")
+    body = "".join("data: %s\n\n" % e for e in events).encode()
+    g, done = _with_raw_backend(gateway, b"text/event-stream", body, piece=5)
     try:
-        g = gateway(config(port_box[0], "local", workers=1))
         st, _, body = http("POST", g.url + "/v1/chat/completions",
                            chat(stream=True, max_tokens=3), headers=auth())
         assert st == 200
@@ -525,14 +544,30 @@ def test_stream_events_split_across_reads(gateway):
         chunks = [json.loads(e) for e in ev[:-1]]
         assert [c["choices"][0]["delta"]["content"] for c in chunks] == \
             ["tok0 ", "tok1 ", "tok2 "]
-        _, _, m = http("GET", g.admin_url + "/metrics")
-        lines = {l.split()[0]: int(l.split()[1]) for l in m.decode().splitlines()
-                 if l.startswith("infergate_tokens_")}
+        lines = _token_metrics(g)
         assert lines["infergate_tokens_in_total"] == 5
         assert lines["infergate_tokens_out_total"] == 7
     finally:
-        stop.set()
-        t.join(5)
+        done()
+
+
+def test_broken_usage_is_not_settled(gateway):
+    """A usage with a prompt count and neither a completion nor a total
+    count (or negative counts) is a broken backend's: it is not counted
+    (the reservation stands), rather than settled as a wrapped number."""
+    resp = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi"},
+         "finish_reason": "stop"}], "usage": {"prompt_tokens": 5}}).encode()
+    g, done = _with_raw_backend(gateway, b"application/json", resp)
+    try:
+        st, _, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                           headers=auth())
+        assert st == 200 and json.loads(body)["usage"] == {"prompt_tokens": 5}
+        lines = _token_metrics(g)
+        assert lines["infergate_tokens_in_total"] == 0
+        assert lines["infergate_tokens_out_total"] == 0
+    finally:
+        done()
 
 
 def test_concurrent_admissions_see_each_other(env):

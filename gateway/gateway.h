@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <time.h>
 
 #include "infergate/admission.h"
 #include "infergate/config.h"
@@ -154,6 +155,8 @@ struct ig_worker {
 	struct event	*flush;		/* io.c: writes at the end of a batch */
 	bool		 flush_active;
 	struct ig_io	*dirty;		/* connections with output to write */
+	time_t		 date_t;	/* the second `date` is for */
+	char		 date[48];	/* "Date: ...\r\n" (worker_date) */
 	char		*rbuf;		/* every read lands here first */
 	size_t		 rbuf_size;
 	struct wblock_cache blocks[WB_MAX];
@@ -170,6 +173,9 @@ struct ig_worker {
 	atomic_fetch_add_explicit(&(w)->stats[(s)], (n), memory_order_relaxed)
 #define WSTAT_SUB(w, s, n) \
 	atomic_fetch_sub_explicit(&(w)->stats[(s)], (n), memory_order_relaxed)
+
+/* "Date: <IMF-fixdate>\r\n" of now, formatted once a second. */
+const char	*worker_date(struct ig_worker *);
 
 /* A block of SIZE bytes (uninitialised) and its return; NULL: no memory. */
 void		*worker_block_get(struct ig_worker *, enum wblock_kind, size_t size);
@@ -236,6 +242,7 @@ struct ig_request {
 	const char	*allow;		/* Allow header of a 405 */
 	struct evbuffer	*resp_head;	/* backend headers kept for the client */
 	bool		 dispatched;	/* a whole request reached the proxy */
+	bool		 backend_date;	/* the backend's Date is passed on */
 	bool		 up_reused;	/* sent on a pooled connection */
 	bool		 paused;	/* backend reads paused: client is slow */
 	/* admission (admit.c) */

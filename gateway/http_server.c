@@ -960,6 +960,9 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 	evbuffer_add(out, line, f.len);
 	if (extra != NULL)
 		evbuffer_add(out, extra, strlen(extra));
+	/* Ours when the backend's is not passed on (RFC 9110 6.6.1). */
+	if (r == NULL || !r->backend_date)
+		evbuffer_add(out, worker_date(c->w), strlen(worker_date(c->w)));
 	f = (struct ig_fmt)IG_FMT_INIT(line, sizeof(line));
 	if (r != NULL && r->id[0] != '\0') {
 		ig_fmt_lit(&f, "x-request-id: ");

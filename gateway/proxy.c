@@ -91,6 +91,7 @@ proxy_send_error(struct ig_request *r, int status, const char *type,
 	    "Content-Type: application/json\r\n%s%s%s%s",
 	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
 	    r->allow ? "\r\n" : "", r->admit_hdrs ? r->admit_hdrs : "");
+	r->backend_date = false;	/* our answer, our Date */
 	hs_response_start(r->conn, status, extra, len);
 	if (r->method != HTTP_HEAD)
 		hs_response_body(r->conn, body, len);
@@ -537,7 +538,7 @@ proxy_drop_response_header(const struct ig_header *h)
 	static const struct proxy_name drop[] = { PN("connection"),
 		PN("keep-alive"), PN("proxy-connection"), PN("te"),
 		PN("trailer"), PN("transfer-encoding"), PN("upgrade"),
-		PN("content-length"), PN("x-request-id"), PN("date") };
+		PN("content-length"), PN("x-request-id") };
 
 	return proxy_name_in(h, drop, sizeof(drop) / sizeof(drop[0]));
 }
@@ -550,6 +551,7 @@ proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
 
 	r->t_first_byte = now_ns();
 	r->status = status;
+	r->backend_date = false;
 	if ((r->resp_head = evbuffer_new()) == NULL) {
 		up_cancel(r);
 		proxy_send_error(r, 503, "server_error", NULL, NULL,
@@ -559,6 +561,8 @@ proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
 	for (i = 0; i < n; i++) {
 		if (proxy_drop_response_header(&h[i]))
 			continue;
+		if (h[i].namelen == 4 && strncasecmp(h[i].name, "date", 4) == 0)
+			r->backend_date = true;
 		evbuffer_add(r->resp_head, h[i].name, h[i].namelen);
 		evbuffer_add(r->resp_head, ": ", 2);
 		evbuffer_add(r->resp_head, h[i].value, h[i].valuelen);

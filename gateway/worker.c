@@ -86,6 +86,21 @@ worker_block_put(struct ig_worker *w, enum wblock_kind k, void *p, size_t size)
 	bc->n++;
 }
 
+const char *
+worker_date(struct ig_worker *w)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	if (t != w->date_t || w->date[0] == '\0') {
+		gmtime_r(&t, &tm);
+		strftime(w->date, sizeof(w->date),
+		    "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+		w->date_t = t;
+	}
+	return w->date;
+}
+
 void
 worker_after_io(struct ig_worker *w)
 {

@@ -465,9 +465,10 @@ def test_races_never_exceed_rpm_or_budget(sim, gateway, redis):
     assert st["requests"] == codes.count(200)
 
 
-def _raw_backend(port_box, ready, stop, ctype, body, piece=None):
+def _raw_backend(port_box, ready, stop, ctype, body, piece=None, extra=b""):
     """A backend that answers each request (one at a time) with BODY as a
-    200 of content type CTYPE; with PIECE, the body leaves in PIECE-byte
+    200 of content type CTYPE (and the header lines EXTRA); with PIECE,
+    the body leaves in PIECE-byte
     writes, each flushed on its own, so that it reaches the gateway in
     pieces."""
     import socket
@@ -493,9 +494,9 @@ def _raw_backend(port_box, ready, stop, ctype, body, piece=None):
                      if l.lower().startswith(b"content-length")][0])
             while len(rest) < n:
                 rest += c.recv(65536)
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\n%s"
                       b"Content-Length: %d\r\nConnection: close\r\n\r\n"
-                      % (ctype, len(body)))
+                      % (ctype, extra, len(body)))
             step = piece or len(body)
             for i in range(0, len(body), step):
                 c.sendall(body[i:i + step])
@@ -504,10 +505,10 @@ def _raw_backend(port_box, ready, stop, ctype, body, piece=None):
     srv.close()
 
 
-def _with_raw_backend(gateway, ctype, body, piece=None):
+def _with_raw_backend(gateway, ctype, body, piece=None, extra=b""):
     port_box, ready, stop = [], threading.Event(), threading.Event()
     t = threading.Thread(target=_raw_backend, daemon=True,
-                         args=(port_box, ready, stop, ctype, body, piece))
+                         args=(port_box, ready, stop, ctype, body, piece, extra))
     t.start()
     ready.wait(5)
     g = gateway(config(port_box[0], "local", workers=1))
@@ -653,3 +654,22 @@ def test_shared_request_id_still_two_leases(env):
     assert st == 429 and err(body)["code"] == "concurrency_limit_exceeded"
     assert hd["x-request-id"] == "same-id"
     assert out["slow"][0] == 200
+
+
+def test_backend_date_passed_on_once(gateway):
+    """A backend's Date reaches the client as it was, and only once."""
+    from rawhttp import Conn, request
+    resp = json.dumps({"id": "x", "object": "chat.completion", "choices": [],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                 "total_tokens": 2}}).encode()
+    g, done = _with_raw_backend(gateway, b"application/json", resp,
+                                extra=b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n")
+    try:
+        c = Conn(g.port)
+        c.send(request("POST", "/v1/chat/completions", chat(), headers=auth()))
+        status, headers, _ = c.read_head()
+        assert status == 200
+        dates = [v for k, v in headers if k.lower() == "date"]
+        assert dates == ["Mon, 01 Jan 2024 00:00:00 GMT"]
+    finally:
+        done()

@@ -371,3 +371,21 @@ def test_body_forwarded_unchanged_without_rewrite(sim, gateway, workdir):
     assert st == 200, out
     assert json.loads(out)["usage"]["completion_tokens"] == 3
     assert sim_stats(s)["last_request"]["body"]["max_tokens"] == 3
+
+
+def test_date_header(setup):
+    """Every response carries one Date (RFC 9110 6.6.1): the gateway's own
+    answers and proxied ones whose backend sent none (the simulator
+    sends none) get the gateway's."""
+    import email.utils
+    s, g = setup()
+    for method, path, body in (("POST", "/v1/chat/completions", CHAT),
+                               ("POST", "/v1/nothing", CHAT),
+                               ("GET", "/v1/models", None)):
+        st, h, _ = http(method, g.url + path, body)
+        when = email.utils.parsedate_to_datetime(h["date"])
+        assert abs(when.timestamp() - time.time()) < 5, (path, h["date"])
+        assert h["date"].endswith(" GMT")
+    st, h, body = http("POST", g.url + "/v1/chat/completions",
+                       dict(CHAT, stream=True))
+    assert st == 200 and "date" in h

@@ -26,7 +26,7 @@
 #define STORE_POOL_MAX		4096	/* blocks kept per freelist */
 
 struct op_queue {
-	struct ig_store_op *head, *tail;
+	TAILQ_HEAD(, ig_store_op) ops;
 	size_t		 n;
 };
 
@@ -67,6 +67,8 @@ ig_store_create(const struct ig_store_conf *conf, struct event_base *base,
 	if (s->conf.replicas == 0)
 		s->conf.replicas = 1;
 	s->base = base;
+	TAILQ_INIT(&s->waiting.ops);
+	TAILQ_INIT(&s->answered.ops);
 	if ((s->deliver = event_new(base, -1, 0, store_deliver_cb, s)) == NULL ||
 	    (s->timer = evtimer_new(base, store_timer_cb, s)) == NULL)
 		goto nomem;
@@ -90,13 +92,7 @@ fail:
 static void
 queue_append(struct op_queue *q, struct ig_store_op *op)
 {
-	op->qnext = NULL;
-	op->qprev = q->tail;
-	if (q->tail != NULL)
-		q->tail->qnext = op;
-	else
-		q->head = op;
-	q->tail = op;
+	TAILQ_INSERT_TAIL(&q->ops, op, qentry);
 	q->n++;
 	op->queued = true;
 }
@@ -104,15 +100,7 @@ queue_append(struct op_queue *q, struct ig_store_op *op)
 static void
 queue_remove(struct op_queue *q, struct ig_store_op *op)
 {
-	if (op->qprev != NULL)
-		op->qprev->qnext = op->qnext;
-	else
-		q->head = op->qnext;
-	if (op->qnext != NULL)
-		op->qnext->qprev = op->qprev;
-	else
-		q->tail = op->qprev;
-	op->qnext = op->qprev = NULL;
+	TAILQ_REMOVE(&q->ops, op, qentry);
 	q->n--;
 	op->queued = false;
 }
@@ -297,7 +285,7 @@ store_deliver_cb(evutil_socket_t fd, short what, void *arg)
 	struct ig_lease	*lease;
 	size_t		 n = s->answered.n;
 
-	while (n-- > 0 && (op = s->answered.head) != NULL) {
+	while (n-- > 0 && (op = TAILQ_FIRST(&s->answered.ops)) != NULL) {
 		queue_remove(&s->answered, op);
 		lease = op->lease;
 		op->lease = NULL;
@@ -398,7 +386,8 @@ store_timer_cb(evutil_socket_t fd, short what, void *arg)
 	unsigned	 n = 0;
 
 	s->timer_armed = false;
-	while ((op = s->waiting.head) != NULL && op->deadline_ms <= now) {
+	while ((op = TAILQ_FIRST(&s->waiting.ops)) != NULL &&
+	    op->deadline_ms <= now) {
 		/* Answer now; the reply is read when it comes. */
 		s->stats.timeouts++;
 		s->stats.errors++;
@@ -431,7 +420,6 @@ store_op_new(struct ig_store *s, const struct ig_admit_req *req, bool copy)
 	memset(op, 0, offsetof(struct ig_store_op, res));
 	op->lease = NULL;
 	op->deadline_ms = 0;
-	op->qnext = op->qprev = NULL;
 	op->store = s;
 	op->pooled = pooled;
 	op->req = *req;

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/queue.h>
 
 #include "infergate/store.h"
 
@@ -69,7 +70,7 @@ struct ig_store_op {
 	enum op_state	 state;
 	bool		 pooled;
 	bool		 redis_pending;	/* a Redis reply is due */
-	bool		 queued;	/* on a queue (qnext/qprev) */
+	bool		 queued;	/* on a queue (qentry) */
 	ig_store_admit_cb cb;
 	void		*arg;
 	struct ig_admit_req req;	/* strings in buf (Redis only) */
@@ -77,7 +78,7 @@ struct ig_store_op {
 	struct ig_lease	*lease;		/* granted, not yet delivered */
 	uint64_t	 deadline_ms;	/* WAITING: the store timeout */
 	struct ig_store_op *next, *prev;	/* every live op */
-	struct ig_store_op *qnext, *qprev;	/* a queue */
+	TAILQ_ENTRY(ig_store_op) qentry;	/* a queue */
 	char		 buf[];
 };
 

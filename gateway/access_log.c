@@ -91,7 +91,7 @@ access_log_request(const struct ig_request *r)
 	    "\"outcome\":", r->status,
 	    (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
 	    r->t_first_byte ? (r->t_first_byte - r->t_start) / 1e6 : 0.0,
-	    (end - r->t_start) / 1e6, r->stream ? "true" : "false", r->attempts);
+	    (end - r->t_start) / 1e6, r->info.stream ? "true" : "false", r->attempts);
 	off = alog_str(buf, off, sizeof(buf), r->outcome ? r->outcome : "ok");
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"error\":");
 	off = alog_str(buf, off, sizeof(buf), r->error_code);

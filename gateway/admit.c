@@ -143,7 +143,7 @@ admit_store_cb(const struct ig_admit_result *res, struct ig_lease *lease,
 		    1, memory_order_relaxed);
 	}
 	admit_keep_headers(r, res);
-	if (r->stream && lease != NULL) {
+	if (r->info.stream && lease != NULL) {
 		uint64_t ms = ig_store_renew_ms(r->worker->store);
 		struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 

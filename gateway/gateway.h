@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "infergate/admission.h"
@@ -26,7 +27,6 @@ struct event_base;
 struct event;
 struct evbuffer;
 struct evconnlistener;
-struct bufferevent;
 struct hs_conn;
 struct up_conn;
 struct up_pool;
@@ -47,8 +47,8 @@ enum io_what { IO_EOF = 1, IO_ERROR, IO_TIMEOUT, IO_CONNECT_FAILED,
  *             empty); the owner parses what it can and says how much
  *             with io_consumed(), the rest is kept in io->in. DATA NULL:
  *             the input is in io->in, which the owner drains itself.
- *   on_drain  output was written and at most 16 KiB of it waits (only
- *             with io_notify_drain() on).
+ *   on_drain  output was written and at most 16 KiB of it waits; NULL
+ *             for an owner that does not care.
  *   on_event  one of enum io_what; after anything but IO_CONNECTED the
  *             io neither reads nor writes any more: release it.
  */
@@ -68,10 +68,10 @@ struct ig_io {
 	struct event	*rev;		/* persistent: read interest */
 	struct event	*wev;		/* only while output waits */
 	struct evbuffer	*in;		/* what the owner left unparsed */
-	struct evbuffer	*out;		/* written at the end of the batch */
+	struct evbuffer	*out;		/* written at the end of the event */
 	const struct io_handlers *h;
 	void		*arg;
-	struct ig_io	*dnext, *dprev;	/* the worker's flush list */
+	LIST_ENTRY(ig_io) dirty;	/* the worker's flush list */
 	size_t		 rused;		/* io_consumed() of this read */
 	size_t		 ssl_wlen;	/* a TLS write to repeat */
 };
@@ -84,9 +84,7 @@ void		 io_consumed(struct ig_io *, size_t);
 void		 io_schedule_flush(struct ig_io *);
 void		 io_schedule_read(struct ig_io *);
 void		 io_pause_read(struct ig_io *, bool paused);
-void		 io_notify_drain(struct ig_io *, bool);
 bool		 io_output_pending(const struct ig_io *);
-size_t		 io_output_length(const struct ig_io *);
 void		 io_flush_cb(int fd, short what, void *arg);	/* worker's */
 void		 io_flush_all(struct ig_worker *);
 
@@ -154,7 +152,7 @@ struct ig_worker {
 	uint64_t	 tq_when;	/* when tq_timer fires; 0: not armed */
 	struct event	*flush;		/* io.c: writes at the end of a batch */
 	bool		 flush_active;
-	struct ig_io	*dirty;		/* connections with output to write */
+	LIST_HEAD(, ig_io) dirty;	/* connections with output to write */
 	time_t		 date_t;	/* the second `date` is for */
 	char		 date[48];	/* "Date: ...\r\n" (worker_date) */
 	char		*rbuf;		/* every read lands here first */
@@ -174,7 +172,9 @@ struct ig_worker {
 #define WSTAT_SUB(w, s, n) \
 	atomic_fetch_sub_explicit(&(w)->stats[(s)], (n), memory_order_relaxed)
 
-/* "Date: <IMF-fixdate>\r\n" of now, formatted once a second. */
+/* "Date: <IMF-fixdate>\r\n" of now (IG_DATE_LEN bytes), formatted once a
+ * second. */
+#define IG_DATE_LEN	37
 const char	*worker_date(struct ig_worker *);
 
 /* A block of SIZE bytes (uninitialised) and its return; NULL: no memory. */
@@ -230,7 +230,6 @@ struct ig_request {
 	uint64_t	 deadline_ns;	/* pools.*.timeouts.request; 0: none */
 	uint64_t	 tried;		/* backends that failed this request */
 	unsigned	 attempts;
-	bool		 stream;	/* the client asked for a stream */
 	bool		 streaming;	/* the response goes out as a stream */
 	bool		 resp_started;	/* status line sent to the client */
 	struct evbuffer	*resp;		/* a buffered (non-streaming) reply */

@@ -652,6 +652,15 @@ hs_consume(struct hs_conn *c, const char **data, size_t *len, size_t n)
 		evbuffer_drain(c->io.in, n);
 }
 
+/* Nothing more is read from a connection being closed: drops the input. */
+static void
+hs_discard_input(struct hs_conn *c, const char *data, size_t len)
+{
+	if (data != NULL)
+		io_consumed(&c->io, len);
+	evbuffer_drain(c->io.in, evbuffer_get_length(c->io.in));
+}
+
 /*
  * Feeds input to the parser while the connection may take a new request:
  * DATA (the worker's read buffer, what is left unparsed is kept by io.c)
@@ -713,10 +722,7 @@ hs_feed(struct hs_conn *c, const char *data, size_t len)
 	}
 	c->feeding = false;
 	if (c->state == HS_CLOSING) {
-		/* Nothing more is read from a connection being closed. */
-		if (data != NULL)
-			io_consumed(&c->io, len);
-		evbuffer_drain(c->io.in, evbuffer_get_length(c->io.in));
+		hs_discard_input(c, data, len);
 		if (!io_output_pending(&c->io)) {
 			hs_close(c);
 			return -1;
@@ -732,9 +738,7 @@ hs_on_read(struct ig_io *io, void *arg, const char *data, size_t len)
 	struct hs_conn *c = arg;
 
 	if (c->state == HS_CLOSING) {
-		if (data != NULL)
-			io_consumed(io, len);
-		evbuffer_drain(io->in, evbuffer_get_length(io->in));
+		hs_discard_input(c, data, len);
 		return 0;
 	}
 	if (hs_feed(c, data, len) == -1)
@@ -863,7 +867,6 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	c->w = w;
 	c->tq = -1;
 	c->io.wtimeout_ms = HS_SEND_TIMEOUT * 1000;
-	io_notify_drain(&c->io, true);
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
 		    c->client_ip, sizeof(c->client_ip));
@@ -962,7 +965,7 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 		evbuffer_add(out, extra, strlen(extra));
 	/* Ours when the backend's is not passed on (RFC 9110 6.6.1). */
 	if (r == NULL || !r->backend_date)
-		evbuffer_add(out, worker_date(c->w), strlen(worker_date(c->w)));
+		evbuffer_add(out, worker_date(c->w), IG_DATE_LEN);
 	f = (struct ig_fmt)IG_FMT_INIT(line, sizeof(line));
 	if (r != NULL && r->id[0] != '\0') {
 		ig_fmt_lit(&f, "x-request-id: ");

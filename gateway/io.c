@@ -17,19 +17,21 @@
  *     parses straight from it and only what it leaves is copied into the
  *     connection's input buffer (no FIONREAD);
  *   - output is appended during a callback and written once, with one
- *     writev(), when the worker's current batch of events is done (the
- *     flush event: see io_flush_cb); write interest is added only when
- *     the kernel did not take everything.
+ *     writev(), at the end of the read or write event that produced it
+ *     (worker_after_io), or by the flush event after the batch for the
+ *     other callbacks (timers, the store); write interest is added only
+ *     when the kernel did not take everything.
  *
  * Ownership: the owner embeds a struct ig_io and frees it with
  * io_release(). Handlers return 0, or -1 when the owner released the io
  * inside the handler; this file never touches an io after a handler said
  * -1, and calls a handler as the last thing it does otherwise. Errors met
- * while flushing are reported from the flush event, never from inside a
- * call the owner made.
+ * while flushing are reported from io_flush_all, never from inside a call
+ * the owner made.
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -49,7 +51,6 @@
 #define IO_DIRTY	0x0008	/* on the worker's flush list */
 #define IO_REREAD	0x0010	/* call on_read from the flush event */
 #define IO_PAUSED	0x0020	/* the owner paused reading */
-#define IO_NOTIFY	0x0040	/* call on_drain when output drains */
 #define IO_FAILED	0x0080	/* a write failed; reported once */
 #define IO_EOF		0x0100	/* the peer closed its side */
 #define IO_R_WANTS_W	0x0200	/* TLS: the read needs the socket writable */
@@ -110,17 +111,9 @@ fail:
 static void
 io_unlink_dirty(struct ig_io *io)
 {
-	struct ig_worker *w = io->w;
-
 	if (!(io->flags & IO_DIRTY))
 		return;
-	if (io->dprev != NULL)
-		io->dprev->dnext = io->dnext;
-	else
-		w->dirty = io->dnext;
-	if (io->dnext != NULL)
-		io->dnext->dprev = io->dprev;
-	io->dnext = io->dprev = NULL;
+	LIST_REMOVE(io, dirty);
 	io->flags &= ~(IO_DIRTY | IO_REREAD | IO_RESUME);
 }
 
@@ -206,16 +199,6 @@ io_pause_read(struct ig_io *io, bool paused)
 	io_want_read(io);
 }
 
-/* on_drain is called when output drains (to the low water mark). */
-void
-io_notify_drain(struct ig_io *io, bool on)
-{
-	if (on)
-		io->flags |= IO_NOTIFY;
-	else
-		io->flags &= ~IO_NOTIFY;
-}
-
 /* Puts IO on its worker's flush list and makes sure the flush runs. */
 static void
 io_mark_dirty(struct ig_io *io)
@@ -225,22 +208,23 @@ io_mark_dirty(struct ig_io *io)
 	if (io->flags & IO_DIRTY)
 		return;
 	io->flags |= IO_DIRTY;
-	io->dprev = NULL;
-	io->dnext = w->dirty;
-	if (w->dirty != NULL)
-		w->dirty->dprev = io;
-	w->dirty = io;
+	LIST_INSERT_HEAD(&w->dirty, io, dirty);
 	if (!w->flush_active) {
 		w->flush_active = true;
 		event_active(w->flush, EV_WRITE, 0);
 	}
 }
 
-/* What was appended to io->out goes out when this batch of events ends. */
+/*
+ * What was appended to io->out goes out at the end of the current event
+ * (or of the batch, from a callback that is not an I/O event). An owner
+ * with an on_drain hears from the flush even with nothing to write (a
+ * connection closing once its output is out).
+ */
 void
 io_schedule_flush(struct ig_io *io)
 {
-	if (evbuffer_get_length(io->out) > 0 || (io->flags & IO_NOTIFY))
+	if (evbuffer_get_length(io->out) > 0 || io->h->on_drain != NULL)
 		io_mark_dirty(io);
 }
 
@@ -256,12 +240,6 @@ bool
 io_output_pending(const struct ig_io *io)
 {
 	return evbuffer_get_length(io->out) > 0;
-}
-
-size_t
-io_output_length(const struct ig_io *io)
-{
-	return evbuffer_get_length(io->out);
 }
 
 static bool
@@ -371,7 +349,7 @@ io_after_flush(struct ig_io *io, bool reread, bool resume)
 		io_report(io, IO_ERROR);
 		return;
 	}
-	if ((io->flags & IO_NOTIFY) &&
+	if (io->h->on_drain != NULL &&
 	    evbuffer_get_length(io->out) <= IO_LOW_WATER) {
 		if (io->h->on_drain(io, io->arg) == -1)
 			return;
@@ -408,7 +386,7 @@ io_flush_all(struct ig_worker *w)
 	bool reread, resume;
 
 	w->flush_active = false;
-	while ((io = w->dirty) != NULL) {
+	while ((io = LIST_FIRST(&w->dirty)) != NULL) {
 		reread = (io->flags & IO_REREAD) != 0;
 		resume = (io->flags & IO_RESUME) != 0;
 		io_unlink_dirty(io);

@@ -229,6 +229,18 @@ proxy_endpoint(enum gw_endpoint ep)
 	    IG_EP_COMPLETIONS : IG_EP_EMBEDDINGS;
 }
 
+/* What ig_request_parse found wrong with the body: 400 (503: no memory). */
+static void
+proxy_refuse_body(struct ig_request *r, const struct ig_request_error *e)
+{
+	if (e->code == NULL)
+		proxy_send_error(r, 503, "server_error", NULL, NULL,
+		    "out of memory");
+	else
+		proxy_send_error(r, 400, "invalid_request_error", e->code,
+		    e->param[0] ? e->param : NULL, "%s", e->message);
+}
+
 /* A model name the client sent, bounded for a message: "%.*s". */
 #define PROXY_NAME(r)	(int)((r)->info.model_len < 128 ? \
 			    (r)->info.model_len : 128), (r)->info.model
@@ -265,16 +277,9 @@ proxy_request(struct ig_request *r)
 	rc = ig_request_parse(body, len, proxy_endpoint(r->ep), &r->info,
 	    &perr);
 	if (rc == -1 && !perr.admission) {
-		if (perr.code == NULL)
-			proxy_send_error(r, 503, "server_error", NULL, NULL,
-			    "out of memory");
-		else
-			proxy_send_error(r, 400, "invalid_request_error",
-			    perr.code, perr.param[0] ? perr.param : NULL, "%s",
-			    perr.message);
+		proxy_refuse_body(r, &perr);
 		return;
 	}
-	r->stream = r->info.stream;
 	m = ig_catalog_model(r->snap->catalog, r->info.model, r->info.model_len);
 	if (m == NULL) {
 		proxy_send_error(r, 404, "invalid_request_error",
@@ -298,8 +303,7 @@ proxy_request(struct ig_request *r)
 	r->routed_from = m;
 	if (rc == -1 && r->tenant != NULL) {
 		r->outcome = "refused";
-		proxy_send_error(r, 400, "invalid_request_error", perr.code,
-		    perr.param[0] ? perr.param : NULL, "%s", perr.message);
+		proxy_refuse_body(r, &perr);
 		return;
 	}
 	admit_start(r);
@@ -571,7 +575,8 @@ proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
 	if (r->admit_hdrs != NULL)
 		evbuffer_add(r->resp_head, r->admit_hdrs, strlen(r->admit_hdrs));
 	evbuffer_add(r->resp_head, "", 1);	/* a C string */
-	if (r->stream && status >= 200 && status < 300 && r->conn != NULL) {
+	if (r->info.stream && status >= 200 && status < 300 &&
+	    r->conn != NULL) {
 		r->streaming = true;
 		WSTAT_ADD(r->worker, ST_STREAMS, 1);
 		hs_response_start(r->conn, status,

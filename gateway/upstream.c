@@ -450,12 +450,6 @@ up_on_read(struct ig_io *io, void *arg, const char *data, size_t len)
 }
 
 static int
-up_on_drain(struct ig_io *io, void *arg)
-{
-	return 0;
-}
-
-static int
 up_on_event(struct ig_io *io, void *arg, int what)
 {
 	struct up_conn *c = arg;
@@ -494,7 +488,7 @@ up_on_event(struct ig_io *io, void *arg, int what)
 
 static const struct io_handlers up_io = {
 	.on_read = up_on_read,
-	.on_drain = up_on_drain,
+	.on_drain = NULL,	/* the request is written whole, then read */
 	.on_event = up_on_event,
 };
 

@@ -92,7 +92,7 @@ worker_date(struct ig_worker *w)
 	time_t t = time(NULL);
 	struct tm tm;
 
-	if (t != w->date_t || w->date[0] == '\0') {
+	if (t != w->date_t) {
 		gmtime_r(&t, &tm);
 		strftime(w->date, sizeof(w->date),
 		    "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
@@ -105,7 +105,7 @@ void
 worker_after_io(struct ig_worker *w)
 {
 	ig_store_dispatch(w->store);
-	if (w->dirty != NULL)
+	if (!LIST_EMPTY(&w->dirty))
 		io_flush_all(w);
 }
 
@@ -230,6 +230,7 @@ workers_start(struct ig_snapshot *snap, char **err)
 		struct ig_worker *w = &workers[i];
 
 		w->id = i;
+		LIST_INIT(&w->dirty);
 		w->rbuf_size = WORKER_READ_BUF;
 		if ((w->base = worker_base_new()) == NULL ||
 		    (w->rbuf = malloc(w->rbuf_size)) == NULL ||

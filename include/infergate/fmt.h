@@ -79,17 +79,14 @@ ig_fmt_u64(struct ig_fmt *f, uint64_t v)
 static inline void
 ig_fmt_hex(struct ig_fmt *f, uint64_t v)
 {
-	char		 tmp[16];
-	size_t		 n = 0, i;
 	char		 d[16];
+	size_t		 n = sizeof(d);
 
 	do {
-		tmp[n++] = "0123456789abcdef"[v & 15];
+		d[--n] = "0123456789abcdef"[v & 15];
 		v >>= 4;
 	} while (v != 0);
-	for (i = 0; i < n; i++)
-		d[i] = tmp[n - 1 - i];
-	ig_fmt_mem(f, d, n);
+	ig_fmt_mem(f, d + n, sizeof(d) - n);
 }
 
 #endif

@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,10 @@ struct auth_slot {
 struct ig_auth {
 	struct auth_slot *slots;
 	size_t		 mask;		/* nslots - 1, nslots a power of two */
+	uint64_t	 serial;	/* see struct ig_auth_memo */
 };
+
+static _Atomic uint64_t auth_serial;
 
 static EVP_MD	*auth_md;		/* fetched once, never freed */
 
@@ -77,6 +81,7 @@ ig_auth_create(const struct ig_tenant_conf *tenants, size_t ntenants,
 	    (auth->slots = calloc(nslots, sizeof(*auth->slots))) == NULL)
 		goto nomem;
 	auth->mask = nslots - 1;
+	auth->serial = atomic_fetch_add(&auth_serial, 1) + 1;
 	for (i = 0; i < ntenants; i++) {
 		for (k = 0; k < tenants[i].nkeys; k++) {
 			const uint8_t *d = tenants[i].keys[k];
@@ -134,6 +139,48 @@ ig_auth_lookup(const struct ig_auth *auth, const char *key, size_t keylen)
 	}
 	explicit_bzero(d, sizeof(d));
 	return found;
+}
+
+const struct ig_tenant_conf *
+ig_auth_lookup_memo(const struct ig_auth *auth, struct ig_auth_memo *m,
+    const char *key, size_t keylen)
+{
+	const struct ig_tenant_conf *t;
+	char		*k;
+
+	if (auth == NULL || key == NULL || keylen == 0)
+		return NULL;
+	if (m->serial == auth->serial && m->keylen == keylen &&
+	    CRYPTO_memcmp(m->key, key, keylen) == 0)
+		return m->tenant;
+	if ((t = ig_auth_lookup(auth, key, keylen)) == NULL)
+		return NULL;
+	if (keylen > m->cap) {
+		/* A new copy, not realloc: realloc could leave the old one. */
+		if ((k = malloc(keylen)) == NULL) {
+			ig_auth_memo_clear(m);
+			return t;
+		}
+		ig_auth_memo_clear(m);
+		m->key = k;
+		m->cap = keylen;
+	} else if (m->keylen > 0)
+		explicit_bzero(m->key, m->keylen);
+	memcpy(m->key, key, keylen);
+	m->keylen = keylen;
+	m->tenant = t;
+	m->serial = auth->serial;
+	return t;
+}
+
+void
+ig_auth_memo_clear(struct ig_auth_memo *m)
+{
+	if (m->key != NULL) {
+		explicit_bzero(m->key, m->cap);
+		free(m->key);
+	}
+	memset(m, 0, sizeof(*m));
 }
 
 static int

@@ -51,7 +51,9 @@ admit_auth(struct ig_request *r)
 			key = NULL;
 	}
 	if (key != NULL)
-		r->tenant = ig_auth_lookup(auth, key, keylen);
+		r->tenant = r->conn != NULL ? ig_auth_lookup_memo(auth,
+		    hs_auth_memo(r->conn), key, keylen) :
+		    ig_auth_lookup(auth, key, keylen);
 	if (r->tenant == NULL) {
 		WSTAT_ADD(r->worker, ST_AUTH_FAILURES, 1);
 		r->outcome = "refused";

@@ -291,6 +291,7 @@ void		 hs_response_body_buffer(struct hs_conn *, struct evbuffer *);
 void		 hs_response_end(struct hs_conn *);
 void		 hs_response_abort(struct hs_conn *);	/* close, no clean end */
 bool		 hs_output_full(struct hs_conn *);
+struct ig_auth_memo *hs_auth_memo(struct hs_conn *);	/* see admission.h */
 const struct ig_header *hs_find_header(const struct ig_request *,
 		    const char *name);
 

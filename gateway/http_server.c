@@ -87,6 +87,7 @@ struct hs_conn {
 	bool		 scanning;
 	bool		 scan_seen_line;	/* the request line went by */
 	uint32_t	 scan_line_len;
+	struct ig_auth_memo auth_memo;	/* the key of the last request */
 	char		 client_ip[48];
 };
 
@@ -821,6 +822,7 @@ hs_close(struct hs_conn *c)
 		proxy_request_free(r);
 	}
 	hs_request_reset(c);
+	ig_auth_memo_clear(&c->auth_memo);
 	io_release(&c->io);
 	hs_tq_unlink(c);
 	WSTAT_SUB(c->w, ST_CONN_OPEN, 1);
@@ -831,6 +833,12 @@ hs_close(struct hs_conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	free(c);
+}
+
+struct ig_auth_memo *
+hs_auth_memo(struct hs_conn *c)
+{
+	return &c->auth_memo;
 }
 
 /* Closes every connection of the worker (at its exit). */

@@ -50,10 +50,36 @@ void		 ig_auth_free(struct ig_auth *);
 /*
  * The tenant an API key belongs to, or NULL. The key is hashed (sha256) and
  * the digest compared in constant time (CRYPTO_memcmp); the digest copy is
- * wiped. The key itself is neither copied nor kept.
+ * wiped. The key itself is neither copied nor kept (ig_auth_lookup_memo
+ * keeps it, for the connection that sent it).
  */
 const struct ig_tenant_conf *ig_auth_lookup(const struct ig_auth *,
 		    const char *key, size_t keylen);
+
+/*
+ * The last key a keep-alive connection authenticated with, so that its
+ * next requests with the same key skip the hash: the key's bytes (kept by
+ * the connection, wiped when it changes or is cleared), its tenant, and
+ * the table it was found in (a serial, unique per ig_auth_create(); a
+ * reload's new table never matches). Zero-initialised = empty.
+ */
+struct ig_auth_memo {
+	uint64_t	 serial;	/* 0: empty */
+	const struct ig_tenant_conf *tenant;
+	char		*key;
+	size_t		 keylen;
+	size_t		 cap;
+};
+
+/*
+ * ig_auth_lookup() through MEMO: a key equal (in constant time) to the
+ * memo's, in the same table, gives the memo's tenant without hashing; a
+ * key found by the hash replaces the memo's. A key not found leaves the
+ * memo as it was.
+ */
+const struct ig_tenant_conf *ig_auth_lookup_memo(const struct ig_auth *,
+		    struct ig_auth_memo *, const char *key, size_t keylen);
+void		 ig_auth_memo_clear(struct ig_auth_memo *);
 
 /*
  * If the header NAME (case-insensitive) carries an API key, points *key at

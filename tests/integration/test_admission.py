@@ -133,6 +133,50 @@ def test_authentication(env):
     assert http("GET", g.url + "/v1/models")[0] == 401
 
 
+def test_authentication_keepalive_and_reload(env, workdir):
+    """One keep-alive connection: each request is judged by its own key
+    (the connection remembers the last good one), and a reload that
+    revokes the key refuses it on the same connection."""
+    from http.client import HTTPConnection
+    import signal
+    s, g, _ = env()
+    c = HTTPConnection("127.0.0.1", g.port, timeout=10)
+    body = json.dumps(chat())
+
+    def post(key):
+        c.request("POST", "/v1/chat/completions", body,
+                  {"Authorization": "Bearer " + key,
+                   "Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, r.read()
+
+    assert post(KEY)[0] == 200
+    assert post(KEY)[0] == 200
+    st, out = post(KEY[:-1] + "b")      # same length, one byte off
+    assert st == 401 and err(out)["code"] == "invalid_api_key"
+    assert post(KEY_SHADOW)[0] == 200
+    assert sim_stats(s)["last_request"]["headers"]["x-infergate-tenant"] == \
+        "shadowy"
+    assert post(KEY)[0] == 200
+    assert sim_stats(s)["last_request"]["headers"]["x-infergate-tenant"] == \
+        "acme"
+    with open(g.config_path) as f:
+        cfg = f.read()
+    with open(g.config_path, "w") as f:
+        f.write(cfg.replace(h(KEY), h("sk-test-rotated")))
+    g.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if http("POST", g.url + "/v1/chat/completions", chat(),
+                headers=auth("sk-test-rotated"))[0] == 200:
+            break
+        time.sleep(0.05)
+    st, out = post(KEY)
+    assert st == 401 and err(out)["code"] == "invalid_api_key"
+    assert post("sk-test-rotated")[0] == 200
+    c.close()
+
+
 def test_model_not_allowed_and_unknown(env):
     s, g, _ = env()
     st, _, body = http("POST", g.url + "/v1/chat/completions",

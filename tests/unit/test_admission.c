@@ -63,6 +63,59 @@ test_auth_lookup(void **state)
 	ig_auth_free(auth);
 }
 
+/* The connection's memo: same key, same table only; a reload's table never. */
+static void
+test_auth_memo(void **state)
+{
+	uint8_t		 ka[1][32], kb[1][32];
+	struct ig_tenant_conf t[2] = {
+		{ .id = "acme", .keys = ka, .nkeys = 1 },
+		{ .id = "beta", .keys = kb, .nkeys = 1 },
+	};
+	struct ig_auth_memo m = { 0 };
+	struct ig_auth	*auth, *reloaded;
+	char		*err;
+
+	sha("sk-acme-1", ka[0]);
+	sha("sk-beta-1", kb[0]);
+	auth = ig_auth_create(t, 2, &err);
+	assert_non_null(auth);
+	assert_ptr_equal(ig_auth_lookup_memo(auth, &m, "sk-acme-1", 9), &t[0]);
+	assert_int_equal(m.keylen, 9);
+	assert_memory_equal(m.key, "sk-acme-1", 9);
+	assert_ptr_equal(m.tenant, &t[0]);
+	/* a hit: the memo's tenant, even with the table's entry gone */
+	m.tenant = &t[1];
+	assert_ptr_equal(ig_auth_lookup_memo(auth, &m, "sk-acme-1", 9), &t[1]);
+	m.tenant = &t[0];
+	/* same length, other bytes: looked up, not the memo's tenant */
+	assert_null(ig_auth_lookup_memo(auth, &m, "sk-acme-2", 9));
+	assert_memory_equal(m.key, "sk-acme-1", 9);	/* a miss keeps it */
+	assert_ptr_equal(ig_auth_lookup_memo(auth, &m, "sk-beta-1", 9), &t[1]);
+	assert_memory_equal(m.key, "sk-beta-1", 9);
+	assert_null(ig_auth_lookup_memo(auth, &m, "sk-beta-", 8));
+	assert_null(ig_auth_lookup_memo(auth, &m, NULL, 0));
+
+	/* reloaded without beta's key: the memo's bytes match, the table not */
+	reloaded = ig_auth_create(t, 1, &err);
+	assert_non_null(reloaded);
+	assert_null(ig_auth_lookup_memo(reloaded, &m, "sk-beta-1", 9));
+	assert_ptr_equal(ig_auth_lookup_memo(reloaded, &m, "sk-acme-1", 9),
+	    &t[0]);
+	/* a longer key takes a bigger copy */
+	sha("sk-beta-1-much-longer-than-before", kb[0]);
+	ig_auth_free(reloaded);
+	reloaded = ig_auth_create(t, 2, &err);
+	assert_ptr_equal(ig_auth_lookup_memo(reloaded, &m,
+	    "sk-beta-1-much-longer-than-before", 33), &t[1]);
+	assert_memory_equal(m.key, "sk-beta-1-much-longer-than-before", 33);
+	ig_auth_memo_clear(&m);
+	assert_null(m.key);
+	assert_int_equal(m.serial, 0);
+	ig_auth_free(reloaded);
+	ig_auth_free(auth);
+}
+
 static void
 test_auth_many(void **state)
 {
@@ -465,6 +518,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_auth_lookup),
+		cmocka_unit_test(test_auth_memo),
 		cmocka_unit_test(test_auth_many),
 		cmocka_unit_test(test_auth_headers),
 		cmocka_unit_test(test_auth_hash_line),

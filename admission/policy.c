@@ -288,25 +288,16 @@ ig_ratelimit_format_reset(uint64_t ms, char *buf, size_t len)
 	return f.overflow ? -1 : (int)f.len;
 }
 
-/* Three x-ratelimit-*-KIND lines: limit, remaining, reset. */
-static void
-policy_fmt_limit(struct ig_fmt *f, const char *kind, uint64_t limit,
-    uint64_t remaining, uint64_t reset_ms)
-{
-	ig_fmt_lit(f, "x-ratelimit-limit-");
-	ig_fmt_cstr(f, kind);
-	ig_fmt_lit(f, ": ");
-	ig_fmt_u64(f, limit);
-	ig_fmt_lit(f, "\r\nx-ratelimit-remaining-");
-	ig_fmt_cstr(f, kind);
-	ig_fmt_lit(f, ": ");
-	ig_fmt_u64(f, remaining);
-	ig_fmt_lit(f, "\r\nx-ratelimit-reset-");
-	ig_fmt_cstr(f, kind);
-	ig_fmt_lit(f, ": ");
-	policy_fmt_reset(f, reset_ms);
-	ig_fmt_lit(f, "\r\n");
-}
+/* Three x-ratelimit-*-KIND lines: limit, remaining, reset (KIND: a literal). */
+#define policy_fmt_limit(f, kind, limit, remaining, reset_ms) do {	\
+	ig_fmt_lit((f), "x-ratelimit-limit-" kind ": ");		\
+	ig_fmt_u64((f), (limit));					\
+	ig_fmt_lit((f), "\r\nx-ratelimit-remaining-" kind ": ");	\
+	ig_fmt_u64((f), (remaining));					\
+	ig_fmt_lit((f), "\r\nx-ratelimit-reset-" kind ": ");		\
+	policy_fmt_reset((f), (reset_ms));				\
+	ig_fmt_lit((f), "\r\n");					\
+} while (0)
 
 int
 ig_ratelimit_format(const struct ig_ratelimit *rl, char *buf, size_t len)

@@ -23,6 +23,7 @@
 #include <http_parser.h>
 
 #include "infergate/admission.h"
+#include "infergate/fmt.h"
 #include "infergate/log.h"
 #include "infergate/store.h"
 #include "gateway.h"
@@ -84,38 +85,65 @@ admit_model_allowed(const struct ig_request *r, const char *name)
 static void
 admit_refuse(struct ig_request *r, const struct ig_admit_result *res)
 {
-	char extra[64];
-
 	r->refused_by = ig_limit_name(res->limit);
 	atomic_fetch_add_explicit(&r->worker->rejects[res->limit], 1,
 	    memory_order_relaxed);
 	r->outcome = "refused";
-	extra[0] = '\0';
-	if (res->retry_after_s > 0)
-		snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n",
-		    (unsigned long long)res->retry_after_s);
-	free(r->admit_hdrs);
-	r->admit_hdrs = extra[0] ? strdup(extra) : NULL;
+	r->rl_headers = false;
+	r->retry_after_s = res->retry_after_s;
 	proxy_send_error(r, res->status, res->type ? res->type :
 	    "invalid_request_error", res->code, res->param, "%s", res->message);
 }
 
-/* Keeps the response headers admission adds for the client. */
+/* Keeps what the response headers admission adds are made of. */
 static void
 admit_keep_headers(struct ig_request *r, const struct ig_admit_result *res)
 {
-	char buf[768];
+	r->rl = res->rl;
+	r->rl_headers = true;
+	r->retry_after_s = 0;
+}
+
+/*
+ * Into BUF (CAP bytes, NUL-terminated): an admitted request's x-ratelimit-*
+ * lines and x-infergate-max-tokens-clamped, a refused one's Retry-After.
+ * Returns their length; what does not fit is left out whole.
+ */
+size_t
+admit_headers(const struct ig_request *r, char *buf, size_t cap)
+{
+	struct ig_fmt f = IG_FMT_INIT(buf, cap);
+	size_t done;
 	int n;
 
-	n = ig_ratelimit_format(&res->rl, buf, sizeof(buf) - 128);
-	if (n < 0)
-		n = 0;
-	if (r->clamped)
-		n += snprintf(buf + n, sizeof(buf) - n,
-		    "x-infergate-max-tokens-clamped: %llu\r\n",
-		    (unsigned long long)r->max_tokens);
-	free(r->admit_hdrs);
-	r->admit_hdrs = n > 0 ? strdup(buf) : NULL;
+	if (cap == 0)
+		return 0;
+	buf[0] = '\0';
+	if (r->rl_headers) {
+		if ((n = ig_ratelimit_format(&r->rl, buf, cap)) < 0)
+			n = 0;
+		f.len = (size_t)n;
+		buf[f.len] = '\0';
+		if (r->clamped) {
+			done = f.len;
+			ig_fmt_lit(&f, "x-infergate-max-tokens-clamped: ");
+			ig_fmt_u64(&f, r->max_tokens);
+			ig_fmt_lit(&f, "\r\n");
+			if (f.overflow) {
+				f.len = done;
+				buf[f.len] = '\0';
+			}
+		}
+	} else if (r->retry_after_s > 0) {
+		ig_fmt_lit(&f, "Retry-After: ");
+		ig_fmt_u64(&f, r->retry_after_s);
+		ig_fmt_lit(&f, "\r\n");
+		if (f.overflow) {
+			f.len = 0;
+			buf[0] = '\0';
+		}
+	}
+	return f.len;
 }
 
 static void
@@ -308,7 +336,8 @@ admit_stream_body(struct ig_request *r, const char *data, size_t len)
 		len -= n;
 		if (len == 0)
 			return;
-		if (r->sse == NULL && (r->sse = evbuffer_new()) == NULL) {
+		if (r->sse == NULL &&
+		    (r->sse = worker_evbuffer_get(r->worker)) == NULL) {
 			hs_response_body(r->conn, data, len);	/* unread */
 			return;
 		}
@@ -374,10 +403,8 @@ admit_finish(struct ig_request *r)
 		event_free(r->renew);
 		r->renew = NULL;
 	}
-	if (r->sse != NULL) {
-		evbuffer_free(r->sse);
-		r->sse = NULL;
-	}
+	worker_evbuffer_put(r->worker, r->sse);
+	r->sse = NULL;
 	if (r->lease == NULL)
 		return;
 	if (r->usage_known)

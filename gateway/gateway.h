@@ -124,7 +124,7 @@ enum ig_stat {
  * Blocks too large for malloc's per-thread cache that every request
  * takes and gives back (header arenas): kept per worker, no locks.
  */
-enum wblock_kind { WB_ARENA, WB_UPHDR, WB_MAX };
+enum wblock_kind { WB_ARENA, WB_UPHDR, WB_REQUEST, WB_MAX };
 
 struct wblock_cache {
 	void		*head;		/* free blocks, linked by their first word */
@@ -158,6 +158,8 @@ struct ig_worker {
 	char		*rbuf;		/* every read lands here first */
 	size_t		 rbuf_size;
 	struct wblock_cache blocks[WB_MAX];
+	struct evbuffer	*evbufs[64];	/* empty ones, for requests to reuse */
+	unsigned	 nevbufs;
 	_Atomic uint64_t rejects[IG_LIMIT_STORE + 1];	/* by limit */
 	_Atomic uint64_t would_reject[IG_LIMIT_STORE + 1];	/* shadow */
 	_Atomic uint64_t tokens_in;	/* settled prompt tokens */
@@ -181,6 +183,14 @@ const char	*worker_date(struct ig_worker *);
 void		*worker_block_get(struct ig_worker *, enum wblock_kind, size_t size);
 void		 worker_block_put(struct ig_worker *, enum wblock_kind, void *,
 		    size_t size);
+
+/*
+ * An empty evbuffer, and its return (emptied; NULL is ignored): a
+ * request's body, buffered response and SSE remainder reuse the worker's
+ * instead of allocating and initialising three per request.
+ */
+struct evbuffer	*worker_evbuffer_get(struct ig_worker *);
+void		 worker_evbuffer_put(struct ig_worker *, struct evbuffer *);
 
 /*
  * The end of a read or write event: answers the store holds for the loop
@@ -239,7 +249,8 @@ struct ig_request {
 	uint64_t	 t_start;	/* monotonic ns */
 	uint64_t	 t_first_byte;
 	const char	*allow;		/* Allow header of a 405 */
-	struct evbuffer	*resp_head;	/* backend headers kept for the client */
+	char		*resp_head;	/* backend headers kept for the client */
+	size_t		 resp_head_len;
 	bool		 dispatched;	/* a whole request reached the proxy */
 	bool		 backend_date;	/* the backend's Date is passed on */
 	bool		 up_reused;	/* sent on a pooled connection */
@@ -252,7 +263,9 @@ struct ig_request {
 	struct ig_store_op *admit_op;	/* waiting for the store */
 	struct ig_lease	*lease;		/* admitted: settle once */
 	struct event	*renew;		/* lease renewal of long streams */
-	char		*admit_hdrs;	/* x-ratelimit-* etc. for the client */
+	struct ig_ratelimit rl;		/* x-ratelimit-* for the client */
+	bool		 rl_headers;	/* admitted: send rl and the clamp */
+	uint64_t	 retry_after_s;	/* refused: Retry-After; 0: none */
 	bool		 clamped;	/* max_tokens lowered to the tenant's cap */
 	bool		 set_max_tokens;	/* write max_tokens into the body */
 	bool		 force_usage;	/* ask the backend for stream usage */
@@ -271,6 +284,23 @@ struct ig_request {
 
 uint64_t	 now_ns(void);
 
+/* Whether the N bytes at S are LOWER (lowercase ASCII) in any case. */
+static inline bool
+gw_caseeq(const char *s, const char *lower, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if ((unsigned)(c - 'A') < 26)
+			c += 'a' - 'A';
+		if (c != (unsigned char)lower[i])
+			return false;
+	}
+	return true;
+}
+
 /* proxy.c: called by the server side */
 void		 proxy_request(struct ig_request *);	/* a complete request */
 void		 proxy_client_writable(struct ig_request *);	/* output drained */
@@ -285,7 +315,7 @@ void		 hs_listener_cb(struct evconnlistener *, int fd,
 		    struct sockaddr *, int socklen, void *arg);
 /* Status line + headers; body_len -1 means a chunked (streamed) body. */
 void		 hs_response_start(struct hs_conn *, int status,
-		    const char *extra, int64_t body_len);
+		    const char *extra, size_t extralen, int64_t body_len);
 void		 hs_response_body(struct hs_conn *, const void *, size_t);
 void		 hs_response_body_buffer(struct hs_conn *, struct evbuffer *);
 void		 hs_response_end(struct hs_conn *);
@@ -349,6 +379,9 @@ void		 admit_start(struct ig_request *);	/* then proxy_admitted() */
 void		 admit_stream_body(struct ig_request *, const char *, size_t);
 void		 admit_response_done(struct ig_request *);	/* non-streaming */
 void		 admit_finish(struct ig_request *);	/* at request free */
+/* The headers admission adds to the response, at most ADMIT_HDRS_MAX. */
+#define ADMIT_HDRS_MAX	512
+size_t		 admit_headers(const struct ig_request *, char *, size_t);
 void		 proxy_admitted(struct ig_request *);
 
 /* access_log.c */

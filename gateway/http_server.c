@@ -236,10 +236,12 @@ hs_on_message_begin(http_parser *p)
 	c->arena_cap = lim->max_header_bytes;
 	c->arena_block = c->arena_cap + c->max_hdrs * sizeof(struct ig_header);
 	c->arena = worker_block_get(c->w, WB_ARENA, c->arena_block);
-	if (c->arena == NULL || (r = calloc(1, sizeof(*r))) == NULL) {
+	if (c->arena == NULL ||
+	    (r = worker_block_get(c->w, WB_REQUEST, sizeof(*r))) == NULL) {
 		c->err_status = 503;
 		return -1;
 	}
+	memset(r, 0, sizeof(*r));
 	c->hdrs = (struct ig_header *)(c->arena + c->arena_cap);
 	r->conn = c;
 	r->worker = c->w;
@@ -350,11 +352,12 @@ hs_on_header_value(http_parser *p, const char *at, size_t len)
 	return hs_arena_add(c, at, len);
 }
 
+/* NAME, V: lowercase. */
 static bool
 hs_header_is(const struct ig_header *h, const char *name)
 {
 	return h->namelen == strlen(name) &&
-	    strncasecmp(h->name, name, h->namelen) == 0;
+	    gw_caseeq(h->name, name, h->namelen);
 }
 
 static bool
@@ -367,7 +370,7 @@ hs_value_is(const struct ig_header *h, const char *v)
 		s++, n--;
 	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
 		n--;
-	return n == strlen(v) && strncasecmp(s, v, n) == 0;
+	return n == strlen(v) && gw_caseeq(s, v, n);
 }
 
 const struct ig_header *
@@ -542,7 +545,8 @@ hs_on_body(http_parser *p, const char *at, size_t len)
 	}
 	if (c->err_status != 0)		/* being refused: read and discard */
 		return 0;
-	if (c->req->body == NULL && (c->req->body = evbuffer_new()) == NULL)
+	if (c->req->body == NULL &&
+	    (c->req->body = worker_evbuffer_get(c->w)) == NULL)
 		return -1;
 	return evbuffer_add(c->req->body, at, len);
 }
@@ -942,13 +946,13 @@ hs_reason(int status)
  */
 void
 hs_response_start(struct hs_conn *c, int status, const char *extra,
-    int64_t body_len)
+    size_t extralen, int64_t body_len)
 {
 	struct evbuffer *out = c->io.out;
 	struct ig_request *r = c->req;
 	const struct ig_limits_conf *lim = hs_limits(c);
+	struct evbuffer_iovec v;
 	struct ig_fmt f;
-	char line[256];
 
 	if (c->nrequests >= lim->max_requests_per_connection &&
 	    lim->max_requests_per_connection != 0)
@@ -959,7 +963,18 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 	c->close_delimited = body_len < 0 && !c->chunked_out;
 	if (c->close_delimited)
 		c->keep_alive = false;
-	f = (struct ig_fmt)IG_FMT_INIT(line, sizeof(line));
+	/*
+	 * The head in one piece of the output: EXTRA plus at most 220 bytes
+	 * of our own (status line, Date, x-request-id, framing).
+	 */
+	if (evbuffer_reserve_space(out, (ev_ssize_t)(extralen + 256), &v,
+	    1) < 1) {
+		/* Out of memory: no head; the connection closes after. */
+		c->keep_alive = false;
+		v.iov_base = NULL;
+		v.iov_len = 0;
+	}
+	f = (struct ig_fmt)IG_FMT_INIT(v.iov_base, v.iov_len);
 	if (c->parser.http_minor >= 1)
 		ig_fmt_lit(&f, "HTTP/1.1 ");
 	else
@@ -968,13 +983,10 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 	ig_fmt_lit(&f, " ");
 	ig_fmt_cstr(&f, hs_reason(status));
 	ig_fmt_lit(&f, "\r\n");
-	evbuffer_add(out, line, f.len);
-	if (extra != NULL)
-		evbuffer_add(out, extra, strlen(extra));
+	ig_fmt_mem(&f, extra, extralen);
 	/* Ours when the backend's is not passed on (RFC 9110 6.6.1). */
 	if (r == NULL || !r->backend_date)
-		evbuffer_add(out, worker_date(c->w), IG_DATE_LEN);
-	f = (struct ig_fmt)IG_FMT_INIT(line, sizeof(line));
+		ig_fmt_mem(&f, worker_date(c->w), IG_DATE_LEN);
 	if (r != NULL && r->id[0] != '\0') {
 		ig_fmt_lit(&f, "x-request-id: ");
 		ig_fmt_cstr(&f, r->id);
@@ -992,7 +1004,10 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 		ig_fmt_lit(&f, "Connection: keep-alive\r\n\r\n");
 	else
 		ig_fmt_lit(&f, "\r\n");
-	evbuffer_add(out, line, f.len);
+	if (v.iov_base != NULL) {
+		v.iov_len = f.len;
+		evbuffer_commit_space(out, &v, 1);
+	}
 	if (r != NULL) {
 		r->status = status;
 		r->resp_started = true;

@@ -66,6 +66,7 @@ proxy_send_error(struct ig_request *r, int status, const char *type,
     const char *code, const char *param, const char *fmt, ...)
 {
 	char msg[512], extra[1024];
+	struct ig_fmt f = IG_FMT_INIT(extra, sizeof(extra));
 	json_t *o;
 	char *body;
 	va_list ap;
@@ -87,17 +88,23 @@ proxy_send_error(struct ig_request *r, int status, const char *type,
 	body = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	len = body ? strlen(body) : 0;
-	snprintf(extra, sizeof(extra),
-	    "Content-Type: application/json\r\n%s%s%s%s",
-	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
-	    r->allow ? "\r\n" : "", r->admit_hdrs ? r->admit_hdrs : "");
+	ig_fmt_lit(&f, "Content-Type: application/json\r\n");
+	if (r->allow != NULL) {
+		ig_fmt_lit(&f, "Allow: ");
+		ig_fmt_cstr(&f, r->allow);
+		ig_fmt_lit(&f, "\r\n");
+	}
+	if (!f.overflow)
+		f.len += admit_headers(r, extra + f.len, sizeof(extra) - f.len);
 	r->backend_date = false;	/* our answer, our Date */
-	hs_response_start(r->conn, status, extra, len);
+	hs_response_start(r->conn, status, extra, f.len, len);
 	if (r->method != HTTP_HEAD)
 		hs_response_body(r->conn, body, len);
 	free(body);
 	hs_response_end(r->conn);
 }
+
+#define PROXY_JSON_TYPE	"Content-Type: application/json\r\n"
 
 static void
 proxy_reply_json(struct ig_request *r, int status, json_t *o)
@@ -111,8 +118,8 @@ proxy_reply_json(struct ig_request *r, int status, json_t *o)
 		return;
 	}
 	len = strlen(body);
-	hs_response_start(r->conn, status,
-	    "Content-Type: application/json\r\n", len);
+	hs_response_start(r->conn, status, PROXY_JSON_TYPE,
+	    sizeof(PROXY_JSON_TYPE) - 1, len);
 	if (r->method != HTTP_HEAD)
 		hs_response_body(r->conn, body, len);
 	free(body);
@@ -364,7 +371,7 @@ proxy_name_in(const struct ig_header *h, const struct proxy_name *set,
 
 	for (i = 0; i < n; i++)
 		if (h->namelen == set[i].len &&
-		    strncasecmp(h->name, set[i].name, set[i].len) == 0)
+		    gw_caseeq(h->name, set[i].name, set[i].len))
 			return true;
 	return false;
 }
@@ -383,7 +390,7 @@ proxy_drop_request_header(const struct ig_header *h, const struct ig_header *con
 
 	if (proxy_name_in(h, drop, sizeof(drop) / sizeof(drop[0])))
 		return true;
-	if (h->namelen >= 12 && strncasecmp(h->name, "x-infergate-", 12) == 0)
+	if (h->namelen >= 12 && gw_caseeq(h->name, "x-infergate-", 12))
 		return true;
 	/* Names listed in Connection: are hop-by-hop too. */
 	if (conn != NULL) {
@@ -551,39 +558,44 @@ static void
 proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
     size_t n)
 {
-	size_t i;
+	size_t i, cap = ADMIT_HDRS_MAX + 1;
+	struct ig_fmt f;
 
 	r->t_first_byte = now_ns();
 	r->status = status;
 	r->backend_date = false;
-	if ((r->resp_head = evbuffer_new()) == NULL) {
+	for (i = 0; i < n; i++)
+		cap += h[i].namelen + h[i].valuelen + 4;
+	free(r->resp_head);
+	if ((r->resp_head = malloc(cap)) == NULL) {
 		up_cancel(r);
 		proxy_send_error(r, 503, "server_error", NULL, NULL,
 		    "out of memory");
 		return;
 	}
+	f = (struct ig_fmt)IG_FMT_INIT(r->resp_head, cap);
 	for (i = 0; i < n; i++) {
 		if (proxy_drop_response_header(&h[i]))
 			continue;
-		if (h[i].namelen == 4 && strncasecmp(h[i].name, "date", 4) == 0)
+		if (h[i].namelen == 4 && gw_caseeq(h[i].name, "date", 4))
 			r->backend_date = true;
-		evbuffer_add(r->resp_head, h[i].name, h[i].namelen);
-		evbuffer_add(r->resp_head, ": ", 2);
-		evbuffer_add(r->resp_head, h[i].value, h[i].valuelen);
-		evbuffer_add(r->resp_head, "\r\n", 2);
+		ig_fmt_mem(&f, h[i].name, h[i].namelen);
+		ig_fmt_lit(&f, ": ");
+		ig_fmt_mem(&f, h[i].value, h[i].valuelen);
+		ig_fmt_lit(&f, "\r\n");
 	}
-	if (r->admit_hdrs != NULL)
-		evbuffer_add(r->resp_head, r->admit_hdrs, strlen(r->admit_hdrs));
-	evbuffer_add(r->resp_head, "", 1);	/* a C string */
+	f.len += admit_headers(r, r->resp_head + f.len, cap - f.len);
+	r->resp_head_len = f.len;
 	if (r->info.stream && status >= 200 && status < 300 &&
 	    r->conn != NULL) {
 		r->streaming = true;
 		WSTAT_ADD(r->worker, ST_STREAMS, 1);
-		hs_response_start(r->conn, status,
-		    (const char *)evbuffer_pullup(r->resp_head, -1), -1);
+		hs_response_start(r->conn, status, r->resp_head,
+		    r->resp_head_len, -1);
 		return;
 	}
-	if ((r->resp = evbuffer_new()) == NULL) {
+	worker_evbuffer_put(r->worker, r->resp);	/* a retry's */
+	if ((r->resp = worker_evbuffer_get(r->worker)) == NULL) {
 		up_cancel(r);
 		proxy_send_error(r, 503, "server_error", NULL, NULL,
 		    "out of memory");
@@ -635,9 +647,8 @@ proxy_on_complete(struct ig_request *r)
 		return;
 	}
 	admit_response_done(r);
-	hs_response_start(r->conn, r->status,
-	    (const char *)evbuffer_pullup(r->resp_head, -1),
-	    evbuffer_get_length(r->resp));
+	hs_response_start(r->conn, r->status, r->resp_head, r->resp_head_len,
+	    (int64_t)evbuffer_get_length(r->resp));
 	if (r->method != HTTP_HEAD)
 		hs_response_body_buffer(r->conn, r->resp);
 	hs_response_end(r->conn);
@@ -684,10 +695,8 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 			WSTAT_ADD(r->worker, ST_UP_RETRIES, 1);
 			if (stale)
 				r->attempts--;
-			if (r->resp_head != NULL) {
-				evbuffer_free(r->resp_head);
-				r->resp_head = NULL;
-			}
+			free(r->resp_head);
+			r->resp_head = NULL;
 			proxy_forward(r);
 			return;
 		}
@@ -733,13 +742,9 @@ proxy_request_free(struct ig_request *r)
 		WSTAT_SUB(r->worker, ST_REQ_INFLIGHT, 1);
 	}
 	free(r->edited);
-	if (r->body != NULL)
-		evbuffer_free(r->body);
-	if (r->resp != NULL)
-		evbuffer_free(r->resp);
-	if (r->resp_head != NULL)
-		evbuffer_free(r->resp_head);
-	free(r->admit_hdrs);
+	worker_evbuffer_put(r->worker, r->body);
+	worker_evbuffer_put(r->worker, r->resp);
+	free(r->resp_head);
 	snapshot_unref(r->snap);
-	free(r);
+	worker_block_put(r->worker, WB_REQUEST, r, sizeof(*r));
 }

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -84,6 +85,30 @@ worker_block_put(struct ig_worker *w, enum wblock_kind k, void *p, size_t size)
 	memcpy(p, &bc->head, sizeof(void *));
 	bc->head = p;
 	bc->n++;
+}
+
+struct evbuffer *
+worker_evbuffer_get(struct ig_worker *w)
+{
+	if (w->nevbufs > 0)
+		return w->evbufs[--w->nevbufs];
+	return evbuffer_new();
+}
+
+void
+worker_evbuffer_put(struct ig_worker *w, struct evbuffer *b)
+{
+	size_t len;
+
+	if (b == NULL)
+		return;
+	if (w->nevbufs == sizeof(w->evbufs) / sizeof(w->evbufs[0])) {
+		evbuffer_free(b);
+		return;
+	}
+	if ((len = evbuffer_get_length(b)) > 0)
+		evbuffer_drain(b, len);
+	w->evbufs[w->nevbufs++] = b;
 }
 
 const char *
@@ -314,6 +339,8 @@ workers_free(void)
 		free(w->rbuf);
 		for (j = 0; j < WB_MAX; j++)
 			worker_blocks_drop(&w->blocks[j]);
+		while (w->nevbufs > 0)
+			evbuffer_free(w->evbufs[--w->nevbufs]);
 		if (w->ctl != NULL)
 			event_free(w->ctl);
 		if (w->ctl_fd > 0)

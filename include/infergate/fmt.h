@@ -71,8 +71,13 @@ static inline void
 ig_fmt_u64(struct ig_fmt *f, uint64_t v)
 {
 	char		 d[20];
+	size_t		 n = sizeof(d);
 
-	ig_fmt_mem(f, d, ig_u64_digits(d, v));
+	do {
+		d[--n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	ig_fmt_mem(f, d + n, sizeof(d) - n);
 }
 
 /* V in lowercase hexadecimal, without leading zeros. */

@@ -282,7 +282,26 @@ struct ig_request {
 	const char	*error_code;
 };
 
+/*
+ * Monotonic ns. Inside a socket event now_hold() has read the clock once
+ * for all of its work (about ten reads per request otherwise); elsewhere
+ * (timers, the store's callbacks) every call reads it.
+ */
 uint64_t	 now_ns(void);
+extern __thread uint64_t now_held;
+
+static inline void
+now_hold(void)
+{
+	now_held = 0;
+	now_held = now_ns();
+}
+
+static inline void
+now_release(void)
+{
+	now_held = 0;
+}
 
 /* Whether the N bytes at S are LOWER (lowercase ASCII) in any case. */
 static inline bool

@@ -526,8 +526,10 @@ io_read_cb(evutil_socket_t fd, short what, void *arg)
 		io->flags |= IO_RDHUP;
 	if ((io->flags & IO_PAUSED) && !(io->flags & IO_W_WANTS_R))
 		return;
+	now_hold();
 	io_do_read(io);
 	worker_after_io(w);
+	now_release();
 }
 
 /* The connect() in progress finished: 0 connected, -1 failed. */
@@ -550,8 +552,10 @@ io_write_cb(evutil_socket_t fd, short what, void *arg)
 	struct ig_io *io = arg;
 	struct ig_worker *w = io->w;
 
+	now_hold();
 	io_write_event(io, what);
 	worker_after_io(w);
+	now_release();
 }
 
 /* Writable (or the write timeout). */

@@ -47,11 +47,16 @@ static const struct up_events proxy_up_events = {
 	.on_error = proxy_on_error,
 };
 
+/* The time of the event being handled (now_hold); 0: read the clock. */
+__thread uint64_t now_held;
+
 uint64_t
 now_ns(void)
 {
 	struct timespec ts;
 
+	if (now_held != 0)
+		return now_held;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }

@@ -67,16 +67,29 @@ ig_u64_digits(char *p, uint64_t v)
 	return n;
 }
 
+/* Two digits at a time: the rate-limit headers carry a dozen numbers. */
 static inline void
 ig_fmt_u64(struct ig_fmt *f, uint64_t v)
 {
+	static const char pairs[] =
+	    "00010203040506070809101112131415161718192021222324"
+	    "25262728293031323334353637383940414243444546474849"
+	    "50515253545556575859606162636465666768697071727374"
+	    "75767778798081828384858687888990919293949596979899";
 	char		 d[20];
-	size_t		 n = sizeof(d);
+	size_t		 n = sizeof(d), i;
 
-	do {
-		d[--n] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
+	while (v >= 100) {
+		i = (size_t)(v % 100) * 2;
+		v /= 100;
+		d[--n] = pairs[i + 1];
+		d[--n] = pairs[i];
+	}
+	if (v >= 10) {
+		d[--n] = pairs[v * 2 + 1];
+		d[--n] = pairs[v * 2];
+	} else
+		d[--n] = (char)('0' + v);
 	ig_fmt_mem(f, d + n, sizeof(d) - n);
 }
 

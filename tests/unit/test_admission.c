@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "infergate/admission.h"
+#include "infergate/fmt.h"
 
 /* --- auth -------------------------------------------------------------- */
 
@@ -406,6 +407,33 @@ test_policy_decide(void **state)
 	}
 }
 
+/* ig_fmt: numbers at every digit-pair boundary, and what does not fit. */
+static void
+test_fmt(void **state)
+{
+	static const uint64_t v[] = { 0, 7, 9, 10, 42, 99, 100, 101, 999, 1000,
+	    12345, 100000000, 1000000000000ULL, 18446744073709551615ULL };
+	char buf[32], want[32];
+	struct ig_fmt f;
+	size_t i;
+
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		f = (struct ig_fmt)IG_FMT_INIT(buf, sizeof(buf));
+		ig_fmt_u64(&f, v[i]);
+		snprintf(want, sizeof(want), "%llu", (unsigned long long)v[i]);
+		assert_false(f.overflow);
+		assert_string_equal(buf, want);
+		assert_int_equal(f.len, strlen(want));
+	}
+	f = (struct ig_fmt)IG_FMT_INIT(buf, 6);
+	ig_fmt_lit(&f, "ab");
+	ig_fmt_u64(&f, 123456);		/* does not fit: nothing of it */
+	assert_true(f.overflow);
+	assert_string_equal(buf, "ab");
+	ig_fmt_lit(&f, "c");		/* nothing after an overflow */
+	assert_string_equal(buf, "ab");
+}
+
 static void
 test_policy_headers(void **state)
 {
@@ -524,6 +552,7 @@ main(void)
 		cmocka_unit_test(test_auth_hash_line),
 		cmocka_unit_test(test_policy_request),
 		cmocka_unit_test(test_policy_decide),
+		cmocka_unit_test(test_fmt),
 		cmocka_unit_test(test_policy_headers),
 		cmocka_unit_test(test_policy_store_unavailable),
 		cmocka_unit_test(test_policy_day),

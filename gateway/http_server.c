@@ -352,15 +352,15 @@ hs_on_header_value(http_parser *p, const char *at, size_t len)
 	return hs_arena_add(c, at, len);
 }
 
-/* NAME, V: lowercase. */
-static bool
+/* NAME, V: lowercase literals (inlined: their lengths are constants). */
+static inline __attribute__((always_inline)) bool
 hs_header_is(const struct ig_header *h, const char *name)
 {
 	return h->namelen == strlen(name) &&
 	    gw_caseeq(h->name, name, h->namelen);
 }
 
-static bool
+static inline __attribute__((always_inline)) bool
 hs_value_is(const struct ig_header *h, const char *v)
 {
 	const char *s = h->value;

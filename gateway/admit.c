@@ -264,6 +264,58 @@ admit_read_usage(struct ig_request *r, const char *json, size_t len)
 }
 
 /*
+ * Whether the N bytes at P, after a member name's closing quote, are
+ * ':' (or ": ") and then OPEN ("{" or "[{").
+ */
+static bool
+admit_member_opens(const char *p, const char *end, const char *open,
+    size_t openlen)
+{
+	if (p < end && *p == ':')
+		p++;
+	else
+		return false;
+	if (p < end && *p == ' ')
+		p++;
+	return (size_t)(end - p) >= openlen && memcmp(p, open, openlen) == 0;
+}
+
+/*
+ * Whether [P, END) holds the member name KEY (LEN bytes, quotes
+ * included) followed by ':' (or ": ") and OPEN: found by memchr hops on
+ * the name's first letter, which is rarer in an event than its quote.
+ */
+static bool
+admit_sse_has(const char *p, const char *end, const char *key, size_t len,
+    const char *open, size_t openlen)
+{
+	if (end - p < (ptrdiff_t)len)
+		return false;
+	for (p++; (p = memchr(p, key[1], end - p)) != NULL; p++) {
+		if ((size_t)(end - p) < len - 1)
+			return false;
+		if (p[-1] == '"' && memcmp(p, key + 1, len - 1) == 0 &&
+		    admit_member_opens(p + len - 1, end, open, openlen))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The members an SSE event's JSON may carry that matter here: a "usage"
+ * object ("usage":{ or "usage": {) and a non-empty "choices" array
+ * ("choices":[{ or "choices": [{). Either may also match inside a
+ * string; a usage match is confirmed by parsing the event.
+ */
+static void
+admit_sse_scan(const char *p, const char *end, bool *usage, bool *choice)
+{
+	*usage = admit_sse_has(p, end, "\"usage\"", 7, "{", 1);
+	*choice = !*usage &&
+	    admit_sse_has(p, end, "\"choices\"", 9, "[{", 2);
+}
+
+/*
  * One complete SSE event (without its blank line) from the backend.
  * Returns false when it must not reach the client: the usage chunk the
  * gateway asked for on the client's behalf.
@@ -272,15 +324,15 @@ static bool
 admit_sse_event(struct ig_request *r, const char *ev, size_t len)
 {
 	struct ig_usage_event ue;
+	bool usage, choice;
 
 	if (len < 6 || memcmp(ev, "data:", 5) != 0)
 		return true;
 	/* Content chunks are counted without a parse; only a chunk that
 	 * may carry usage is read whole. */
-	if (memmem(ev, len, "\"usage\":{", 9) == NULL &&
-	    memmem(ev, len, "\"usage\": {", 10) == NULL) {
-		if (memmem(ev, len, "\"choices\":[{", 12) != NULL ||
-		    memmem(ev, len, "\"choices\": [{", 13) != NULL)
+	admit_sse_scan(ev + 5, ev + len, &usage, &choice);
+	if (!usage) {
+		if (choice)
 			r->tokens_sent++;
 		return true;
 	}
@@ -294,6 +346,18 @@ admit_sse_event(struct ig_request *r, const char *ev, size_t len)
 	return !(ue.usage && ue.no_choices && !r->info.client_usage);
 }
 
+/* The first "\n\n" in [P, END), by memchr hops; NULL: none. */
+static const char *
+admit_blank_line(const char *p, const char *end)
+{
+	while (end - p >= 2 && (p = memchr(p, '\n', end - p - 1)) != NULL) {
+		if (p[1] == '\n')
+			return p;
+		p += 2;		/* p[1] is not '\n': no pair starts there */
+	}
+	return NULL;
+}
+
 /*
  * The complete events at the head of DATA (LEN bytes): each is read by
  * admit_sse_event and the ones to forward go to the client, consecutive
@@ -305,7 +369,7 @@ admit_sse_events(struct ig_request *r, const char *data, size_t len)
 {
 	const char *p = data, *end = data + len, *run = data, *e;
 
-	while (p < end && (e = memmem(p, end - p, "\n\n", 2)) != NULL) {
+	while (p < end && (e = admit_blank_line(p, end)) != NULL) {
 		if (!admit_sse_event(r, p, e - p)) {
 			if (p > run)
 				hs_response_body(r->conn, run, p - run);

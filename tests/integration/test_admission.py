@@ -596,6 +596,37 @@ def test_stream_events_split_across_reads(gateway):
         done()
 
 
+def test_stream_events_spaced_json(gateway):
+    """Events in json.dumps' spaced form ("usage": {...}), and a content
+    string that spells a usage member: the real usage chunk is read and
+    stripped, the content passes as sent."""
+    tricky = 'say "usage": {"prompt_tokens": 99} and "usage":{'
+    events = [json.dumps({"id": "c", "object": "chat.completion.chunk",
+                          "choices": [{"index": 0, "delta": {"content": c}}]})
+              for c in ("tok0 ", tricky)]
+    events.append(json.dumps({"id": "c", "object": "chat.completion.chunk",
+                              "choices": [], "usage": {
+                                  "prompt_tokens": 5, "completion_tokens": 7,
+                                  "total_tokens": 12}}))
+    events.append("[DONE]")
+    body = "".join("data: %s\n\n" % e for e in events).encode()
+    g, done = _with_raw_backend(gateway, b"text/event-stream", body)
+    try:
+        st, _, body = http("POST", g.url + "/v1/chat/completions",
+                           chat(stream=True, max_tokens=3), headers=auth())
+        assert st == 200
+        ev = sse_events(body)
+        assert ev[-1] == "[DONE]" and len(ev) == 3, ev
+        chunks = [json.loads(e) for e in ev[:-1]]
+        assert [c["choices"][0]["delta"]["content"] for c in chunks] == \
+            ["tok0 ", tricky]
+        lines = _token_metrics(g)
+        assert lines["infergate_tokens_in_total"] == 5
+        assert lines["infergate_tokens_out_total"] == 7
+    finally:
+        done()
+
+
 def test_broken_usage_is_not_settled(gateway):
     """A usage with a prompt count and neither a completion nor a total
     count (or negative counts) is a broken backend's: it is not counted

@@ -509,10 +509,9 @@ test_request_depth(void **state)
 }
 
 /*
- * Deep blocks one after another, closed in long runs: jsmn alone walked
- * quadratically over them (seconds for 4 MB); the scanner stops it inside
- * every run (json_scan.c, SCAN_RUN). Objects, keys and strings with
- * escapes among the brackets.
+ * Deep blocks one after another, closed in long runs (the scanner's
+ * jsmn-based predecessor walked quadratically over them, seconds for 4 MB).
+ * Objects, keys and strings with escapes among the brackets.
  */
 static void
 test_request_deep_runs(void **state)

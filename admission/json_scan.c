@@ -394,7 +394,8 @@ scan_number(struct json_scan *s, const char **pp, const char *e,
 		if (q - d > 19 || v > (uint64_t)INT64_MAX + neg)
 			return scan_fail(s, "integer out of range",
 			    (size_t)(p - s->b));
-		*ival = neg ? -(int64_t)(v - 1) - 1 : (int64_t)v;
+		/* -2^63 has no positive counterpart */
+		*ival = neg && v != 0 ? -(int64_t)(v - 1) - 1 : (int64_t)v;
 		*pp = q;
 		return JSON_INT;
 	}
@@ -751,7 +752,11 @@ scan_doc(struct json_scan *s)
 		if (depth >= JSON_MAX_DEPTH)
 			return scan_fail(s, "nesting too deep",
 			    (size_t)(p - s->b));
-		if (p < e && (*p == '{' || *p == '[')) {
+		if (p == e)
+			return scan_fail_at(s, p, e, NULL);
+		switch (*p) {
+		case '{':
+		case '[':
 			if ((i = scan_open(s, p, cur)) == -1)
 				return -1;
 			cur = i;
@@ -763,12 +768,14 @@ scan_doc(struct json_scan *s)
 			if (obj)
 				goto key;
 			continue;
-		}
-		if (p < e && *p == '"') {
+		case '"':
 			if (scan_string(s, &p, e, cur) == -1)
 				return -1;
-		} else if (p == e || scan_scalar(s, &p, e, cur) == -1)
-			return p == e ? scan_fail_at(s, p, e, NULL) : -1;
+			break;
+		default:
+			if (scan_scalar(s, &p, e, cur) == -1)
+				return -1;
+		}
 		p = scan_blanks(p, e);
 after:
 		/* after a value, blanks skipped: close what it ends */

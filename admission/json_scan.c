@@ -6,8 +6,9 @@
  * document's value. The open containers are a stack linked through their
  * tokens' parent fields (replaced by the next sibling's index as each one
  * closes), so the depth costs no recursion and no memory of its own.
- * Strings are read eight bytes at a time up to the first byte that needs
- * care (a quote, a backslash, a control character, a non-ASCII byte);
+ * Strings are read sixteen bytes at a time (SSE2; else eight) up to the
+ * first byte that needs care (a quote, a backslash, a control character,
+ * a non-ASCII byte), which is the only one looked at on its own;
  * numbers are checked and their value taken in the same walk. The keys of
  * the open objects are a stack beside the tokens; an object's keys are
  * checked for duplicates when it closes.

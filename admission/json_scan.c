@@ -1,21 +1,27 @@
 /*
- * The strict JSON scanner (json_scan.h), three passes over the bytes:
+ * The strict JSON scanner (json_scan.h): one pass over the bytes.
  *
- *   scan_feed    brackets and string boundaries only, ahead of jsmn: what
- *                must be refused before jsmn sees it, and where to stop
- *                jsmn so that it stays linear (see SCAN_RUN)
- *   jsmn         the tokens (strict mode, parent links)
- *   scan_check   every byte jsmn let through, as jansson would judge it;
- *                then scan_dups over the keys
- *
- * The only file that compiles jsmn.
+ * An iterative descent: scan_doc() reads a value, then what follows it
+ * (blanks, a separator, closing brackets), and so on to the end of the
+ * document's value. The open containers are a stack linked through their
+ * tokens' parent fields (replaced by the next sibling's index as each one
+ * closes), so the depth costs no recursion and no memory of its own.
+ * Strings are read sixteen bytes at a time (SSE2; else eight) up to the
+ * first byte that needs care (a quote, a backslash, a control character,
+ * a non-ASCII byte), which is the only one looked at on its own;
+ * numbers are checked and their value taken in the same walk. The keys of
+ * the open objects are a stack beside the tokens; an object's keys are
+ * checked for duplicates when it closes.
  */
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define JSON_SCAN_IMPL
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "json_scan.h"
 
 /* 2^1024 - 2^970: the least magnitude strtod() rounds up to infinity. */
@@ -26,11 +32,19 @@ static const char real_limit[] =
     "069855571366959622842914819860834936475292719074168444365510704342711"
     "559699508093042880177904174497792";
 
-/* The pass over the tokens. */
-struct scan_state {
-	int		 cur;		/* the innermost open container, or -1 */
-	int		 open;		/* containers open */
-	size_t		 pos;		/* the byte after the last one checked */
+/* Byte classes (scan_class) */
+#define C_BLANK		0x1	/* blank between tokens */
+#define C_PLAIN		0x2	/* string text as it stands: ASCII, not a
+				   control character, '"' or '\\' */
+#define C_DELIM		0x4	/* may follow a number or a literal */
+
+static const unsigned char scan_class[256] = {
+	['\t'] = C_BLANK | C_DELIM, ['\n'] = C_BLANK | C_DELIM,
+	['\r'] = C_BLANK | C_DELIM, [' '] = C_BLANK | C_PLAIN | C_DELIM,
+	['!'] = C_PLAIN, ['#' ... '+'] = C_PLAIN, [','] = C_PLAIN | C_DELIM,
+	['-' ... '['] = C_PLAIN, [']'] = C_PLAIN | C_DELIM,
+	['^' ... '|'] = C_PLAIN, ['}'] = C_PLAIN | C_DELIM,
+	['~' ... 0x7F] = C_PLAIN,
 };
 
 static int
@@ -41,41 +55,35 @@ scan_fail(struct json_scan *s, const char *what, size_t at)
 	return -1;
 }
 
-static bool
-scan_blank(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static bool
-scan_digit(const char *p, const char *e)
-{
-	return p < e && *p >= '0' && *p <= '9';
-}
-
 /*
- * Bytes [FROM, TO) between two tokens: blanks, with the separator SEP
- * (':' or ',') among them unless SEP is 0.
+ * Fails at P (before E), where WHAT was expected: or at the end of the
+ * input, or at a NUL byte.
  */
 static int
-scan_gap(struct json_scan *s, size_t from, size_t to, char sep)
+scan_fail_at(struct json_scan *s, const char *p, const char *e,
+    const char *what)
 {
-	const char	*b = s->b;
+	if (p == e)
+		what = "unexpected end of input";
+	else if (*p == '\0')
+		what = "NUL byte";
+	return scan_fail(s, what, (size_t)(p - s->b));
+}
 
-	while (from < to && scan_blank(b[from]))
-		from++;
-	if (sep != 0) {
-		if (from == to || b[from] != sep)
-			return scan_fail(s, sep == ':' ? "expected ':'" :
-			    "expected ','", from);
-		from++;
-		while (from < to && scan_blank(b[from]))
-			from++;
-	}
-	if (from != to)
-		return scan_fail(s, b[from] == '\0' ? "NUL byte" :
-		    "unexpected character", from);
-	return 0;
+static inline const char *
+scan_blanks(const char *p, const char *e)
+{
+	if (p < e && (unsigned char)*p > ' ')	/* most often */
+		return p;
+	while (p < e && (scan_class[(unsigned char)*p] & C_BLANK))
+		p++;
+	return p;
+}
+
+static inline bool
+scan_digit(char c)
+{
+	return (unsigned char)(c - '0') < 10;
 }
 
 /* Four hex digits at P, or -1. */
@@ -129,22 +137,34 @@ scan_utf8(const unsigned char *p, const unsigned char *e)
 }
 
 /*
- * The escape at P (a backslash, before E): returns the bytes it takes and
- * sets *DEC to the bytes it decodes to; 0 if jansson refuses it (an
- * unknown escape, \u0000, a surrogate half not in a pair).
+ * The escape at P (a backslash, before E, in the string whose quote is at
+ * Q): returns the bytes it takes and sets *DEC to the bytes it decodes
+ * to; 0 if jansson refuses it (an unknown escape, reported at Q; \u0000,
+ * a surrogate half not in a pair).
  */
 static size_t
-scan_escape(struct json_scan *s, const char *p, const char *e, size_t *dec)
+scan_escape(struct json_scan *s, const char *p, const char *e,
+    const char *q, size_t *dec)
 {
-	const char	*what = "invalid escape";
+	const char	*what = "invalid escape", *at = q;
 	int		 v, w;
 
 	*dec = 1;
-	if (e - p >= 2 && p[1] != '\0' && strchr("\"\\/bfnrt", p[1]) != NULL)
+	if (e - p < 2)
+		goto fail;
+	switch (p[1]) {
+	case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r':
+	case 't':
 		return 2;
-	if (e - p < 6 || p[1] != 'u' || (v = scan_hex4(p + 2)) == -1)
+	case 'u':
+		break;
+	default:
+		goto fail;
+	}
+	if (e - p < 6 || (v = scan_hex4(p + 2)) == -1)
 		goto fail;
 	what = "\\u0000 in a string";
+	at = p;
 	if (v == 0)
 		goto fail;
 	if (v < 0xD800 || v > 0xDFFF) {
@@ -158,58 +178,143 @@ scan_escape(struct json_scan *s, const char *p, const char *e, size_t *dec)
 	*dec = 4;
 	return 12;
 fail:
-	scan_fail(s, what, (size_t)(p - s->b));
+	scan_fail(s, what, (size_t)(at - s->b));
 	return 0;
 }
 
 /*
- * The first byte at or after P (before E) that is not plain string text:
- * a control character, a backslash or a non-ASCII byte. Eight bytes at a
- * time: a word's byte is flagged when below 0x20, equal to '\\' (zero
- * after the XOR) or with its top bit set.
+ * The first byte at or after P (before E) that is not plain string text
+ * (C_PLAIN), or E. Sixteen bytes at a time with SSE2: a byte is flagged
+ * when equal to '"' or '\\', or below 0x20 as a signed byte (which takes
+ * in those at or above 0x80). Then eight at a time: a word's byte is
+ * flagged when below 0x20 or at or above 0x80, or equal to '"' or '\\'
+ * (zero after an XOR); a borrow flags only bytes above the one it came
+ * from, so the lowest flag is exact.
  */
-static const char *
+static inline const char *
 scan_plain(const char *p, const char *e)
 {
 	const uint64_t	 ones = 0x0101010101010101ULL, high = ones << 7;
-	uint64_t	 w, bs;
+	uint64_t	 w, q, bs, hit;
+#ifdef __SSE2__
+	const __m128i	 quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+			 space = _mm_set1_epi8(0x20);
+	__m128i		 x;
+	int		 m;
 
+	for (; e - p >= 16; p += 16) {
+		x = _mm_loadu_si128((const __m128i *)(const void *)p);
+		m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(
+		    _mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+		    _mm_cmplt_epi8(x, space)));
+		if (m != 0)
+			return p + __builtin_ctz((unsigned int)m);
+	}
+#endif
 	for (; e - p >= 8; p += 8) {
 		memcpy(&w, p, 8);
+		q = w ^ (ones * '"');
 		bs = w ^ (ones * '\\');
-		if ((((w - ones * 0x20) & ~w) | ((bs - ones) & ~bs) | w) & high)
+		hit = ((w - ones * 0x20) | w | ((q - ones) & ~q) |
+		    ((bs - ones) & ~bs)) & high;
+		if (hit != 0) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+			return p + (__builtin_ctzll(hit) >> 3);
+#else
 			break;
+#endif
+		}
 	}
-	while (p < e && (unsigned char)*p >= 0x20 &&
-	    (unsigned char)*p < 0x80 && *p != '\\')
+	while (p < e && (scan_class[(unsigned char)*p] & C_PLAIN))
 		p++;
 	return p;
 }
 
-/* Checks string token T and sets its size to its decoded length. */
-static int
-scan_string(struct json_scan *s, jsmntok_t *t)
+/*
+ * Tokens beyond the locals: twice as many, in one block with room for
+ * the keys (a key is followed by its value, so the open objects' keys
+ * are never more than half the tokens, plus one).
+ */
+static __attribute__((noinline)) int
+scan_grow(struct json_scan *s)
 {
-	const char	*p = s->b + t->start, *e = s->b + t->end;
+	size_t		 cap = (size_t)s->cap * 2;
+	struct json_tok	*tok;
+	void		*heap;
+
+	if (cap > INT_MAX)
+		cap = INT_MAX;
+	heap = malloc(cap * sizeof(*tok) + (cap / 2 + 1) * sizeof(int));
+	if (heap == NULL) {
+		s->nomem = true;
+		return scan_fail(s, "out of memory", 0);
+	}
+	tok = heap;
+	memcpy(tok, s->tok, (size_t)s->ntok * sizeof(*tok));
+	if (s->keys != NULL) {
+		memcpy(tok + cap, s->keys, (size_t)s->nkeys * sizeof(int));
+		s->keys = (int *)(tok + cap);
+	}
+	s->steps += (size_t)s->ntok;
+	free(s->heap);
+	s->heap = heap;
+	s->tok = tok;
+	s->cap = (int)cap;
+	return 0;
+}
+
+/* A new token of TYPE at byte P, in container PARENT; its index or -1. */
+static inline int
+scan_tok(struct json_scan *s, int type, const char *p, int parent)
+{
+	struct json_tok	*t;
+
+	if (s->ntok == s->cap && scan_grow(s) == -1)
+		return -1;
+	t = &s->tok[s->ntok];
+	t->type = type;
+	t->start = (int)(p - s->b);
+	t->parent = parent;
+	return s->ntok++;
+}
+
+/*
+ * The string opening at *PP (its quote), a token in container PARENT;
+ * *PP then after its closing quote. Returns the token, or -1.
+ */
+static inline __attribute__((always_inline)) int
+scan_string(struct json_scan *s, const char **pp, const char *e, int parent)
+{
+	const char	*p = *pp + 1;
 	size_t		 saved = 0, n, dec;
+	unsigned char	 c;
+	int		 i;
 
-	while ((p = scan_plain(p, e)) < e) {
-		unsigned char	 c = (unsigned char)*p;
-
+	if ((i = scan_tok(s, JSON_TOK_STRING, p, parent)) == -1)
+		return -1;
+	for (;;) {
+		if ((p = scan_plain(p, e)) == e)
+			return scan_fail_at(s, p, e, NULL);
+		if ((c = (unsigned char)*p) == '"')
+			break;
 		if (c == '\\') {
-			if ((n = scan_escape(s, p, e, &dec)) == 0)
+			if ((n = scan_escape(s, p, e, *pp, &dec)) == 0)
 				return -1;
 			saved += n - dec;
-		} else if (c < 0x20)
-			return scan_fail(s, "control character in a string",
-			    (size_t)(p - s->b));
-		else if ((n = scan_utf8((const unsigned char *)p,
-		    (const unsigned char *)e)) == 0)
-			return scan_fail(s, "invalid UTF-8", (size_t)(p - s->b));
+		} else if (c >= 0x80) {
+			if ((n = scan_utf8((const unsigned char *)p,
+			    (const unsigned char *)e)) == 0)
+				return scan_fail(s, "invalid UTF-8",
+				    (size_t)(p - s->b));
+		} else
+			return scan_fail_at(s, p, e,
+			    "control character in a string");
 		p += n;
 	}
-	t->size = t->end - t->start - (int)saved;
-	return 0;
+	s->tok[i].end = (int)(p - s->b);
+	s->tok[i].size = s->tok[i].end - s->tok[i].start - (int)saved;
+	*pp = p + 1;
+	return i;
 }
 
 /*
@@ -227,12 +332,12 @@ scan_real_overflows(const char *d, const char *e)
 	bool		 neg = false;
 	size_t		 i;
 
-	for (; scan_digit(p, e); p++)
+	for (; (p < e && scan_digit(*p)); p++)
 		if (nz == NULL && *p != '0')
 			nz = p;
 	int_end = p;
 	if (p < e && *p == '.')
-		for (p++; scan_digit(p, e); p++)
+		for (p++; (p < e && scan_digit(*p)); p++)
 			if (nz == NULL && *p != '0')
 				nz = p;
 	digits_end = p;
@@ -242,7 +347,7 @@ scan_real_overflows(const char *d, const char *e)
 	if (p < e) {			/* the exponent */
 		if (*++p == '-' || *p == '+')
 			neg = *p++ == '-';
-		for (; scan_digit(p, e); p++)
+		for (; (p < e && scan_digit(*p)); p++)
 			if (ex < 1000000000000LL)
 				ex = ex * 10 + (*p - '0');
 	}
@@ -263,177 +368,133 @@ scan_real_overflows(const char *d, const char *e)
 }
 
 /*
- * A number as jansson lexes it: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?
- * [0-9]+)?, an integer (no fraction, no exponent) in int64_t's range, a
- * real that does not overflow a double.
+ * The number at *PP as jansson lexes it: -?(0|[1-9][0-9]*)(.[0-9]+)?
+ * ([eE][+-]?[0-9]+)?, an integer (no fraction, no exponent) in int64_t's
+ * range, its value into IVAL, or a real that does not overflow a double.
+ * Returns its kind and moves *PP past it; -1 if it is refused.
  */
-static int
-scan_number(struct json_scan *s, jsmntok_t *t)
+static inline int
+scan_number(struct json_scan *s, const char **pp, const char *e,
+    int64_t *ival)
 {
-	const char	*p = s->b + t->start, *e = s->b + t->end, *d, *q;
-	bool		 real = false;
+	const char	*p = *pp, *d, *q;
+	uint64_t	 v = 0;
+	bool		 neg = *p == '-', exp = false;
 
-	d = q = p + (*p == '-');
+	d = q = p + neg;
 	if (q < e && *q == '0')
 		q++;
-	else if (scan_digit(q, e))
-		while (scan_digit(q, e))
-			q++;
+	else if (q < e && scan_digit(*q))
+		do
+			v = v * 10 + (uint64_t)(*q++ - '0');
+		while (q < e && scan_digit(*q));
 	else
-		return scan_fail(s, "invalid number", (size_t)t->start);
-	if (q < e && *q == '.') {
-		if (!scan_digit(++q, e))
-			return scan_fail(s, "invalid number", (size_t)t->start);
-		while (scan_digit(q, e))
+		return scan_fail(s, "invalid number", (size_t)(p - s->b));
+	if (q == e || (*q != '.' && *q != 'e' && *q != 'E')) {
+		/* 19 digits do not overflow V; more are out of range */
+		if (q - d > 19 || v > (uint64_t)INT64_MAX + neg)
+			return scan_fail(s, "integer out of range",
+			    (size_t)(p - s->b));
+		/* -2^63 has no positive counterpart */
+		*ival = neg && v != 0 ? -(int64_t)(v - 1) - 1 : (int64_t)v;
+		*pp = q;
+		return JSON_INT;
+	}
+	if (*q == '.') {
+		if (++q == e || !scan_digit(*q))
+			return scan_fail(s, "invalid number", (size_t)(p - s->b));
+		while (q < e && scan_digit(*q))
 			q++;
-		real = true;
 	}
 	if (q < e && (*q == 'e' || *q == 'E')) {
 		if (++q < e && (*q == '+' || *q == '-'))
 			q++;
-		if (!scan_digit(q, e))
-			return scan_fail(s, "invalid number", (size_t)t->start);
-		while (scan_digit(q, e))
+		if (q == e || !scan_digit(*q))
+			return scan_fail(s, "invalid number", (size_t)(p - s->b));
+		while (q < e && scan_digit(*q))
 			q++;
-		real = true;
+		exp = true;
 	}
-	if (q != e)
-		return scan_fail(s, "invalid number", (size_t)t->start);
-	if (real) {
-		if (scan_real_overflows(d, e))
-			return scan_fail(s, "number out of range",
-			    (size_t)t->start);
-		t->size = JSON_REAL;
-	} else {
-		if (e - d > 19 || (e - d == 19 && memcmp(d, d > p ?
-		    "9223372036854775808" : "9223372036854775807", 19) > 0))
-			return scan_fail(s, "integer out of range",
-			    (size_t)t->start);
-		t->size = JSON_INT;
-	}
-	return 0;
+	/* below 10^308 without an exponent: no overflow */
+	if ((exp || q - d > 300) && scan_real_overflows(d, q))
+		return scan_fail(s, "number out of range", (size_t)(p - s->b));
+	*pp = q;
+	return JSON_REAL;
 }
 
-/* true, false, null, or a number; its kind into its size. */
-static int
-scan_primitive(struct json_scan *s, jsmntok_t *t)
+/*
+ * The scalar at *PP (not a string), a token in container PARENT; *PP then
+ * after it. Returns 0 or -1.
+ */
+static inline int
+scan_scalar(struct json_scan *s, const char **pp, const char *e, int parent)
 {
-	const char	*p = s->b + t->start;
-	int		 n = t->end - t->start;
+	const char	*p = *pp;
+	int64_t		 ival = 0;
+	int		 kind, n, i;
 
-	if (n == 4 && memcmp(p, "true", 4) == 0)
-		t->size = JSON_TRUE;
-	else if (n == 5 && memcmp(p, "false", 5) == 0)
-		t->size = JSON_FALSE;
-	else if (n == 4 && memcmp(p, "null", 4) == 0)
-		t->size = JSON_NULL;
-	else if (*p == '-' || (*p >= '0' && *p <= '9'))
-		return scan_number(s, t);
-	else
-		return scan_fail(s, "invalid literal", (size_t)t->start);
+	switch (*p) {
+	case 't':
+		kind = JSON_TRUE;
+		n = e - p >= 4 && memcmp(p, "true", 4) == 0 ? 4 : 0;
+		break;
+	case 'f':
+		kind = JSON_FALSE;
+		n = e - p >= 5 && memcmp(p, "false", 5) == 0 ? 5 : 0;
+		break;
+	case 'n':
+		kind = JSON_NULL;
+		n = e - p >= 4 && memcmp(p, "null", 4) == 0 ? 4 : 0;
+		break;
+	case '-': case '0': case '1': case '2': case '3': case '4': case '5':
+	case '6': case '7': case '8': case '9':
+		if ((kind = scan_number(s, pp, e, &ival)) == -1)
+			return -1;
+		n = (int)(*pp - p);
+		break;
+	default:
+		return scan_fail_at(s, p, e, "unexpected character");
+	}
+	/* jansson lexes on to a delimiter: the same refusal, at the start */
+	if (n != 0 && p + n < e && !(scan_class[(unsigned char)p[n]] & C_DELIM)) {
+		if (p[n] == '\0')
+			return scan_fail(s, "NUL byte", (size_t)(p + n - s->b));
+		n = 0;
+	}
+	if (n == 0)
+		return scan_fail(s, kind == JSON_INT || kind == JSON_REAL ?
+		    "invalid number" : "invalid literal", (size_t)(p - s->b));
+	if ((i = scan_tok(s, JSON_TOK_PRIMITIVE, p, parent)) == -1)
+		return -1;
+	s->tok[i].end = (int)(p - s->b) + n;
+	s->tok[i].size = kind;
+	s->tok[i].ival = ival;
+	*pp = p + n;
 	return 0;
 }
 
 /*
- * Closes the innermost open container: only blanks may stand between its
- * last child and its bracket. NEXT is the token after it.
+ * The key at *PP (blanks skipped) of open object OBJ, and the ':' after
+ * it; *PP then at the value (blanks skipped). Returns 0 or -1.
  */
-static int
-scan_close(struct json_scan *s, struct scan_state *st, int next)
+static inline int
+scan_key(struct json_scan *s, const char **pp, const char *e, int obj)
 {
-	jsmntok_t	*t = &s->tok[st->cur];
+	const char	*p = *pp;
+	int		 i;
 
-	if (scan_gap(s, st->pos, (size_t)t->end - 1, 0) == -1)
+	if (p == e || *p != '"')
+		return scan_fail_at(s, p, e, p < e && (*p == '{' || *p == '[') ?
+		    "expected a string key" : "unexpected character");
+	if ((i = scan_string(s, &p, e, obj)) == -1)
 		return -1;
-	if (t->type == JSMN_OBJECT) {
-		if (t->size % 2 != 0)
-			return scan_fail(s, "expected ':'", (size_t)t->end - 1);
-		t->size /= 2;
-	}
-	st->pos = (size_t)t->end;
-	st->cur = t->parent;
-	st->open--;
-	t->parent = next;
+	if (s->keys != NULL)
+		s->keys[s->nkeys++] = i;
+	p = scan_blanks(p, e);
+	if (p == e || *p != ':')
+		return scan_fail_at(s, p, e, "expected ':'");
+	*pp = scan_blanks(p + 1, e);
 	return 0;
-}
-
-/*
- * Places token J in its container (closing those that ended before it):
- * checks the separator before it, that a key is a string, the depth (a
- * key is no value to jansson's depth count).
- */
-static int
-scan_place(struct json_scan *s, struct scan_state *st, int j)
-{
-	jsmntok_t	*t = &s->tok[j], *c;
-	size_t		 at = json_begin(s, j);
-	bool		 key = false;
-	char		 sep = 0;
-
-	while (st->cur != -1 && (size_t)s->tok[st->cur].end <= at)
-		if (scan_close(s, st, j) == -1)
-			return -1;
-	if (st->cur != -1) {
-		c = &s->tok[st->cur];
-		key = c->type == JSMN_OBJECT && c->size % 2 == 0;
-		sep = c->type == JSMN_OBJECT && !key ? ':' :
-		    c->size > 0 ? ',' : 0;
-		c->size++;
-	}
-	if (scan_gap(s, st->pos, at, sep) == -1)
-		return -1;
-	if (st->cur == -1 && j != 0)
-		return scan_fail(s, "data after the value", at);
-	if (st->cur == -1 && t->type != JSMN_OBJECT && t->type != JSMN_ARRAY)
-		return scan_fail(s, "expected '{' or '['", at);
-	if (key && t->type != JSMN_STRING)
-		return scan_fail(s, "expected a string key", at);
-	if (!key && st->open >= JSON_MAX_DEPTH)
-		return scan_fail(s, "nesting too deep", at);
-	if (key && s->keys != NULL)
-		s->keys[s->nkeys++] = j;
-	t->parent = st->cur;
-	return 0;
-}
-
-/* The pass over jsmn's tokens. */
-static int
-scan_check(struct json_scan *s)
-{
-	struct scan_state st = { -1, 0, 0 };
-	int		 j;
-
-	for (j = 0; j < s->ntok; j++) {
-		jsmntok_t	*t = &s->tok[j];
-
-		if (scan_place(s, &st, j) == -1)
-			return -1;
-		switch (t->type) {
-		case JSMN_OBJECT:
-		case JSMN_ARRAY:
-			t->size = 0;
-			st.cur = j;
-			st.open++;
-			st.pos = (size_t)t->start + 1;
-			break;
-		case JSMN_STRING:
-			if (scan_string(s, t) == -1)
-				return -1;
-			st.pos = (size_t)t->end + 1;
-			break;
-		default:
-			if (scan_primitive(s, t) == -1)
-				return -1;
-			st.pos = (size_t)t->end;
-		}
-	}
-	while (st.cur != -1)
-		if (scan_close(s, &st, s->ntok) == -1)
-			return -1;
-	if (s->ntok == 0)
-		return scan_gap(s, 0, s->len, 0) == -1 ? -1 :
-		    scan_fail(s, "unexpected end of input", s->len);
-	return scan_gap(s, st.pos, s->len, 0);
 }
 
 /* One decoded unit (a byte, an escape, a pair) of a checked string. */
@@ -507,7 +568,7 @@ scan_cursor_next(struct scan_cursor *c)
 }
 
 static bool
-scan_raw(const jsmntok_t *t)
+scan_raw(const struct json_tok *t)
 {
 	return t->size == t->end - t->start;
 }
@@ -519,7 +580,7 @@ scan_raw(const jsmntok_t *t)
 static int
 scan_str_cmp(const struct json_scan *s, int a, int b)
 {
-	const jsmntok_t	*ta = &s->tok[a], *tb = &s->tok[b];
+	const struct json_tok *ta = &s->tok[a], *tb = &s->tok[b];
 	struct scan_cursor ca, cb;
 	int		 x, y;
 
@@ -537,27 +598,49 @@ scan_str_cmp(const struct json_scan *s, int a, int b)
 	return x - y;
 }
 
-/* Keys ordered by their object, then as scan_str_cmp() orders them. */
+/*
+ * After the top value, which ends before P: the end of the document in
+ * PREFIX mode, else only blanks may follow.
+ */
 static int
-scan_key_cmp(const struct json_scan *s, int a, int b)
+scan_end(struct json_scan *s, const char *p, const char *e)
 {
-	int		 pa = s->tok[a].parent, pb = s->tok[b].parent;
+	if (s->flags & JSON_SCAN_PREFIX) {
+		s->len = (size_t)(p - s->b);
+		return 0;
+	}
+	if ((p = scan_blanks(p, e)) == e)
+		return 0;
+	/* a second value, or what cannot start one */
+	return scan_fail_at(s, p, e, strchr("{[\"-0123456789tfn", *p) != NULL ?
+	    "data after the value" : "unexpected character");
+}
 
-	if (pa != pb)
-		return pa < pb ? -1 : 1;
-	return scan_str_cmp(s, a, b);
+/* Whether checked strings A and B decode to the same bytes. */
+static inline bool
+scan_str_same(const struct json_scan *s, int a, int b)
+{
+	const struct json_tok *ta = &s->tok[a], *tb = &s->tok[b];
+
+	if (ta->size != tb->size)
+		return false;
+	if (scan_raw(ta) && scan_raw(tb))
+		return memcmp(s->b + ta->start, s->b + tb->start,
+		    (size_t)ta->size) == 0;
+	return scan_str_cmp(s, a, b) == 0;
 }
 
 static void
-scan_sift(const struct json_scan *s, int *k, size_t root, size_t n)
+scan_sift(struct json_scan *s, int *k, size_t root, size_t n)
 {
 	size_t		 child;
 	int		 tmp;
 
 	while ((child = 2 * root + 1) < n) {
-		if (child + 1 < n && scan_key_cmp(s, k[child], k[child + 1]) < 0)
+		s->steps += 2;
+		if (child + 1 < n && scan_str_cmp(s, k[child], k[child + 1]) < 0)
 			child++;
-		if (scan_key_cmp(s, k[root], k[child]) >= 0)
+		if (scan_str_cmp(s, k[root], k[child]) >= 0)
 			return;
 		tmp = k[root];
 		k[root] = k[child];
@@ -573,20 +656,22 @@ scan_dup(struct json_scan *s, int a, int b)
 }
 
 /*
- * No object has a key twice. A few keys (a request's usual lot) are
- * compared pairwise; more are heap-sorted (O(n log n) whatever the keys,
- * no memory) and equal neighbours are duplicates.
+ * No two of one object's keys K[0..N) are the same. A few keys (a
+ * request's usual lot) are compared pairwise; more are heap-sorted
+ * (O(n log n) whatever the keys, no memory) and equal neighbours are
+ * duplicates.
  */
 static int
-scan_dups(struct json_scan *s)
+scan_dups(struct json_scan *s, int *k, size_t n)
 {
-	int		*k = s->keys, tmp;
-	size_t		 n = (size_t)s->nkeys, i, j;
+	size_t		 i, j;
+	int		 tmp;
 
-	if (n <= 16) {
+	if (n <= 8) {
+		s->steps += n * (n - 1) / 2;
 		for (i = 1; i < n; i++)
 			for (j = 0; j < i; j++)
-				if (scan_key_cmp(s, k[j], k[i]) == 0)
+				if (scan_str_same(s, k[j], k[i]))
 					return scan_dup(s, k[j], k[i]);
 		return 0;
 	}
@@ -598,224 +683,128 @@ scan_dups(struct json_scan *s)
 		k[i] = tmp;
 		scan_sift(s, k, 0, i);
 	}
+	s->steps += n;
 	for (i = 1; i < n; i++)
-		if (scan_key_cmp(s, k[i - 1], k[i]) == 0)
+		if (scan_str_cmp(s, k[i - 1], k[i]) == 0)
 			return scan_dup(s, k[i - 1], k[i]);
 	return 0;
 }
 
 /*
- * jsmn walks up from the last token through every closed one to find the
- * container a closing bracket closes: in a run of closing brackets the
- * k-th walks k steps, quadratic over deep documents (4 MB of arrays 2000
- * deep took seconds). So jsmn is stopped after every SCAN_RUN closing
- * brackets in a row (scan_feed()) and the last token pointed straight at
- * its nearest open ancestor (scan_shortcut()): a walk is then at most
- * about SCAN_RUN steps. Our pass sets the parents anew.
+ * Closes container I at P (its bracket): counts its last member or
+ * element, checks an object's keys, and points it at its next sibling.
+ * Returns its enclosing container (-1 at the top), or -2.
  */
-#define SCAN_RUN	32
-
-/* The pass ahead of jsmn (scan_feed()). */
-struct scan_feed {
-	size_t		 pos;
-	int		 depth;		/* brackets open */
-	bool		 closed;	/* the value has ended */
-};
-
-/*
- * The first '"', backslash or NUL at or after I (before LEN), or LEN:
- * eight bytes at a time, a byte flagged when zero after an XOR. The
- * lowest flag is exact (a borrow only flags bytes above a zero byte).
- */
-static size_t
-scan_quote(const char *b, size_t i, size_t len)
+static inline int
+scan_close(struct json_scan *s, int i, const char *p)
 {
-	const uint64_t	 ones = 0x0101010101010101ULL, high = ones << 7;
-	uint64_t	 w, q, bs, hit;
+	struct json_tok	*t = &s->tok[i];
+	int		 up = t->parent, base;
 
-	for (; len - i >= 8; i += 8) {
-		memcpy(&w, b + i, 8);
-		q = w ^ (ones * '"');
-		bs = w ^ (ones * '\\');
-		hit = (((w - ones) & ~w) | ((q - ones) & ~q) |
-		    ((bs - ones) & ~bs)) & high;
-		if (hit != 0) {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-			return i + (size_t)(__builtin_ctzll(hit) >> 3);
-#else
-			break;
-#endif
-		}
+	if (s->ntok > i + 1)
+		t->size++;
+	if (t->type == JSON_TOK_OBJECT && s->keys != NULL) {
+		base = t->end;		/* scan_open() left it there */
+		if (s->nkeys - base > 1 &&
+		    scan_dups(s, s->keys + base, (size_t)(s->nkeys - base)) == -1)
+			return -2;
+		s->nkeys = base;
 	}
-	while (i < len && b[i] != '"' && b[i] != '\\' && b[i] != '\0')
-		i++;
-	return i;
+	t->end = (int)(p - s->b) + 1;
+	t->parent = s->ntok;
+	return up;
 }
 
-/* The closing quote of the string opened before I, a NUL in it, or LEN. */
-static size_t
-scan_skip_string(const char *b, size_t i, size_t len)
+/*
+ * Opens the container at P in container PARENT; its index or -1. Its end
+ * holds, while it is open, where its keys begin among the open objects'.
+ */
+static inline int
+scan_open(struct json_scan *s, const char *p, int parent)
 {
-	while ((i = scan_quote(b, i, len)) < len && b[i] == '\\')
-		if ((i += 2) >= len)
-			return len;
+	int		 i;
+
+	if ((i = scan_tok(s, *p == '{' ? JSON_TOK_OBJECT : JSON_TOK_ARRAY, p,
+	    parent)) == -1)
+		return -1;
+	s->tok[i].size = 0;
+	s->tok[i].end = s->nkeys;
 	return i;
 }
 
 /*
- * Brackets and string boundaries ahead of jsmn (skipping escapes as jsmn
- * does): refuses at once a NUL byte (where jsmn would stop as at the end),
- * nesting beyond 2048, a bracket closing nothing, a second value; sets
- * *LIMIT to where jsmn stops next: after SCAN_RUN closing brackets in a
- * row, or at the end (in PREFIX mode the first value's end, which becomes
- * S->len).
+ * The document: a value, then what follows it (a ',' and the next value,
+ * or the closing brackets of the containers it ends), until the top one
+ * closes. CUR is the innermost open container, OBJ whether it is an
+ * object, DEPTH how many are open.
  */
 static int
-scan_feed(struct json_scan *s, struct scan_feed *f, size_t *limit)
+scan_doc(struct json_scan *s)
 {
-	const char	*b = s->b;
-	size_t		 i;
-	int		 run = 0;
+	const char	*p, *e = s->b + s->len, *comma;
+	int		 cur = -1, depth = 0, i;
+	bool		 obj = false;
 
-	for (i = f->pos; i < s->len; i++) {
-		switch (b[i]) {
-		case '"':
-			if ((i = scan_skip_string(b, i + 1, s->len)) < s->len &&
-			    b[i] == '\0')
-				return scan_fail(s, "NUL byte", i);
-			run = 0;
-			break;
+	p = scan_blanks(s->b, e);
+	if (p == e || (*p != '{' && *p != '['))
+		return scan_fail_at(s, p, e, "expected '{' or '['");
+	for (;;) {
+		/* a value at P: jansson counts scalars in the depth too */
+		if (depth >= JSON_MAX_DEPTH)
+			return scan_fail(s, "nesting too deep",
+			    (size_t)(p - s->b));
+		if (p == e)
+			return scan_fail_at(s, p, e, NULL);
+		switch (*p) {
 		case '{':
 		case '[':
-			if (f->closed)
-				return scan_fail(s, "data after the value", i);
-			if (++f->depth > JSON_MAX_DEPTH)
-				return scan_fail(s, "nesting too deep", i);
-			run = 0;
+			if ((i = scan_open(s, p, cur)) == -1)
+				return -1;
+			cur = i;
+			depth++;
+			obj = *p == '{';
+			p = scan_blanks(p + 1, e);
+			if (p < e && *p == (obj ? '}' : ']'))
+				goto after;
+			if (obj)
+				goto key;
+			continue;
+		case '"':
+			if (scan_string(s, &p, e, cur) == -1)
+				return -1;
 			break;
-		case '}':
-		case ']':
-			if (f->depth == 0)
-				return scan_fail(s, "unexpected character", i);
-			if (--f->depth == 0) {
-				f->closed = true;
-				if (s->flags & JSON_SCAN_PREFIX)
-					s->len = i + 1;
-			} else if (++run == SCAN_RUN) {
-				*limit = f->pos = i + 1;
-				return 0;
-			}
-			break;
-		case ' ': case '\t': case '\n': case '\r': case ',': case ':':
-			break;
-		case '\0':
-			return scan_fail(s, "NUL byte", i);
 		default:
-			if (f->depth == 0 && (s->flags & JSON_SCAN_PREFIX))
-				return scan_fail(s, "expected '{' or '['", i);
-			run = 0;
+			if (scan_scalar(s, &p, e, cur) == -1)
+				return -1;
 		}
-	}
-	*limit = f->pos = s->len;
-	return 0;
-}
-
-/* Points the last token at its nearest open ancestor (see SCAN_RUN). */
-static void
-scan_shortcut(jsmntok_t *tok, const jsmn_parser *p)
-{
-	int		 last = (int)p->toknext - 1, a;
-
-	if (last < 0)
-		return;
-	for (a = tok[last].parent; a != -1 && tok[a].end != -1;)
-		a = tok[a].parent;
-	tok[last].parent = a;
-}
-
-/* What jsmn refused, and where. */
-static int
-scan_jsmn_error(struct json_scan *s, const jsmn_parser *p, int rc)
-{
-	if (rc == JSMN_ERROR_PART)
-		return scan_fail(s, "unexpected end of input", s->len);
-	if (p->pos < s->len && s->b[p->pos] == '"')
-		return scan_fail(s, "invalid escape", p->pos);
-	return scan_fail(s, "unexpected character", p->pos);
-}
-
-/*
- * jsmn over the bytes into TOK (NTOK of them), stopped where scan_feed()
- * says. Returns the number of tokens, -1 (S->err set), or -2 when NTOK
- * is too few (S->len then final).
- */
-static int
-scan_jsmn(struct json_scan *s, jsmntok_t *tok, unsigned int ntok)
-{
-	struct scan_feed f = { 0, 0, false };
-	jsmn_parser	 p;
-	size_t		 limit;
-	int		 n;
-
-	jsmn_init(&p);
-	do {
-		if (scan_feed(s, &f, &limit) == -1)
-			return -1;
-		n = jsmn_parse(&p, s->b, limit, tok, ntok);
-		if (n == JSMN_ERROR_NOMEM) {
-			while (limit < s->len)
-				if (scan_feed(s, &f, &limit) == -1)
-					return -1;
-			return -2;
+		p = scan_blanks(p, e);
+after:
+		/* after a value, blanks skipped: close what it ends */
+		while (p < e && *p == (obj ? '}' : ']')) {
+			if ((cur = scan_close(s, cur, p)) == -2)
+				return -1;
+			depth--;
+			p++;
+			if (cur == -1)
+				return scan_end(s, p, e);
+			obj = s->tok[cur].type == JSON_TOK_OBJECT;
+			p = scan_blanks(p, e);
 		}
-		if (n == JSMN_ERROR_INVAL)
-			break;
-		scan_shortcut(tok, &p);
-	} while (limit < s->len);
-	if (n < 0)
-		return scan_jsmn_error(s, &p, n);
-	return n;
-}
-
-/* Tokens beyond the locals: N of them and their keys, in one block. */
-static int
-scan_alloc(struct json_scan *s, int n)
-{
-	size_t		 ntok = (size_t)n;
-
-	s->heap = malloc(ntok * sizeof(jsmntok_t) +
-	    (ntok / 2 + 1) * sizeof(int));
-	if (s->heap == NULL) {
-		s->nomem = true;
-		return scan_fail(s, "out of memory", 0);
-	}
-	s->tok = s->heap;
-	if (s->keys != NULL)
-		s->keys = (int *)(s->tok + ntok);
-	return 0;
-}
-
-/* jsmn over the locals; over the heap when they are too few. */
-static int
-scan_tokens(struct json_scan *s)
-{
-	jsmn_parser	 p;
-	int		 n;
-
-	if ((n = scan_jsmn(s, s->tok, JSON_SCAN_LOCAL)) == -2) {
-		/* counting only: no walks, linear */
-		jsmn_init(&p);
-		if ((n = jsmn_parse(&p, s->b, s->len, NULL, 0)) < 0)
-			return scan_jsmn_error(s, &p, n);
-		if (scan_alloc(s, n) == -1)
+		if (p == e || *p != ',')
+			return scan_fail_at(s, p, e, p < e && (*p == '}' ||
+			    *p == ']') ? "unexpected character" : "expected ','");
+		s->tok[cur].size++;
+		comma = p;
+		p = scan_blanks(p + 1, e);
+		if (p < e && (*p == '}' || *p == ']'))
+			return scan_fail(s, "unexpected character",
+			    (size_t)(comma - s->b));
+		if (!obj)
+			continue;
+key:
+		if (scan_key(s, &p, e, cur) == -1)
 			return -1;
-		if ((n = scan_jsmn(s, s->tok, (unsigned int)n)) == -2)
-			return scan_fail(s, "unexpected character", 0);
 	}
-	if (n < 0)
-		return -1;
-	s->ntok = n;
-	return 0;
 }
 
 int
@@ -826,8 +815,10 @@ json_scan_parse(struct json_scan *s, const char *b, size_t len,
 	s->len = len;
 	s->tok = s->tok_local;
 	s->ntok = 0;
+	s->cap = JSON_SCAN_LOCAL;
 	s->keys = flags & JSON_SCAN_DUPS ? NULL : s->keys_local;
 	s->nkeys = 0;
+	s->steps = 0;
 	s->err = NULL;
 	s->errpos = 0;
 	s->nomem = false;
@@ -835,8 +826,7 @@ json_scan_parse(struct json_scan *s, const char *b, size_t len,
 	s->flags = flags;
 	if (len >= INT_MAX)
 		return scan_fail(s, "too long", 0);
-	if (scan_tokens(s) == -1 || scan_check(s) == -1 ||
-	    (s->keys != NULL && scan_dups(s) == -1)) {
+	if (scan_doc(s) == -1) {
 		json_scan_free(s);
 		return -1;
 	}
@@ -855,7 +845,7 @@ bool
 json_scan_str_eq(const struct json_scan *s, int i, const char *name,
     size_t len)
 {
-	const jsmntok_t	*t = &s->tok[i];
+	const struct json_tok *t = &s->tok[i];
 	struct scan_cursor c;
 	size_t		 k;
 
@@ -879,19 +869,26 @@ json_scan_members(const struct json_scan *s, int obj,
 
 	for (k = 0; k < n; k++)
 		val[k] = -1;
-	for (m = 0; m < nm; m++, key = json_next(s, key + 1))
+	for (m = 0; m < nm; m++, key = json_next(s, key + 1)) {
+		const struct json_tok *t = &s->tok[key];
+		const char	*kb = s->b + t->start;
+		size_t		 len = (size_t)t->size;
+
+		/* a raw key is told from most names by its first byte */
 		for (k = 0; k < n; k++)
-			if ((size_t)s->tok[key].size == names[k].len &&
-			    json_scan_str_eq(s, key, names[k].s, names[k].len)) {
+			if (len == names[k].len && (!scan_raw(t) ? json_scan_str_eq(
+			    s, key, names[k].s, len) : len == 0 || (*kb ==
+			    names[k].s[0] && memcmp(kb, names[k].s, len) == 0))) {
 				val[k] = key + 1;
 				break;
 			}
+	}
 }
 
 void
 json_scan_unescape(const struct json_scan *s, int i, char *out)
 {
-	const jsmntok_t	*t = &s->tok[i];
+	const struct json_tok *t = &s->tok[i];
 	const char	*p = s->b + t->start, *e = s->b + t->end;
 	unsigned char	 u[4];
 	size_t		 n;
@@ -901,19 +898,6 @@ json_scan_unescape(const struct json_scan *s, int i, char *out)
 		memcpy(out, u, n);
 		out += n;
 	}
-}
-
-int64_t
-json_scan_int(const struct json_scan *s, int i)
-{
-	const char	*p = s->b + s->tok[i].start, *e = s->b + s->tok[i].end;
-	bool		 neg = *p == '-';
-	int64_t		 v = 0;
-
-	/* accumulated negative: INT64_MIN has no positive counterpart */
-	for (p += neg; p < e; p++)
-		v = v * 10 - (*p - '0');
-	return neg ? v : -v;
 }
 
 bool

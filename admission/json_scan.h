@@ -2,28 +2,28 @@
  * A strict JSON scanner over raw bytes, shared by request.c and usage.c.
  * Not a public header.
  *
- * jsmn tokenizes (a flat array of tokens in document order, each a byte
- * span), after a quick pass over the brackets that keeps it linear; one
- * pass then checks every byte jsmn let through, so that the scanner
- * accepts exactly what jansson's json_loadb() accepts:
- * separators and brackets in their places, numbers by the JSON grammar and
- * within jansson's range (integers in int64_t, reals that strtod() does
- * not overflow), strings without raw control characters, with valid
- * escapes and surrogate pairs, valid UTF-8 and no \u0000, nesting at most
- * 2048 deep, no duplicate key in any object (unless JSON_SCAN_DUPS), and
- * only blanks after the value; except that a NUL byte is refused wherever
- * it is (jansson drops one right after a number or a literal). Linear in
- * the bytes whatever they are; nothing is allocated unless the document
- * has more than JSON_SCAN_LOCAL tokens.
+ * One pass over the bytes (an iterative descent, the open containers
+ * linked through their tokens, no recursion) checks every byte as
+ * jansson's json_loadb() judges it and writes a flat array of tokens in
+ * document order, each a byte span: separators and brackets in their
+ * places, numbers by the JSON grammar and within jansson's range (integers
+ * in int64_t, reals that strtod() does not overflow), strings without raw
+ * control characters, with valid escapes and surrogate pairs, valid UTF-8
+ * and no \u0000, nesting at most 2048 deep, no duplicate key in any
+ * object (unless JSON_SCAN_DUPS), and only blanks after the value; except
+ * that a NUL byte is refused wherever it is (jansson drops one right after
+ * a number or a literal). Linear in the bytes whatever they are; nothing
+ * is allocated unless the document has more than JSON_SCAN_LOCAL tokens.
  *
- * After json_scan_parse() the token fields mean (our pass rewrites jsmn's
- * size and parent):
- *   type, start, end  jsmn's; a string's span excludes its quotes
+ * After json_scan_parse() the token fields mean:
+ *   type, start, end  enum json_tok_type; the bytes [start, end), a
+ *             string's span excluding its quotes
  *   size      object: members; array: elements; string: decoded length in
  *             bytes; primitive: its enum json_kind
  *   parent    string, primitive: the enclosing container (-1 at the top);
  *             object, array: the index after its last descendant (its next
  *             sibling), so that walking a container's children is O(1) each
+ *   ival      JSON_INT primitive: its value
  * Token 0 is the document's value; a member's value follows its key.
  */
 #ifndef INFERGATE_JSON_SCAN_H
@@ -33,13 +33,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-#define JSMN_STRICT
-#define JSMN_PARENT_LINKS
-#ifndef JSON_SCAN_IMPL
-#define JSMN_HEADER		/* declarations only: json_scan.c compiles jsmn */
-#endif
-#include <jsmn.h>
 
 #define JSON_SCAN_LOCAL		512	/* tokens on the stack */
 #define JSON_MAX_DEPTH		2048	/* jansson's JSON_PARSER_MAX_DEPTH */
@@ -54,19 +47,34 @@ enum json_kind {
 	JSON_NULL, JSON_TRUE, JSON_FALSE, JSON_INT, JSON_REAL
 };
 
+enum json_tok_type {
+	JSON_TOK_OBJECT = 1, JSON_TOK_ARRAY, JSON_TOK_STRING, JSON_TOK_PRIMITIVE
+};
+
+struct json_tok {
+	int		 type;		/* enum json_tok_type */
+	int		 start, end;
+	int		 size;
+	int		 parent;
+	int64_t		 ival;
+};
+
 struct json_scan {
 	const char	*b;
 	size_t		 len;		/* PREFIX: up to the end of the value */
 	unsigned int	 flags;
-	jsmntok_t	*tok;
+	struct json_tok	*tok;
 	int		 ntok;
-	int		*keys;		/* scratch of the duplicate check */
+	int		 cap;		/* tokens TOK has room for */
+	int		*keys;		/* the open objects' keys (duplicate check) */
 	int		 nkeys;
+	size_t		 steps;		/* work beyond the pass over the bytes: key
+					   comparisons, tokens moved (tests) */
 	const char	*err;		/* what is wrong (static text) */
 	size_t		 errpos;	/* the byte it was found at */
 	bool		 nomem;		/* failed for want of memory */
 	void		*heap;		/* tokens and keys beyond the locals */
-	jsmntok_t	 tok_local[JSON_SCAN_LOCAL];
+	struct json_tok	 tok_local[JSON_SCAN_LOCAL];
 	int		 keys_local[JSON_SCAN_LOCAL / 2 + 1];
 };
 
@@ -106,15 +114,19 @@ void		 json_scan_unescape(const struct json_scan *s, int i, char *out);
 bool		 json_utf8_valid(const char *p, size_t n);
 
 /* The value of a JSON_INT token (in range: the scan checked it). */
-int64_t		 json_scan_int(const struct json_scan *s, int i);
+static inline int64_t
+json_scan_int(const struct json_scan *s, int i)
+{
+	return s->tok[i].ival;
+}
 
 static inline enum json_kind
 json_kind(const struct json_scan *s, int i)
 {
 	switch (s->tok[i].type) {
-	case JSMN_OBJECT:	return JSON_OBJECT;
-	case JSMN_ARRAY:	return JSON_ARRAY;
-	case JSMN_STRING:	return JSON_STRING;
+	case JSON_TOK_OBJECT:	return JSON_OBJECT;
+	case JSON_TOK_ARRAY:	return JSON_ARRAY;
+	case JSON_TOK_STRING:	return JSON_STRING;
 	default:		return (enum json_kind)s->tok[i].size;
 	}
 }
@@ -123,9 +135,9 @@ json_kind(const struct json_scan *s, int i)
 static inline int
 json_next(const struct json_scan *s, int i)
 {
-	const jsmntok_t	*t = &s->tok[i];
+	const struct json_tok *t = &s->tok[i];
 
-	return t->type == JSMN_OBJECT || t->type == JSMN_ARRAY ? t->parent :
+	return t->type == JSON_TOK_OBJECT || t->type == JSON_TOK_ARRAY ? t->parent :
 	    i + 1;
 }
 
@@ -140,17 +152,17 @@ json_size(const struct json_scan *s, int i)
 static inline size_t
 json_begin(const struct json_scan *s, int i)
 {
-	const jsmntok_t	*t = &s->tok[i];
+	const struct json_tok *t = &s->tok[i];
 
-	return (size_t)(t->type == JSMN_STRING ? t->start - 1 : t->start);
+	return (size_t)(t->type == JSON_TOK_STRING ? t->start - 1 : t->start);
 }
 
 static inline size_t
 json_end(const struct json_scan *s, int i)
 {
-	const jsmntok_t	*t = &s->tok[i];
+	const struct json_tok *t = &s->tok[i];
 
-	return (size_t)(t->type == JSMN_STRING ? t->end + 1 : t->end);
+	return (size_t)(t->type == JSON_TOK_STRING ? t->end + 1 : t->end);
 }
 
 #endif

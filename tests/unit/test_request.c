@@ -509,10 +509,9 @@ test_request_depth(void **state)
 }
 
 /*
- * Deep blocks one after another, closed in long runs: jsmn alone walked
- * quadratically over them (seconds for 4 MB); the scanner stops it inside
- * every run (json_scan.c, SCAN_RUN). Objects, keys and strings with
- * escapes among the brackets.
+ * Deep blocks one after another, closed in long runs (the scanner's
+ * jsmn-based predecessor walked quadratically over them, seconds for 4 MB).
+ * Objects, keys and strings with escapes among the brackets.
  */
 static void
 test_request_deep_runs(void **state)
@@ -883,6 +882,12 @@ static const char *const bases[] = {
 	"{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],"
 	    "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,"
 	    "\"total_tokens\":12}}",
+	/* strings across the scanner's 16- and 8-byte reads; nine keys and
+	   more (sorted for the duplicate check), one escaped */
+	"{\"model\":\"m\",\"input\":[\"0123456789abcdef\\u00e9xyz\\\"0123456"
+	    "789abcde\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 end\",{\"k1\":1,\"k2\":2,"
+	    "\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9,"
+	    "\"k\\u0030\":10}],\"x\":-12.5e-3,\"y\":\"0123456789abcdef01234\"}",
 };
 
 /* Bytes and texts the mutations put into the bases. */

@@ -587,6 +587,12 @@ ig_lease_reserved(const struct ig_lease *l)
 	return l->reserved;
 }
 
+bool
+ig_store_busy(const struct ig_store *s)
+{
+	return s->ops != NULL || (s->redis != NULL && store_redis_busy(s->redis));
+}
+
 void
 ig_store_stats(const struct ig_store *s, struct ig_store_stats *st)
 {

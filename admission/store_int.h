@@ -132,6 +132,9 @@ int		 store_redis_ready(const struct store_redis *);
  * store timeout) rather than fall back at once.
  */
 int		 store_redis_accepting(const struct store_redis *);
+/* Batches waiting or sent and unanswered, or settlements queued for a
+ * Redis that is up. */
+int		 store_redis_busy(const struct store_redis *);
 /*
  * Queues OP's admission in its tenant's batch, sent at the end of this
  * loop iteration; -1 if it could not be queued (no memory).

@@ -428,6 +428,7 @@ struct store_redis {
 	struct redis_batch *pending[REDIS_PENDING_BUCKETS];
 	size_t		 npending;
 	struct redis_batch *inflight[REDIS_PENDING_BUCKETS];	/* sent */
+	size_t		 ninflight;
 	bool		 reflush;	/* batches started while flushing */
 	struct redis_batch *free_batches;
 	char		*cmd;		/* the command being formatted */
@@ -779,6 +780,13 @@ store_redis_ready(const struct store_redis *r)
 }
 
 int
+store_redis_busy(const struct store_redis *r)
+{
+	return r->npending > 0 || r->ninflight > 0 ||
+	    (r->queued > 0 && r->state == R_READY);
+}
+
+int
 store_redis_accepting(const struct store_redis *r)
 {
 	return r->state != R_DOWN;
@@ -1126,6 +1134,7 @@ redis_batch_send(struct store_redis *r, struct redis_batch *b)
 	else {
 		b->next = r->inflight[b->hash % REDIS_PENDING_BUCKETS];
 		r->inflight[b->hash % REDIS_PENDING_BUCKETS] = b;
+		r->ninflight++;
 	}
 }
 
@@ -1439,6 +1448,7 @@ redis_batch_cb(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	/* Its tenant's next batch may go now (after this reply's answers). */
 	redis_batch_unlink(r->inflight, b);
+	r->ninflight--;
 	if (redis_batch_find(r->pending, b->hash, b->tenant, b->tenantlen))
 		event_active(r->flush, EV_WRITE, 1);
 	if (rep == NULL) {

@@ -200,7 +200,18 @@ admin_cb(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	size_t plen = strcspn(uri, "?");
 
-	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+	if (plen == 12 && strncmp(uri, "/admin/drain", plen) == 0) {
+		if (cmd != EVHTTP_REQ_POST) {
+			evhttp_add_header(evhttp_request_get_output_headers(req),
+			    "Allow", "POST");
+			admin_text(req, 405, "Method Not Allowed",
+			    "method not allowed\n");
+			return;
+		}
+		/* The answer goes out while the workers drain. */
+		admin_text(req, 202, "Accepted", "draining\n");
+		gateway_drain("POST /admin/drain");
+	} else if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Allow", "GET, HEAD");
 		admin_text(req, 405, "Method Not Allowed", "method not allowed\n");

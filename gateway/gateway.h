@@ -143,6 +143,7 @@ struct ig_worker {
 	struct event	*drain;		/* polls for the end of in-flight work */
 	uint64_t	 drain_deadline;	/* now_ns() value */
 	atomic_int	 stopping;
+	atomic_int	 done;		/* its loop has ended */
 	struct up_pool	*upstreams;	/* per backend address */
 	struct ig_store	*store;		/* tenant budgets */
 	struct hs_conn	*conns;		/* open client connections */
@@ -199,7 +200,15 @@ void		 worker_evbuffer_put(struct ig_worker *, struct evbuffer *);
 void		 worker_after_io(struct ig_worker *);
 
 int		 workers_start(struct ig_snapshot *, char **err);
-void		 workers_stop(uint64_t grace_ms);
+/*
+ * Stopping: workers_drain() tells every worker to close its listeners and
+ * finish (its requests, then its store's work in hand, for GRACE_MS at
+ * most) and returns at once; workers_running() counts the ones not done
+ * yet; workers_join() waits for them all.
+ */
+void		 workers_drain(uint64_t grace_ms);
+size_t		 workers_running(void);
+void		 workers_join(void);
 void		 workers_free(void);
 size_t		 workers_count(void);
 struct ig_worker *worker_at(size_t);
@@ -388,6 +397,8 @@ struct ig_listener {
 int		 admin_start(struct event_base *, const char *address, char **err);
 void		 admin_stop(void);
 void		 admin_set_ready(bool);
+/* main.c: the graceful stop of SIGTERM (POST /admin/drain); idempotent. */
+void		 gateway_drain(const char *why);
 extern uint64_t	 admin_reloads_ok;
 extern uint64_t	 admin_reloads_failed;
 

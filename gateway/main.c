@@ -59,12 +59,46 @@ hash_key(void)
 	return 0;
 }
 
+static struct event *drain_timer;
+
+/* While the workers drain, the admin listener keeps answering. */
+static void
+drain_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (workers_running() == 0)
+		event_base_loopbreak(main_base);
+}
+
+/*
+ * The graceful stop: readiness 503, every worker closes its listeners and
+ * finishes (see workers_drain), the admin listener answers meanwhile;
+ * the main loop ends when the last worker is done.
+ */
+void
+gateway_drain(const char *why)
+{
+	struct ig_snapshot *snap;
+	struct timeval tv = { 0, 20 * 1000 };
+
+	if (drain_timer != NULL)
+		return;
+	log_info("%s: stopping", why);
+	admin_set_ready(false);
+	snap = snapshot_current();
+	workers_drain(snap->conf->shutdown_grace_ms);
+	snapshot_unref(snap);
+	drain_timer = event_new(main_base, -1, EV_PERSIST, drain_check_cb, NULL);
+	if (drain_timer == NULL || event_add(drain_timer, &tv) == -1)
+		event_base_loopbreak(main_base);	/* joined at once */
+}
+
 static void
 signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 {
-	log_info("signal %d: stopping", (int)sig);
-	admin_set_ready(false);
-	event_base_loopbreak(main_base);
+	char why[32];
+
+	snprintf(why, sizeof(why), "signal %d", (int)sig);
+	gateway_drain(why);
 }
 
 /*
@@ -192,14 +226,13 @@ main(int argc, char *argv[])
 	admin_set_ready(true);
 	event_base_dispatch(main_base);
 	admin_set_ready(false);
-	snap = snapshot_current();
-	grace = snap->conf->shutdown_grace_ms;
-	snapshot_unref(snap);
-	snap = NULL;
 	rc = 0;
 done:
-	workers_stop(grace);
+	workers_drain(grace);	/* no-op when gateway_drain ran */
+	workers_join();
 	workers_free();
+	if (drain_timer != NULL)
+		event_free(drain_timer);
 	admin_stop();
 	for (i = 0; i < 4; i++)
 		if (ev[i] != NULL)

@@ -173,7 +173,8 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ig_worker *w = arg;
 
-	if (atomic_load(&w->stats[ST_REQ_INFLIGHT]) == 0 ||
+	if ((atomic_load(&w->stats[ST_REQ_INFLIGHT]) == 0 &&
+	    (w->store == NULL || !ig_store_busy(w->store))) ||
 	    now_ns() >= w->drain_deadline)
 		event_base_loopbreak(w->base);
 }
@@ -227,6 +228,7 @@ worker_main(void *arg)
 	event_base_dispatch(w->base);
 	hs_close_all(w);
 	snapshot_thread_done();
+	atomic_store(&w->done, 1);
 	return NULL;
 }
 
@@ -298,7 +300,7 @@ fail:
  * grace_ms to finish. Returns when every thread has ended.
  */
 void
-workers_stop(uint64_t grace_ms)
+workers_drain(uint64_t grace_ms)
 {
 	uint64_t one = 1;
 	size_t i;
@@ -306,15 +308,36 @@ workers_stop(uint64_t grace_ms)
 	for (i = 0; i < nworkers; i++) {
 		struct ig_worker *w = &workers[i];
 
+		if (atomic_exchange(&w->stopping, 1))
+			continue;	/* told already */
 		w->drain_deadline = now_ns() + grace_ms * 1000000ULL;
-		atomic_store(&w->stopping, 1);
 		if (w->thread && write(w->ctl_fd, &one, sizeof(one)) == -1)
 			log_error("worker %u: cannot wake it up: %s", w->id,
 			    strerror(errno));
 	}
+}
+
+size_t
+workers_running(void)
+{
+	size_t i, n = 0;
+
 	for (i = 0; i < nworkers; i++)
-		if (workers[i].thread)
+		if (workers[i].thread && !atomic_load(&workers[i].done))
+			n++;
+	return n;
+}
+
+void
+workers_join(void)
+{
+	size_t i;
+
+	for (i = 0; i < nworkers; i++)
+		if (workers[i].thread) {
 			pthread_join(workers[i].thread, NULL);
+			workers[i].thread = 0;
+		}
 }
 
 void

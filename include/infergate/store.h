@@ -147,6 +147,14 @@ uint64_t	 ig_store_renew_ms(const struct ig_store *);
 /* The tokens LEASE reserved (input + output). */
 uint64_t	 ig_lease_reserved(const struct ig_lease *);
 
+/*
+ * Whether the store still has work in hand: operations waiting for their
+ * answer, or settlements not yet written to (or answered by) a Redis that
+ * is up. A draining worker waits for it before it frees the store, so
+ * that the usage of its last requests is charged.
+ */
+bool		 ig_store_busy(const struct ig_store *);
+
 /* The counters and the degraded gauge, for /metrics. */
 void		 ig_store_stats(const struct ig_store *, struct ig_store_stats *);
 

@@ -449,6 +449,57 @@ def test_sigkill_leaks_no_concurrency_past_lease(sim, gateway, redis):
     assert st == 200, body
 
 
+def _redis_pause(port, ms):
+    """CLIENT PAUSE: Redis reads but does not run commands for MS."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        ms = str(ms).encode()
+        c.sendall(b"*3\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n$%d\r\n%s\r\n"
+                  % (len(ms), ms))
+        assert c.recv(64).startswith(b"+OK")
+
+
+def test_sigterm_settles_before_exit(sim, gateway, redis):
+    """A gateway told to stop finishes its requests and waits for their
+    settlements to be answered by Redis before it exits. Redis is paused
+    as the last request ends, so its settlement is written but not run;
+    a gateway that exited then would take it with its connection (Redis
+    drops a closed client's unrun commands) and leave the lease to hold
+    the tenant's one concurrent request for 30 s."""
+    import signal
+    s = sim(itl=50)
+    r = redis()
+    cfg = config(s.port, "redis", redis_port=r.port,
+                 limits="      max_concurrent_requests: 1\n"
+                        "      max_output_tokens: 100").replace(
+        "  on_store_failure: closed\n",
+        "  on_store_failure: closed\n  lease_ttl: 30s\n"
+    ).replace("    timeout: 2s\n", "    timeout: 5s\n")
+    g1 = gateway(cfg)
+    out = {}
+
+    def last():
+        out["r"] = http("POST", g1.url + "/v1/chat/completions",
+                        chat(max_tokens=10), headers=auth(), timeout=10)
+    t = threading.Thread(target=last)
+    t.start()
+    deadline = time.monotonic() + 3
+    while sim_stats(s)["active"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _redis_pause(r.port, 1500)
+    paused = time.monotonic()
+    g1.signal(signal.SIGTERM)
+    t.join(10)
+    assert out["r"][0] == 200
+    assert g1.p.wait(10) == 0
+    assert time.monotonic() - paused > 1.4     # it waited for Redis
+    time.sleep(max(0, paused + 1.6 - time.monotonic()))
+    g2 = gateway(cfg)
+    st, _, body = http("POST", g2.url + "/v1/chat/completions", chat(),
+                       headers=auth())
+    assert st == 200, body
+
+
 def test_redis_restart_is_used_again(sim, gateway, redis):
     s = sim()
     r = redis()

@@ -389,3 +389,45 @@ def test_date_header(setup):
     st, h, body = http("POST", g.url + "/v1/chat/completions",
                        dict(CHAT, stream=True))
     assert st == 200 and "date" in h
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "POST /admin/drain"])
+def test_graceful_stop(setup, how):
+    """Stopping: the request in flight finishes, new connections are
+    refused, readiness answers 503 (liveness 200) while the workers
+    drain, and the process exits 0."""
+    import signal
+    import socket
+    import threading
+    s, g = setup(sim_flags={"itl": 50})
+    st, hd, _ = http("GET", g.admin_url + "/admin/drain")
+    assert st == 405 and hd["allow"] == "POST"
+    out = {}
+
+    def slow():
+        out["r"] = http("POST", g.url + "/v1/chat/completions",
+                        dict(CHAT, max_tokens=20), timeout=10)
+    t = threading.Thread(target=slow)
+    t.start()
+    deadline = time.monotonic() + 3
+    while sim_stats(s)["active"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if how == "SIGTERM":
+        g.signal(signal.SIGTERM)
+    else:
+        st, _, body = http("POST", g.admin_url + "/admin/drain")
+        assert st == 202 and body == b"draining\n"
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if http("GET", g.admin_url + "/health/ready")[0] == 503:
+            break
+        time.sleep(0.02)
+    assert http("GET", g.admin_url + "/health/ready")[0] == 503
+    assert http("GET", g.admin_url + "/health/live")[0] == 200
+    assert g.p.poll() is None       # still finishing the request
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", g.port), timeout=2).close()
+    t.join(10)
+    st, _, body = out["r"]
+    assert st == 200 and json.loads(body)["usage"]["completion_tokens"] == 20
+    assert g.p.wait(10) == 0

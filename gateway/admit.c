@@ -264,16 +264,14 @@ admit_read_usage(struct ig_request *r, const char *json, size_t len)
 }
 
 /*
- * Whether the N bytes at P, after a member name's closing quote, are
+ * Whether [P, END), from a member name's closing quote on, starts with
  * ':' (or ": ") and then OPEN ("{" or "[{").
  */
 static bool
 admit_member_opens(const char *p, const char *end, const char *open,
     size_t openlen)
 {
-	if (p < end && *p == ':')
-		p++;
-	else
+	if (p == end || *p++ != ':')
 		return false;
 	if (p < end && *p == ' ')
 		p++;

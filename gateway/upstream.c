@@ -31,6 +31,9 @@
 
 #define UP_MAX_HEADERS		100
 #define UP_HEADER_BYTES		(32 * 1024)
+/* A response head, counted whole (line ends, whitespace: what llhttp does
+ * not bound), past this is refused, as http-parser's limit did. */
+#define UP_HEAD_MAX		(2 * 1024 * 1024)
 #define UP_IDLE_TIMEOUT		60	/* seconds an idle connection is kept */
 
 struct up_backend;
@@ -59,6 +62,7 @@ struct up_conn {
 	bool		 in_value;
 	size_t		 nhdrs;
 	size_t		 hdr_used;
+	size_t		 head_bytes;	/* fed before the head was complete */
 	/* Only while a response head is parsed (not for the life of a
 	 * stream or of an idle connection): see up_hdr_release(). */
 	struct ig_header *hdrs;		/* UP_MAX_HEADERS */
@@ -439,6 +443,10 @@ up_feed(struct up_conn *c, const char *data, size_t len, size_t *used)
 		    llhttp_get_error_reason(&c->parser), false);
 		return -1;
 	}
+	if (!c->headers_done && (c->head_bytes += *used) > UP_HEAD_MAX) {
+		up_finish(c, "response header section too large", false);
+		return -1;
+	}
 	if (c->complete) {
 		c->trailing = *used < len;	/* bytes after the reply */
 		up_finish(c, NULL, false);
@@ -609,6 +617,7 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	c->first_byte_ms = pc->first_byte_timeout_ms;
 	c->connect_ms = pc->connect_timeout_ms;
 	c->got_bytes = c->headers_done = c->complete = c->trailing = false;
+	c->head_bytes = 0;
 	r->up = c;
 	return c->io.out;
 }

@@ -321,6 +321,13 @@ hs_on_header_field(llhttp_t *p, const char *at, size_t len)
 	struct ig_header *h;
 	size_t i;
 
+	/* A chunked body's trailer: the arena was cut to the head's size
+	 * (hs_compact), so no header more fits; refused as it always was. */
+	if (c->state == HS_BODY) {
+		c->err_status = 431;
+		c->err_msg = "request header section too large";
+		return -1;
+	}
 	/* "Host : x" got past http-parser; a space in a name is a smuggling
 	 * vector, so only token characters are accepted, whatever the parser. */
 	for (i = 0; i < len; i++)

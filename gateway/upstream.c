@@ -322,6 +322,8 @@ up_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct up_conn *c = p->data;
 
+	if (c->headers_done)	/* a chunked body's trailer: not passed on */
+		return 0;
 	if (c->nhdrs == 0 || c->in_value) {
 		if (c->nhdrs == UP_MAX_HEADERS)
 			return -1;
@@ -340,8 +342,11 @@ static int
 up_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct up_conn *c = p->data;
-	struct ig_header *h = &c->hdrs[c->nhdrs - 1];
+	struct ig_header *h;
 
+	if (c->headers_done)	/* a trailer; c->hdrs is released */
+		return 0;
+	h = &c->hdrs[c->nhdrs - 1];
 	if (!c->in_value) {
 		if (h->namelen == 0)	/* llhttp passes ": v" as a header */
 			return -1;

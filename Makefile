@@ -20,6 +20,10 @@ CC      ?= cc
 VERSION := 0.1.0
 
 PKGS    := libevent libevent_openssl libevent_pthreads openssl jansson hiredis yaml-0.1
+# llhttp has no library package in Debian: node-llhttp ships its generated
+# C sources, compiled into libinfergate.a (see the llhttp rule below).
+LLHTTP_SRC_DIR ?= /usr/share/llhttp
+LLHTTP_INC     ?= /usr/share/include/llhttp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -28,14 +32,17 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 OPT     ?= -O2 -g
 SAN     ?=
 CFLAGS_ALL  := -std=gnu11 $(OPT) $(SAN) $(WARN) -D_GNU_SOURCE \
-               -DIG_VERSION='"$(VERSION)"' -Iinclude $(PKG_CFLAGS) $(CFLAGS)
-LDLIBS_ALL  := $(PKG_LIBS) -lhttp_parser -lpthread -lm $(LDLIBS)
+               -DIG_VERSION='"$(VERSION)"' -Iinclude -I$(LLHTTP_INC) \
+               $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS_ALL  := $(PKG_LIBS) -lpthread -lm $(LDLIBS)
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 
 # Every .c under the three modules goes into the gateway; main.c holds main().
 LIB_SRC  := $(sort $(filter-out gateway/main.c, \
               $(wildcard gateway/*.c admission/*.c routing/*.c)))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# llhttp's three generated files: -O2 always, without our warning set.
+LLHTTP_OBJ := $(addprefix $(BUILD)/obj/llhttp/,llhttp.o api.o http.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LLHTTP_OBJ)
 MAIN_OBJ := $(BUILD)/obj/gateway/main.o
 SIM_SRC  := $(sort $(wildcard tests/sim/*.c))
 SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -65,6 +72,10 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g $(SAN) -I$(LLHTTP_INC) -MMD -MP $(CFLAGS) -c $< -o $@
+
 $(BUILD)/libinfergate.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -72,8 +83,9 @@ $(BUILD)/libinfergate.a: $(LIB_OBJ)
 $(BUILD)/infergate: $(MAIN_OBJ) $(BUILD)/libinfergate.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
+# The simulator still parses with http-parser (libhttp-parser-dev).
 $(BUILD)/infergate-sim: $(SIM_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lhttp_parser
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libinfergate.a
 	@mkdir -p $(dir $@)

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <http_parser.h>
+#include <llhttp.h>
 
 #include "infergate/log.h"
 #include "gateway.h"
@@ -70,7 +70,7 @@ access_log_request(const struct ig_request *r)
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"client\":");
 	off = alog_str(buf, off, sizeof(buf), r->client_ip);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"method\":\"%s\",\"path\":",
-	    http_method_str(r->method));
+	    llhttp_method_name((llhttp_method_t)r->method));
 	off = alog_str(buf, off, sizeof(buf), r->path);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"model\":");
 	if (r->model != NULL)

@@ -20,7 +20,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <http_parser.h>
 
 #include "infergate/admission.h"
 #include "infergate/fmt.h"

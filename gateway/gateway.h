@@ -234,7 +234,7 @@ struct ig_request {
 	struct ig_snapshot *snap;
 	enum gw_endpoint ep;
 	const char	*path;
-	unsigned	 method;	/* http_parser's enum http_method */
+	unsigned	 method;	/* llhttp's enum llhttp_method */
 	char		 id[48];	/* X-Request-Id */
 	char		 lease_id[33];	/* our own unique name: the lease's */
 	char		 client_ip[48];

@@ -1,6 +1,6 @@
 /*
  * The client side of the gateway: HTTP/1.1 connections on our own socket
- * I/O (io.c), parsed with http-parser, one small function per state.
+ * I/O (io.c), parsed with llhttp, one small function per state.
  *
  *   IDLE --first byte--> HEAD --headers--> BODY --complete--> BUSY
  *    ^                                                          |
@@ -29,7 +29,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <openssl/ssl.h>
 
 #include "infergate/fmt.h"
@@ -43,6 +43,11 @@ enum hs_state { HS_IDLE, HS_HEAD, HS_BODY, HS_BUSY, HS_CLOSING };
 #define HS_OUT_LOW	(16 * 1024)
 /* A client that takes no byte of a pending response for this long is gone. */
 #define HS_SEND_TIMEOUT	60
+/* A header section, counted whole, past this is refused (see hs_scan). */
+#define HS_HEAD_MAX	(2 * 1024 * 1024)
+
+enum hs_scan { HS_SCAN_OK, HS_SCAN_MALFORMED, HS_SCAN_TOO_LARGE,
+	HS_SCAN_PROTOCOL };
 
 struct hs_conn {
 	struct ig_worker *w;
@@ -57,7 +62,7 @@ struct hs_conn {
 	struct hs_conn	*tprev;
 	uint64_t	 deadline;	/* now_ns() value */
 	int		 tq;		/* the list it is in: its state, or -1 */
-	http_parser	 parser;
+	llhttp_t	 parser;
 	enum hs_state	 state;
 	unsigned	 nrequests;
 	struct ig_request *req;
@@ -87,11 +92,13 @@ struct hs_conn {
 	bool		 scanning;
 	bool		 scan_seen_line;	/* the request line went by */
 	uint32_t	 scan_line_len;
+	size_t		 scan_bytes;	/* of the header section so far */
+	uint64_t	 scan_tail;	/* the request line's last 8 bytes */
 	struct ig_auth_memo auth_memo;	/* the key of the last request */
 	char		 client_ip[48];
 };
 
-static const http_parser_settings hs_settings;
+static const llhttp_settings_t hs_settings;
 static int	 hs_feed(struct hs_conn *, const char *, size_t);
 static void	 hs_close(struct hs_conn *);
 static void	 hs_refuse(struct hs_conn *, int status, const char *code,
@@ -216,6 +223,8 @@ hs_request_reset(struct hs_conn *c)
 	c->scan_prev = 0;
 	c->scan_seen_line = false;
 	c->scan_line_len = 0;
+	c->scan_bytes = 0;
+	c->scan_tail = 0;
 	if (c->snap != NULL) {
 		snapshot_unref(c->snap);
 		c->snap = NULL;
@@ -224,7 +233,7 @@ hs_request_reset(struct hs_conn *c)
 
 /* The first byte of a request: take the current config, set up limits. */
 static int
-hs_on_message_begin(http_parser *p)
+hs_on_message_begin(llhttp_t *p)
 {
 	struct hs_conn *c = p->data;
 	const struct ig_limits_conf *lim;
@@ -270,7 +279,7 @@ hs_arena_add(struct hs_conn *c, const char *at, size_t len)
 }
 
 static int
-hs_on_url(http_parser *p, const char *at, size_t len)
+hs_on_url(llhttp_t *p, const char *at, size_t len)
 {
 	struct hs_conn *c = p->data;
 
@@ -306,14 +315,21 @@ hs_token_char(unsigned char ch)
 }
 
 static int
-hs_on_header_field(http_parser *p, const char *at, size_t len)
+hs_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct hs_conn *c = p->data;
 	struct ig_header *h;
 	size_t i;
 
-	/* "Host : x" gets past http-parser; a space in a name is a smuggling
-	 * vector, so only token characters are accepted. */
+	/* A chunked body's trailer: the arena was cut to the head's size
+	 * (hs_compact), so no header more fits; refused as it always was. */
+	if (c->state == HS_BODY) {
+		c->err_status = 431;
+		c->err_msg = "request header section too large";
+		return -1;
+	}
+	/* "Host : x" got past http-parser; a space in a name is a smuggling
+	 * vector, so only token characters are accepted, whatever the parser. */
 	for (i = 0; i < len; i++)
 		if (!hs_token_char(at[i])) {
 			c->err_status = 400;
@@ -339,12 +355,18 @@ hs_on_header_field(http_parser *p, const char *at, size_t len)
 }
 
 static int
-hs_on_header_value(http_parser *p, const char *at, size_t len)
+hs_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct hs_conn *c = p->data;
 	struct ig_header *h = &c->hdrs[c->nhdrs - 1];
 
 	if (!c->in_value) {
+		/* llhttp passes ": v" as a header with an empty name. */
+		if (h->namelen == 0) {
+			c->err_status = 400;
+			c->err_msg = "empty header name";
+			return -1;
+		}
 		h->value = c->arena + c->arena_used;
 		c->in_value = true;
 	}
@@ -457,12 +479,12 @@ hs_compact(struct hs_conn *c)
 }
 
 /*
- * The header section is complete: check what http-parser leaves to us
+ * The header section is complete: check what llhttp leaves to us
  * (Host, Transfer-Encoding other than a lone "chunked", body size, Expect)
  * and decide what happens to the body.
  */
 static int
-hs_on_headers_complete(http_parser *p)
+hs_on_headers_complete(llhttp_t *p)
 {
 	struct hs_conn *c = p->data;
 	struct ig_request *r = c->req;
@@ -514,13 +536,13 @@ hs_on_headers_complete(http_parser *p)
 		c->err_msg = "missing Host header";
 		return -1;
 	}
-	if ((p->flags & F_CONTENTLENGTH) &&
+	if ((p->flags & F_CONTENT_LENGTH) &&
 	    p->content_length > lim->max_body_bytes) {
 		c->err_status = 413;
 		c->err_msg = "request body too large";
 		return -1;
 	}
-	c->keep_alive = http_should_keep_alive(p);
+	c->keep_alive = llhttp_should_keep_alive(p);
 	hs_route(c, r);
 	if (expect_continue && c->err_status == 0 && p->http_minor >= 1) {
 		evbuffer_add(c->io.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -533,7 +555,7 @@ hs_on_headers_complete(http_parser *p)
 }
 
 static int
-hs_on_body(http_parser *p, const char *at, size_t len)
+hs_on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct hs_conn *c = p->data;
 
@@ -552,17 +574,16 @@ hs_on_body(http_parser *p, const char *at, size_t len)
 }
 
 static int
-hs_on_message_complete(http_parser *p)
+hs_on_message_complete(llhttp_t *p)
 {
 	struct hs_conn *c = p->data;
 
 	c->state = HS_BUSY;
 	hs_tq_unlink(c);
-	http_parser_pause(p, 1);
-	return 0;
+	return HPE_PAUSED;	/* hs_feed dispatches it */
 }
 
-static const http_parser_settings hs_settings = {
+static const llhttp_settings_t hs_settings = {
 	.on_message_begin = hs_on_message_begin,
 	.on_url = hs_on_url,
 	.on_header_field = hs_on_header_field,
@@ -572,12 +593,31 @@ static const http_parser_settings hs_settings = {
 	.on_message_complete = hs_on_message_complete,
 };
 
+/* "RTSP/" as the first 5 of the last 8 bytes of a request line. */
+#define HS_RTSP		0x525453502fULL
+
+/* Shifts the last (up to 8) of N request-line bytes into c->scan_tail. */
+static void
+hs_scan_tail(struct hs_conn *c, const unsigned char *s, size_t n)
+{
+	if (n > 8) {
+		s += n - 8;
+		n = 8;
+	}
+	while (n-- > 0)
+		c->scan_tail = c->scan_tail << 8 | *s++;
+}
+
 /*
- * Scans header-section bytes for what http-parser tolerates but a proxy
- * must not: a bare LF or CR, and obs-fold continuation lines. Stops at the
- * blank line ending the section. Returns -1 on a violation.
+ * Scans header-section bytes for what the parser tolerates but a proxy
+ * must not: a bare LF or CR, and obs-fold continuation lines; and counts
+ * the section whole (request line, line ends, whitespace), which llhttp
+ * does not bound: past HS_HEAD_MAX it is refused as http-parser's limit
+ * did (limits.max_header_bytes, on what is kept, applies first). And the
+ * request line must not end in RTSP/x.y, which llhttp takes for GET,
+ * POST and OPTIONS. Stops at the blank line ending the section.
  */
-static int
+static enum hs_scan
 hs_scan(struct hs_conn *c, const unsigned char *s, size_t n)
 {
 	const unsigned char *end = s + n, *cr, *lf;
@@ -588,44 +628,40 @@ hs_scan(struct hs_conn *c, const unsigned char *s, size_t n)
 
 		c->scan_prev = ch;
 		if (prev == '\r' && ch != '\n')
-			return -1;		/* bare CR */
+			return HS_SCAN_MALFORMED;	/* bare CR */
 		if (ch == '\r')
 			continue;
 		if (ch == '\n') {
 			if (prev != '\r')
-				return -1;	/* bare LF */
+				return HS_SCAN_MALFORMED;	/* bare LF */
 			if (c->scan_line_len == 0 && c->scan_seen_line)
 				c->scanning = false;	/* end of the section */
-			else if (c->scan_line_len > 0)
+			else if (c->scan_line_len > 0) {
+				if (!c->scan_seen_line &&
+				    c->scan_tail >> 24 == HS_RTSP)
+					return HS_SCAN_PROTOCOL;
 				c->scan_seen_line = true;
+			}
 			c->scan_line_len = 0;	/* blank lines before a request
 						 * line are tolerated */
 			continue;
 		}
 		if ((ch == ' ' || ch == '\t') && c->scan_line_len == 0 &&
 		    c->scan_seen_line)
-			return -1;		/* obs-fold */
+			return HS_SCAN_MALFORMED;	/* obs-fold */
 		/* The rest of the line up to its CR or LF needs no look. */
 		lf = memchr(s + i, '\n', n - i);
 		cr = memchr(s + i, '\r', (lf != NULL ? lf : end) - (s + i));
 		if (cr == NULL)
 			cr = lf != NULL ? lf : end;
 		c->scan_line_len += cr - (s + i);
+		if (!c->scan_seen_line)
+			hs_scan_tail(c, s + i, cr - (s + i));
 		c->scan_prev = cr[-1];
 		i = cr - s - 1;
 	}
-	return 0;
-}
-
-static int
-hs_parse_status(enum http_errno e)
-{
-	switch (e) {
-	case HPE_HEADER_OVERFLOW:
-		return 431;
-	default:
-		return 400;
-	}
+	c->scan_bytes += i;
+	return c->scan_bytes > HS_HEAD_MAX ? HS_SCAN_TOO_LARGE : HS_SCAN_OK;
 }
 
 /* Hands the parsed request over: to the proxy, or to its refusal. */
@@ -679,7 +715,8 @@ hs_feed(struct hs_conn *c, const char *data, size_t len)
 	struct evbuffer_iovec v;
 	const char *p;
 	size_t n, avail;
-	enum http_errno e;
+	enum hs_scan sr;
+	llhttp_errno_t e;
 
 	c->feeding = true;
 	while (c->state == HS_IDLE || c->state == HS_HEAD ||
@@ -697,26 +734,42 @@ hs_feed(struct hs_conn *c, const char *data, size_t len)
 		}
 		if (c->state == HS_IDLE)
 			hs_request_reset(c);
-		if (c->scanning && hs_scan(c, (const unsigned char *)p,
-		    avail) == -1) {
+		if (c->scanning && (sr = hs_scan(c, (const unsigned char *)p,
+		    avail)) != HS_SCAN_OK) {
 			if (c->req == NULL)
 				hs_on_message_begin(&c->parser);
-			hs_refuse(c, 400, NULL, "malformed line ending or folded header");
+			if (sr == HS_SCAN_TOO_LARGE)
+				hs_refuse(c, 431, NULL,
+				    "request header section too large");
+			else if (sr == HS_SCAN_PROTOCOL)
+				hs_refuse(c, 400, NULL, "not an HTTP request");
+			else
+				hs_refuse(c, 400, NULL,
+				    "malformed line ending or folded header");
 			break;
 		}
-		n = http_parser_execute(&c->parser, &hs_settings, p, avail);
+		e = llhttp_execute(&c->parser, p, avail);
+		/* Where it stopped, on a pause or an error; all taken on OK. */
+		n = e == HPE_OK ? avail :
+		    (size_t)(llhttp_get_error_pos(&c->parser) - p);
 		hs_consume(c, &data, &len, n);
-		e = HTTP_PARSER_ERRNO(&c->parser);
-		if (e == HPE_PAUSED) {
-			http_parser_pause(&c->parser, 0);
+		if (e == HPE_PAUSED) {		/* end of a request */
+			llhttp_resume(&c->parser);
 			hs_dispatch(c);
 			continue;
 		}
+		if (e == HPE_PAUSED_UPGRADE) {
+			/* Upgrade and CONNECT are not served: the request was
+			 * answered as any other, and what follows is HTTP, as
+			 * http-parser left it. */
+			llhttp_resume_after_upgrade(&c->parser);
+			continue;
+		}
 		if (e != HPE_OK) {
-			int status = c->err_status ? c->err_status :
-			    hs_parse_status(e);
+			int status = c->err_status ? c->err_status : 400;
 			const char *msg = c->err_msg ? c->err_msg :
-			    http_errno_description(e);
+			    e == HPE_PAUSED_H2_UPGRADE ? "HTTP/2 is not supported" :
+			    llhttp_get_error_reason(&c->parser);
 
 			if (c->req == NULL)
 				hs_on_message_begin(&c->parser);
@@ -885,7 +938,12 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr,
 		    c->client_ip, sizeof(c->client_ip));
-	http_parser_init(&c->parser, HTTP_REQUEST);
+	llhttp_init(&c->parser, HTTP_REQUEST, &hs_settings);
+	/* Any digit.digit version, as http-parser took it: 1.x is served,
+	 * the rest answered 505 (hs_on_headers_complete), not refused as
+	 * malformed. The only lenient flag: framing stays strict. llhttp 8.1
+	 * has the flag but not yet its setter (llhttp_set_lenient_version). */
+	c->parser.lenient_flags |= LENIENT_VERSION;
 	c->parser.data = c;
 	c->state = HS_IDLE;
 	c->scanning = true;

@@ -52,7 +52,7 @@
 #define IO_REREAD	0x0010	/* call on_read from the flush event */
 #define IO_PAUSED	0x0020	/* the owner paused reading */
 #define IO_FAILED	0x0080	/* a write failed; reported once */
-#define IO_EOF		0x0100	/* the peer closed its side */
+#define IO_SAW_EOF	0x0100	/* the peer closed its side */
 #define IO_R_WANTS_W	0x0200	/* TLS: the read needs the socket writable */
 #define IO_W_WANTS_R	0x0400	/* TLS: the write needs the socket readable */
 #define IO_REPORTED	0x0800	/* the failure went to on_event */
@@ -132,7 +132,7 @@ io_release(struct ig_io *io)
 		evbuffer_free(io->out);
 	if (io->ssl != NULL) {
 		/* A close_notify if it fits; never wait for the peer's. */
-		if (!(io->flags & (IO_FAILED | IO_EOF)))
+		if (!(io->flags & (IO_FAILED | IO_SAW_EOF)))
 			SSL_shutdown(io->ssl);
 		SSL_free(io->ssl);
 	}
@@ -147,7 +147,7 @@ io_release(struct ig_io *io)
 static void
 io_want_read(struct ig_io *io)
 {
-	bool want = !(io->flags & (IO_PAUSED | IO_EOF | IO_FAILED)) ||
+	bool want = !(io->flags & (IO_PAUSED | IO_SAW_EOF | IO_FAILED)) ||
 	    (io->flags & IO_W_WANTS_R);
 
 	if (want && !(io->flags & IO_READING)) {
@@ -191,7 +191,7 @@ io_pause_read(struct ig_io *io, bool paused)
 	else if (io->flags & IO_PAUSED) {
 		io->flags &= ~IO_PAUSED;
 		if ((io->flags & IO_ET) &&
-		    !(io->flags & (IO_EOF | IO_FAILED | IO_REPORTED))) {
+		    !(io->flags & (IO_SAW_EOF | IO_FAILED | IO_REPORTED))) {
 			io_mark_dirty(io);
 			io->flags |= IO_RESUME;
 		}
@@ -454,7 +454,7 @@ io_read_once(struct ig_io *io)
 		return 0;
 	if (n <= 0) {
 		if (n == 0)
-			io->flags |= IO_EOF;
+			io->flags |= IO_SAW_EOF;
 		io_report(io, n == 0 ? IO_EOF : IO_ERROR);
 		return -1;
 	}
@@ -482,7 +482,7 @@ io_read_once(struct ig_io *io)
 	    !(io->flags & IO_PAUSED))
 		io_schedule_read(io);	/* decrypted bytes wait in OpenSSL */
 	if (!(io->flags & IO_ET) ||
-	    (io->flags & (IO_PAUSED | IO_EOF | IO_FAILED | IO_REPORTED)))
+	    (io->flags & (IO_PAUSED | IO_SAW_EOF | IO_FAILED | IO_REPORTED)))
 		return 0;
 	return (size_t)n == w->rbuf_size || (io->flags & IO_RDHUP) ? 1 : 0;
 }
@@ -499,7 +499,7 @@ io_do_read(struct ig_io *io)
 			io_report(io, IO_ERROR);
 			return;
 		}
-		if (io->flags & (IO_PAUSED | IO_EOF))
+		if (io->flags & (IO_PAUSED | IO_SAW_EOF))
 			return;
 	}
 	while (io_read_once(io) == 1)

@@ -14,7 +14,6 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <http_parser.h>
 
 #include "infergate/admission.h"
 #include "infergate/config.h"
@@ -186,8 +185,6 @@ main(int argc, char *argv[])
 	}
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
-	/* Our own limits (limits.max_header_bytes) apply first. */
-	http_parser_set_max_header_size(2 * 1024 * 1024);
 	if (ig_log_open(&conf->log, &err) == -1) {
 		fprintf(stderr, "infergate: %s\n", err ? err : "cannot open logs");
 		free(err);

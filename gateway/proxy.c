@@ -25,7 +25,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <jansson.h>
 
 #include "infergate/fmt.h"

@@ -2,7 +2,7 @@
  * The upstream side: HTTP/1.1 connections to backends, kept alive in a
  * pool per worker per backend address (so that pooled connections
  * survive a reload that keeps the backend), responses parsed with
- * http-parser and handed to the request's up_events.
+ * llhttp and handed to the request's up_events.
  *
  * A connection is either busy (c->req set) or idle in its backend's list.
  * An idle connection keeps reading: any byte or EOF from the backend
@@ -23,7 +23,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <openssl/ssl.h>
 
 #include "infergate/log.h"
@@ -31,6 +31,9 @@
 
 #define UP_MAX_HEADERS		100
 #define UP_HEADER_BYTES		(32 * 1024)
+/* A response head, counted whole (line ends, whitespace: what llhttp does
+ * not bound), past this is refused, as http-parser's limit did. */
+#define UP_HEAD_MAX		(2 * 1024 * 1024)
 #define UP_IDLE_TIMEOUT		60	/* seconds an idle connection is kept */
 
 struct up_backend;
@@ -40,7 +43,7 @@ struct up_conn {
 	struct up_backend *home;
 	struct ig_request *req;		/* NULL when idle */
 	const struct up_events *ev;
-	http_parser	 parser;
+	llhttp_t	 parser;
 	TAILQ_ENTRY(up_conn) entry;
 	struct event	*timer;		/* the phase deadline, lazily re-armed */
 	uint64_t	 deadline;	/* now_ns(); 0: none */
@@ -59,6 +62,7 @@ struct up_conn {
 	bool		 in_value;
 	size_t		 nhdrs;
 	size_t		 hdr_used;
+	size_t		 head_bytes;	/* fed before the head was complete */
 	/* Only while a response head is parsed (not for the life of a
 	 * stream or of an idle connection): see up_hdr_release(). */
 	struct ig_header *hdrs;		/* UP_MAX_HEADERS */
@@ -80,9 +84,20 @@ struct up_pool {
 	struct up_backend *backends;
 };
 
-static const http_parser_settings up_settings;
+static const llhttp_settings_t up_settings;
 
 static const struct io_handlers up_io;
+
+/* A fresh response parser (a new connection, or one going back idle). */
+static void
+up_parser_init(struct up_conn *c)
+{
+	llhttp_init(&c->parser, HTTP_RESPONSE, &up_settings);
+	/* Any digit.digit version, as http-parser took it; framing stays
+	 * strict. llhttp 8.1 has the flag but not its setter. */
+	c->parser.lenient_flags |= LENIENT_VERSION;
+	c->parser.data = c;
+}
 
 struct up_pool *
 up_pools_create(struct ig_worker *w)
@@ -219,8 +234,7 @@ up_release(struct up_conn *c, bool reusable)
 		up_conn_free(c);
 		return;
 	}
-	http_parser_init(&c->parser, HTTP_RESPONSE);
-	c->parser.data = c;
+	up_parser_init(c);
 	c->ev = NULL;
 	up_deadline(c, UP_IDLE_TIMEOUT * 1000);
 	TAILQ_INSERT_HEAD(&c->home->idle, c, entry);
@@ -241,7 +255,7 @@ up_finish(struct up_conn *c, const char *errstr, bool timeout)
 	struct ig_request *r = up_detach(c);
 
 	if (errstr == NULL) {
-		bool keep = http_should_keep_alive(&c->parser);
+		bool keep = llhttp_should_keep_alive(&c->parser);
 
 		up_release(c, keep);
 		if (r != NULL)
@@ -278,7 +292,7 @@ up_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static int
-up_on_message_begin(http_parser *p)
+up_on_message_begin(llhttp_t *p)
 {
 	struct up_conn *c = p->data;
 
@@ -304,10 +318,12 @@ up_hdr_add(struct up_conn *c, const char *at, size_t len)
 }
 
 static int
-up_on_header_field(http_parser *p, const char *at, size_t len)
+up_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct up_conn *c = p->data;
 
+	if (c->headers_done)	/* a chunked body's trailer: not passed on */
+		return 0;
 	if (c->nhdrs == 0 || c->in_value) {
 		if (c->nhdrs == UP_MAX_HEADERS)
 			return -1;
@@ -323,12 +339,17 @@ up_on_header_field(http_parser *p, const char *at, size_t len)
 }
 
 static int
-up_on_header_value(http_parser *p, const char *at, size_t len)
+up_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct up_conn *c = p->data;
-	struct ig_header *h = &c->hdrs[c->nhdrs - 1];
+	struct ig_header *h;
 
+	if (c->headers_done)	/* a trailer; c->hdrs is released */
+		return 0;
+	h = &c->hdrs[c->nhdrs - 1];
 	if (!c->in_value) {
+		if (h->namelen == 0)	/* llhttp passes ": v" as a header */
+			return -1;
 		h->value = c->hdrbuf + c->hdr_used;
 		c->in_value = true;
 	}
@@ -337,7 +358,7 @@ up_on_header_value(http_parser *p, const char *at, size_t len)
 }
 
 static int
-up_on_headers_complete(http_parser *p)
+up_on_headers_complete(llhttp_t *p)
 {
 	struct up_conn *c = p->data;
 
@@ -353,7 +374,7 @@ up_on_headers_complete(http_parser *p)
 }
 
 static int
-up_on_body(http_parser *p, const char *at, size_t len)
+up_on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct up_conn *c = p->data;
 
@@ -363,18 +384,17 @@ up_on_body(http_parser *p, const char *at, size_t len)
 }
 
 static int
-up_on_message_complete(http_parser *p)
+up_on_message_complete(llhttp_t *p)
 {
 	struct up_conn *c = p->data;
 
 	if (!c->headers_done)	/* end of a 1xx */
 		return 0;
 	c->complete = true;
-	http_parser_pause(p, 1);
-	return 0;
+	return HPE_PAUSED;	/* up_feed finishes the request */
 }
 
-static const http_parser_settings up_settings = {
+static const llhttp_settings_t up_settings = {
 	.on_message_begin = up_on_message_begin,
 	.on_header_field = up_on_header_field,
 	.on_header_value = up_on_header_value,
@@ -383,14 +403,30 @@ static const http_parser_settings up_settings = {
 	.on_message_complete = up_on_message_complete,
 };
 
-/* Runs the parser over `len` bytes (len 0: the backend closed). */
-static enum http_errno
+/* Runs the parser over `len` bytes; *nparsed: how many it took. */
+static llhttp_errno_t
 up_parse(struct up_conn *c, const char *data, size_t len, size_t *nparsed)
 {
+	llhttp_errno_t e;
+
 	c->in_cb = true;
-	*nparsed = http_parser_execute(&c->parser, &up_settings, data, len);
+	e = llhttp_execute(&c->parser, data, len);
 	c->in_cb = false;
-	return HTTP_PARSER_ERRNO(&c->parser);
+	*nparsed = e == HPE_OK ? len :
+	    (size_t)(llhttp_get_error_pos(&c->parser) - data);
+	return e;
+}
+
+/* The backend closed: a body delimited by the close ends here. */
+static llhttp_errno_t
+up_parse_eof(struct up_conn *c)
+{
+	llhttp_errno_t e;
+
+	c->in_cb = true;
+	e = llhttp_finish(&c->parser);
+	c->in_cb = false;
+	return e;
 }
 
 /*
@@ -400,7 +436,7 @@ up_parse(struct up_conn *c, const char *data, size_t len, size_t *nparsed)
 static int
 up_feed(struct up_conn *c, const char *data, size_t len, size_t *used)
 {
-	enum http_errno e;
+	llhttp_errno_t e;
 
 	e = up_parse(c, data, len, used);
 	if (c->dead) {
@@ -409,7 +445,11 @@ up_feed(struct up_conn *c, const char *data, size_t len, size_t *used)
 	}
 	if (e != HPE_OK && e != HPE_PAUSED) {
 		up_finish(c, c->req == NULL ? "cancelled" :
-		    http_errno_description(e), false);
+		    llhttp_get_error_reason(&c->parser), false);
+		return -1;
+	}
+	if (!c->headers_done && (c->head_bytes += *used) > UP_HEAD_MAX) {
+		up_finish(c, "response header section too large", false);
 		return -1;
 	}
 	if (c->complete) {
@@ -453,7 +493,7 @@ static int
 up_on_event(struct ig_io *io, void *arg, int what)
 {
 	struct up_conn *c = arg;
-	size_t n;
+	llhttp_errno_t e;
 	int one = 1;
 
 	if (what == IO_CONNECTED) {
@@ -468,8 +508,10 @@ up_on_event(struct ig_io *io, void *arg, int what)
 		return -1;
 	}
 	if (what == IO_EOF && c->headers_done && !c->complete) {
-		/* A body delimited by the close of the connection ends here. */
-		if (up_parse(c, NULL, 0, &n) == HPE_OK && c->complete &&
+		/* A body delimited by the close of the connection ends here
+		 * (its on_message_complete pauses: HPE_PAUSED). */
+		e = up_parse_eof(c);
+		if ((e == HPE_OK || e == HPE_PAUSED) && c->complete &&
 		    !c->dead) {
 			up_finish(c, NULL, false);
 			return -1;
@@ -529,8 +571,7 @@ up_connect(struct ig_worker *w, struct up_backend *home,
 	}
 	c->home = home;
 	c->connected = rc == 0;
-	http_parser_init(&c->parser, HTTP_RESPONSE);
-	c->parser.data = c;
+	up_parser_init(c);
 	return c;
 fail:
 	SSL_free(ssl);
@@ -581,6 +622,7 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	c->first_byte_ms = pc->first_byte_timeout_ms;
 	c->connect_ms = pc->connect_timeout_ms;
 	c->got_bytes = c->headers_done = c->complete = c->trailing = false;
+	c->head_bytes = 0;
 	r->up = c;
 	return c->io.out;
 }

@@ -42,6 +42,10 @@ CASES = [
     ("space_before_colon", post("Host: x\r\nContent-Length : 2\r\n", b"{}"), 400, True),
     ("nul_in_header", post("Host: x\r\nX-A: a\x00b\r\nContent-Length: 2\r\n", b"{}"),
      400, True),
+    ("empty_header_name", post("Host: x\r\n: v\r\nContent-Length: 2\r\n", b"{}"),
+     400, True),
+    ("rtsp_request_line", post("Host: x\r\nContent-Length: 2\r\n", b"{}")
+     .replace(b"HTTP/1.1", b"RTSP/1.0"), 400, True),
     ("missing_host", post("Content-Length: %d\r\n" % len(GOOD), GOOD), 400, True),
     ("two_hosts", post("Host: x\r\nHost: y\r\nContent-Length: %d\r\n" % len(GOOD), GOOD),
      400, True),
@@ -199,3 +203,29 @@ def test_flood_of_bad_requests(env):
         c.close()
     assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
     assert http("GET", g.admin_url + "/health/live")[0] == 200
+
+
+def test_http_1_x_minor_served_as_1_1(env):
+    # any 1.x is HTTP/1.1 to us (RFC 9110 2.5); 2.0 and up get 505
+    s, g = env
+    c = Conn(g.port)
+    c.send(b"GET /v1/models HTTP/1.2\r\nHost: x\r\n\r\n")
+    assert c.read_response().status == 200
+    c.send(b"GET /v1/models HTTP/3.0\r\nHost: x\r\n\r\n")
+    assert c.read_response().status == 505
+    c.close()
+
+
+def test_header_section_padding_bounded(env):
+    # what llhttp skips unbounded (whitespace) still counts toward 2 MiB
+    s, g = env
+    c = Conn(g.port)
+    try:
+        c.send(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Pad:" +
+               b" " * (3 << 20) + b"v\r\n\r\n")
+    except OSError:
+        pass            # refused before it was all sent
+    r = c.read_response()
+    assert r.status == 431
+    assert c.closed()
+    c.close()

@@ -142,7 +142,10 @@ test: bootstrap
 	$(MAKE) integration
 	$(MAKE) bench-check
 
-run: bootstrap all
+# The build runs in a sub-make: on a fresh machine the packages bootstrap
+# installs (pkg-config's flags, llhttp's sources) exist only after it.
+run: bootstrap
+	@$(MAKE) --no-print-directory all
 	@sh tests/demo/run.sh $(abspath $(BUILD))
 
 # The whole suite under AddressSanitizer + UBSan, in its own build tree.
@@ -151,7 +154,8 @@ asan: bootstrap
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
 # The integration suite with the gateway under valgrind memcheck.
-valgrind: bootstrap all
+valgrind: bootstrap
+	$(MAKE) all
 	IG_VALGRIND=1 IG_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration $(PYTEST_ARGS)
 
 bench: bootstrap

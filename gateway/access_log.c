@@ -69,8 +69,10 @@ access_log_request(const struct ig_request *r)
 	off = alog_str(buf, off, sizeof(buf), r->id[0] ? r->id : NULL);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"client\":");
 	off = alog_str(buf, off, sizeof(buf), r->client_ip);
-	off += snprintf(buf + off, sizeof(buf) - off, ",\"method\":\"%s\",\"path\":",
-	    llhttp_method_name((llhttp_method_t)r->method));
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"method\":");
+	off = alog_str(buf, off, sizeof(buf), r->method_known ?
+	    llhttp_method_name((llhttp_method_t)r->method) : NULL);
+	off += snprintf(buf + off, sizeof(buf) - off, ",\"path\":");
 	off = alog_str(buf, off, sizeof(buf), r->path);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"model\":");
 	if (r->model != NULL)

@@ -235,6 +235,7 @@ struct ig_request {
 	enum gw_endpoint ep;
 	const char	*path;
 	unsigned	 method;	/* llhttp's enum llhttp_method */
+	bool		 method_known;	/* the request line's method was read */
 	char		 id[48];	/* X-Request-Id */
 	char		 lease_id[33];	/* our own unique name: the lease's */
 	char		 client_ip[48];
@@ -261,6 +262,7 @@ struct ig_request {
 	char		*resp_head;	/* backend headers kept for the client */
 	size_t		 resp_head_len;
 	bool		 dispatched;	/* a whole request reached the proxy */
+	bool		 logged;	/* answered: in the access log even undispatched */
 	bool		 backend_date;	/* the backend's Date is passed on */
 	bool		 up_reused;	/* sent on a pooled connection */
 	bool		 paused;	/* backend reads paused: client is slow */

@@ -283,8 +283,14 @@ hs_on_url(llhttp_t *p, const char *at, size_t len)
 {
 	struct hs_conn *c = p->data;
 
-	if (c->url == NULL)
+	if (c->url == NULL) {
 		c->url = c->arena + c->arena_used;
+		/* The method came before the URL. */
+		if (c->req != NULL) {
+			c->req->method = llhttp_get_method(p);
+			c->req->method_known = true;
+		}
+	}
 	c->url_len += len;
 	return hs_arena_add(c, at, len);
 }
@@ -1210,6 +1216,7 @@ hs_refuse(struct hs_conn *c, int status, const char *code, const char *fmt, ...)
 		return;
 	}
 	c->req->outcome = "refused";
+	c->req->logged = true;	/* also when refused before its dispatch */
 	c->req->allow = status == 405 ? c->allow : NULL;
 	proxy_send_error(c->req, status, status >= 500 ? "server_error" :
 	    "invalid_request_error", code, NULL, "%s", msg);

@@ -742,10 +742,10 @@ proxy_request_free(struct ig_request *r)
 	if (r->up != NULL)
 		up_cancel(r);
 	admit_finish(r);
-	if (r->dispatched) {
+	if (r->dispatched || r->logged)
 		access_log_request(r);
+	if (r->dispatched)
 		WSTAT_SUB(r->worker, ST_REQ_INFLIGHT, 1);
-	}
 	free(r->edited);
 	worker_evbuffer_put(r->worker, r->body);
 	worker_evbuffer_put(r->worker, r->resp);

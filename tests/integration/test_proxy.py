@@ -431,3 +431,23 @@ def test_graceful_stop(setup, how):
     st, _, body = out["r"]
     assert st == 200 and json.loads(body)["usage"]["completion_tokens"] == 20
     assert g.p.wait(10) == 0
+
+
+def test_access_log_has_refused_requests(setup, workdir):
+    """Every answer is in the access log, refusals before the request was
+    whole included (they were not logged at all), with the method of the
+    request line when there was one (null otherwise)."""
+    s, g = setup()
+    for raw, status in (
+            (b"PUT /v1/chat/completions HTTP/2.0\r\nHost: gw\r\n\r\n", 505),
+            (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nBad Name: x\r\n\r\n", 400),
+            (b"\x01\x02 nonsense\r\n\r\n", 400),
+            (b"GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n", 404)):
+        c = Conn(g.port)
+        c.send(raw)
+        assert c.read_response().status == status
+        c.close()
+    time.sleep(0.2)
+    got = [(l["status"], l["method"], l["outcome"]) for l in access_lines(workdir)]
+    assert got == [(505, "PUT", "refused"), (400, "POST", "refused"),
+                   (400, None, "refused"), (404, "GET", "refused")], got

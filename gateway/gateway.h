@@ -295,8 +295,9 @@ struct ig_request {
 
 /*
  * Monotonic ns. Inside a socket event now_hold() has read the clock once
- * for all of its work (about ten reads per request otherwise); elsewhere
- * (timers, the store's callbacks) every call reads it.
+ * for all of its work (about ten reads per request otherwise), the store
+ * answers delivered at its end (worker_after_io) included; elsewhere
+ * (timers, hiredis's own callbacks, the flush event) every call reads it.
  */
 uint64_t	 now_ns(void);
 extern __thread uint64_t now_held;

@@ -87,6 +87,8 @@ struct hs_conn {
 	bool		 chunked_out;
 	bool		 close_delimited;
 	bool		 feeding;	/* inside hs_feed */
+	bool		 out_failed;	/* no memory for a response head: the
+					   rest is dropped, the connection closes */
 	/* Line-ending scan of the header section (bare LF, obs-fold). */
 	uint8_t		 scan_prev;
 	bool		 scanning;
@@ -239,6 +241,10 @@ hs_on_message_begin(llhttp_t *p)
 	const struct ig_limits_conf *lim;
 	struct ig_request *r;
 
+	/* A start that failed for want of memory may be made again. */
+	snapshot_unref(c->snap);
+	if (c->arena != NULL)
+		hs_arena_free(c);
 	c->snap = snapshot_current();
 	lim = hs_limits(c);
 	c->max_hdrs = lim->max_headers;
@@ -1033,7 +1039,9 @@ hs_response_start(struct hs_conn *c, int status, const char *extra,
 	 */
 	if (evbuffer_reserve_space(out, (ev_ssize_t)(extralen + 256), &v,
 	    1) < 1) {
-		/* Out of memory: no head; the connection closes after. */
+		/* Out of memory: no head, so nothing of this response
+		 * (hs_body, hs_response_end), and the connection closes. */
+		c->out_failed = true;
 		c->keep_alive = false;
 		v.iov_base = NULL;
 		v.iov_len = 0;
@@ -1095,7 +1103,7 @@ hs_body(struct hs_conn *c, const void *data, struct evbuffer *buf, size_t len)
 	struct evbuffer *out = c->io.out;
 	char size[24];
 
-	if (len == 0)
+	if (len == 0 || c->out_failed)
 		return;
 	if (c->req != NULL)
 		c->req->bytes_out += len;
@@ -1138,7 +1146,7 @@ hs_response_end(struct hs_conn *c)
 {
 	struct ig_request *r = c->req;
 
-	if (c->chunked_out)
+	if (c->chunked_out && !c->out_failed)
 		evbuffer_add(c->io.out, "0\r\n\r\n", 5);
 	c->chunked_out = false;
 	c->req = NULL;

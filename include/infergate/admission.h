@@ -75,7 +75,9 @@ struct ig_auth_memo {
  * ig_auth_lookup() through MEMO: a key equal (in constant time) to the
  * memo's, in the same table, gives the memo's tenant without hashing; a
  * key found by the hash replaces the memo's. A key not found leaves the
- * memo as it was.
+ * memo as it was. The lengths are compared first: the time taken can
+ * tell a client whether its key is as long as the last one accepted on
+ * its connection, nothing more.
  */
 const struct ig_tenant_conf *ig_auth_lookup_memo(const struct ig_auth *,
 		    struct ig_auth_memo *, const char *key, size_t keylen);

@@ -399,7 +399,7 @@ store_timer_cb(evutil_socket_t fd, short what, void *arg)
 		store_timer_arm(s, op->deadline_ms - now);
 	/* May drop the connection, which answers the ops still waiting. */
 	if (n > 0)
-		store_redis_timeout(s->redis, n);
+		store_redis_timeout(s->redis, s->conf.redis_timeout_ms);
 }
 
 static struct ig_store_op *

@@ -140,8 +140,12 @@ int		 store_redis_busy(const struct store_redis *);
  * loop iteration; -1 if it could not be queued (no memory).
  */
 int		 store_redis_admit(struct store_redis *, struct ig_store_op *);
-/* Admissions timed out (several in a row: the connection is dropped). */
-void		 store_redis_timeout(struct store_redis *, unsigned n);
+/*
+ * Admissions timed out (each has had its fallback answer): drops the
+ * connection if its oldest unanswered batch has waited so long that
+ * Redis is taken for dead (see REDIS_STALL_TIMEOUTS).
+ */
+void		 store_redis_timeout(struct store_redis *, uint64_t timeout_ms);
 /* Settles L (l->actual) now or when Redis is back; owns L. */
 void		 store_redis_settle(struct store_redis *, struct ig_lease *);
 void		 store_redis_renew(struct store_redis *, const struct ig_lease *);

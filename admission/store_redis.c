@@ -62,9 +62,12 @@
  *
  * Connection: connect, AUTH, SELECT, SCRIPT LOAD; ready only when all of
  * that answered. Admissions made meanwhile wait in their batches (within
- * the store timeout). Any lost reply or a setup step that does not answer
- * within REDIS_SETUP_MS drops the connection; reconnection backs off from
- * 50 ms to 500 ms. Settlements made while down wait in a bounded queue.
+ * the store timeout). A lost reply, a setup step that does not answer
+ * within REDIS_SETUP_MS, or a batch unanswered for REDIS_STALL_TIMEOUTS
+ * store timeouts (at least REDIS_STALL_MIN_MS) when an admission times out
+ * drops the connection; reconnection backs off from 50 ms to 500 ms. A
+ * reply that is only late costs the admissions that timed out (their
+ * on_store_failure answers), not the connection. Settlements made while down wait in a bounded queue.
  * Requires Redis >= 6.2 (ZMSCORE).
  */
 #include <stdint.h>
@@ -84,7 +87,14 @@
 #define REDIS_SETUP_MS		1000
 #define REDIS_BACKOFF_MIN_MS	50
 #define REDIS_BACKOFF_MAX_MS	500
-#define REDIS_TIMEOUTS_TO_DROP	3
+/*
+ * A connection whose oldest unanswered batch has waited this many store
+ * timeouts (and at least REDIS_STALL_MIN_MS) is taken for dead and
+ * dropped; a reply that is only late costs the admissions that timed out,
+ * not the connection and everything in flight on it.
+ */
+#define REDIS_STALL_TIMEOUTS	3
+#define REDIS_STALL_MIN_MS	250
 #define REDIS_QUEUE_MAX		100000
 #define REDIS_BATCH_MAX		256	/* admissions + settlements per call */
 #define REDIS_PENDING_BUCKETS	64
@@ -390,6 +400,7 @@ struct redis_batch {
 	size_t		 nsettles, capsettles;
 	struct redis_id	*ids;		/* of its ops and settlements */
 	size_t		 nids, capids;
+	uint64_t	 sent_ms;	/* when it was written (in flight) */
 };
 
 /* A request id in a batch (pointing into its op or lease). */
@@ -424,7 +435,6 @@ struct store_redis {
 	bool		 flushing;	/* in redis_flush_cb */
 	bool		 unwritten;	/* commands queued in hiredis */
 	uint64_t	 backoff_ms;
-	unsigned	 timeouts;	/* in a row */
 	struct redis_batch *pending[REDIS_PENDING_BUCKETS];
 	size_t		 npending;
 	struct redis_batch *inflight[REDIS_PENDING_BUCKETS];	/* sent */
@@ -564,7 +574,6 @@ redis_setup_cb(redisAsyncContext *ac, void *reply, void *priv)
 	if (step == NSCRIPTS - 1 && r->state == R_LOADING) {
 		r->state = R_READY;
 		r->backoff_ms = REDIS_BACKOFF_MIN_MS;
-		r->timeouts = 0;
 		r->stats->reconnects++;
 		evtimer_del(r->timer);
 		log_info("store: redis %s: connected",
@@ -792,12 +801,33 @@ store_redis_accepting(const struct store_redis *r)
 	return r->state != R_DOWN;
 }
 
-void
-store_redis_timeout(struct store_redis *r, unsigned n)
+static uint64_t
+redis_now_ms(const struct store_redis *r)
 {
+	struct timeval	 tv;
+
+	event_base_gettimeofday_cached(r->base, &tv);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+void
+store_redis_timeout(struct store_redis *r, uint64_t timeout_ms)
+{
+	struct redis_batch *b;
+	uint64_t	 oldest = UINT64_MAX, limit;
+	size_t		 i;
+
+	if (r->state != R_READY || r->ninflight == 0)
+		return;
+	for (i = 0; i < REDIS_PENDING_BUCKETS; i++)
+		for (b = r->inflight[i]; b != NULL; b = b->next)
+			if (b->sent_ms < oldest)
+				oldest = b->sent_ms;
+	limit = REDIS_STALL_TIMEOUTS * timeout_ms;
+	if (limit < REDIS_STALL_MIN_MS)
+		limit = REDIS_STALL_MIN_MS;
 	/* A Redis that stopped answering keeps its TCP connection open. */
-	r->timeouts += n;
-	if (r->timeouts >= REDIS_TIMEOUTS_TO_DROP && r->state == R_READY)
+	if (redis_now_ms(r) >= oldest + limit)
 		redis_drop(r, "not answering");
 }
 
@@ -1135,6 +1165,7 @@ redis_batch_send(struct store_redis *r, struct redis_batch *b)
 		b->next = r->inflight[b->hash % REDIS_PENDING_BUCKETS];
 		r->inflight[b->hash % REDIS_PENDING_BUCKETS] = b;
 		r->ninflight++;
+		b->sent_ms = redis_now_ms(r);
 	}
 }
 
@@ -1463,7 +1494,6 @@ redis_batch_cb(redisAsyncContext *ac, void *reply, void *priv)
 		redis_batch_fail(r, b, 0, "redis error", false);
 		return;
 	}
-	r->timeouts = 0;
 	for (i = 0; i < b->nsettles; i++)
 		store_lease_free(b->settles[i]);
 	b->nsettles = 0;

@@ -1014,15 +1014,19 @@ test_stalled(void **state)
 	store_open(c);
 	assert_true(redis_pid > 0);
 	redis_signal(SIGSTOP);
-	for (i = 0; i < 4; i++) {
+	/* Each admission times out; the connection is dropped once a round
+	 * trip has waited 3 timeouts and 250 ms (REDIS_STALL_*). */
+	for (i = 0; i < 20; i++) {
 		t0 = now_ms();
 		l = admit(c, &w, &r);
 		assert_non_null(l);
 		assert_true(r.degraded);
 		assert_true(now_ms() - t0 < 400);
 		settle(c, l, 1);
+		ig_store_stats(c->store, &st);
+		if (st.degraded)
+			break;
 	}
-	ig_store_stats(c->store, &st);
 	assert_true(st.timeouts >= 1);
 	assert_true(st.degraded);
 	redis_signal(SIGCONT);
@@ -1034,6 +1038,65 @@ test_stalled(void **state)
 	assert_false(st.degraded);
 	/* the lease granted after the timeout was released, not leaked */
 	spin(c, 100, NULL);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_false(r.degraded);
+	settle(c, l, 1);
+}
+
+/*
+ * A reply that is only late (Redis stopped for less than the stall
+ * limit): the admissions that waited too long get their fallback, the
+ * connection stays, and the next admission is answered by Redis.
+ */
+static void
+test_late_reply(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 5 };
+	struct ig_store_stats st0, st;
+	struct ig_admit_result r;
+	struct ig_admit_req req;
+	struct waiter	 wt[4];
+	struct ig_lease	*l;
+	char		 id[4][24];
+	int		 i;
+
+	c->conf.on_failure = IG_STORE_FAIL_OPEN;
+	c->conf.redis_timeout_ms = 50;
+	store_open(c);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_false(r.degraded);
+	settle(c, l, 1);
+	ig_store_stats(c->store, &st0);
+	redis_signal(SIGSTOP);
+	/* Four admissions in one batch: all four time out at once (three
+	 * used to be enough to drop the connection). */
+	memset(wt, 0, sizeof(wt));
+	memset(&req, 0, sizeof(req));
+	req.tenant = c->tenant;
+	req.limits = w.limits;
+	req.input_tokens = 1;
+	for (i = 0; i < 4; i++) {
+		snprintf(id[i], sizeof(id[i]), "late-%d", i);
+		req.request_id = id[i];
+		assert_non_null(ig_store_admit(c->store, &req, on_admit, &wt[i]));
+	}
+	spin(c, 3000, &wt[3].calls);
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(wt[i].calls, 1);
+		assert_true(wt[i].res.degraded);
+	}
+	usleep(30 * 1000);		/* stopped ~80 ms in all: late, not dead */
+	redis_signal(SIGCONT);
+	for (i = 0; i < 4; i++)
+		settle(c, wt[i].lease, 1);
+	spin(c, 200, NULL);
+	ig_store_stats(c->store, &st);
+	assert_true(st.timeouts > st0.timeouts);
+	assert_int_equal(st.reconnects, st0.reconnects);
+	assert_false(st.degraded);
 	l = admit(c, &w, &r);
 	assert_non_null(l);
 	assert_false(r.degraded);
@@ -1126,6 +1189,7 @@ main(void)
 		REDIS(test_down_open),
 		REDIS(test_down_local),
 		REDIS(test_stalled),
+		REDIS(test_late_reply),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

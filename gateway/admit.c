@@ -108,11 +108,27 @@ admit_keep_headers(struct ig_request *r, const struct ig_admit_result *res)
  * lines and x-infergate-max-tokens-clamped, a refused one's Retry-After.
  * Returns their length; what does not fit is left out whole.
  */
+/* "NAME: V\r\n" (NAME with its ": "), or nothing when it does not fit. */
+static void
+admit_line(struct ig_fmt *f, const char *name, size_t namelen, uint64_t v)
+{
+	size_t done = f->len;
+
+	ig_fmt_mem(f, name, namelen);
+	ig_fmt_u64(f, v);
+	ig_fmt_lit(f, "\r\n");
+	if (f->overflow) {
+		f->len = done;
+		f->buf[done] = '\0';
+	}
+}
+
+#define ADMIT_LINE(f, name, v)	admit_line((f), name, sizeof(name) - 1, (v))
+
 size_t
 admit_headers(const struct ig_request *r, char *buf, size_t cap)
 {
 	struct ig_fmt f = IG_FMT_INIT(buf, cap);
-	size_t done;
 	int n;
 
 	if (cap == 0)
@@ -123,25 +139,11 @@ admit_headers(const struct ig_request *r, char *buf, size_t cap)
 			n = 0;
 		f.len = (size_t)n;
 		buf[f.len] = '\0';
-		if (r->clamped) {
-			done = f.len;
-			ig_fmt_lit(&f, "x-infergate-max-tokens-clamped: ");
-			ig_fmt_u64(&f, r->max_tokens);
-			ig_fmt_lit(&f, "\r\n");
-			if (f.overflow) {
-				f.len = done;
-				buf[f.len] = '\0';
-			}
-		}
-	} else if (r->retry_after_s > 0) {
-		ig_fmt_lit(&f, "Retry-After: ");
-		ig_fmt_u64(&f, r->retry_after_s);
-		ig_fmt_lit(&f, "\r\n");
-		if (f.overflow) {
-			f.len = 0;
-			buf[0] = '\0';
-		}
-	}
+		if (r->clamped)
+			ADMIT_LINE(&f, "x-infergate-max-tokens-clamped: ",
+			    r->max_tokens);
+	} else if (r->retry_after_s > 0)
+		ADMIT_LINE(&f, "Retry-After: ", r->retry_after_s);
 	return f.len;
 }
 

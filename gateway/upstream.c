@@ -494,11 +494,9 @@ up_on_event(struct ig_io *io, void *arg, int what)
 {
 	struct up_conn *c = arg;
 	llhttp_errno_t e;
-	int one = 1;
 
 	if (what == IO_CONNECTED) {
-		c->connected = true;
-		setsockopt(io->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->connected = true;	/* TCP_NODELAY was set before connect() */
 		if (c->req != NULL)
 			up_deadline(c, c->first_byte_ms);
 		return 0;

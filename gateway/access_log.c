@@ -97,6 +97,18 @@ access_log_request(const struct ig_request *r)
 	off = alog_str(buf, off, sizeof(buf), r->outcome ? r->outcome : "ok");
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"error\":");
 	off = alog_str(buf, off, sizeof(buf), r->error_code);
+	if (r->dispatched && r->model != NULL)
+		off += snprintf(buf + off, sizeof(buf) - off,
+		    ",\"priority\":\"%s\",\"queue_ms\":%.3f",
+		    r->priority == IG_PRIO_HIGH ? "high" :
+		    r->priority == IG_PRIO_LOW ? "low" : "normal",
+		    r->queue_ns / 1e6);
+	if (r->fell_back_from != NULL) {
+		off += snprintf(buf + off, sizeof(buf) - off,
+		    ",\"fallback_from\":");
+		off = alog_str(buf, off, sizeof(buf),
+		    r->fell_back_from->conf->name);
+	}
 	if (r->tenant != NULL) {
 		off += snprintf(buf + off, sizeof(buf) - off,
 		    ",\"tokens_in_est\":%llu,\"max_tokens\":%llu",

@@ -15,7 +15,9 @@
 #include <stddef.h>
 
 #include "infergate/admission.h"
+#include "infergate/capacity.h"
 #include "infergate/log.h"
+#include "infergate/routing.h"
 #include "infergate/store.h"
 #include "gateway.h"
 
@@ -123,6 +125,108 @@ admin_admission_metrics(struct evbuffer *b)
 	    sum.settles_dropped);
 }
 
+/* V as a Prometheus label value (quoted, escaped) into B. */
+static void
+admin_label(struct evbuffer *b, const char *v)
+{
+	evbuffer_add(b, "\"", 1);
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			evbuffer_add_printf(b, "\\%c", *v);
+		else if (*v == '\n')
+			evbuffer_add(b, "\\n", 2);
+		else
+			evbuffer_add(b, v, 1);
+	}
+	evbuffer_add(b, "\"", 1);
+}
+
+/* One series per pool of the current config: NAME{pool="..."LABELS} V. */
+static void
+admin_pool_line(struct evbuffer *b, const char *name, const char *pool,
+    const char *labels, const char *v)
+{
+	evbuffer_add_printf(b, "%s{pool=", name);
+	admin_label(b, pool);
+	evbuffer_add_printf(b, "%s} %s\n", labels, v);
+}
+
+/*
+ * Pool capacity (queue.c): what KEDA or an HPA scales the model servers
+ * on, per pool of the current config.
+ */
+static void
+admin_pool_metrics(struct evbuffer *b)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} m[] = {
+		{ "infergate_pool_inflight", "gauge",
+		  "Requests holding a slot of the pool." },
+		{ "infergate_pool_max_inflight", "gauge",
+		  "The pool's max_inflight (0: no limit)." },
+		{ "infergate_pool_queue_depth", "gauge",
+		  "Requests waiting for a slot of the pool." },
+		{ "infergate_pool_queue_oldest_seconds", "gauge",
+		  "How long the oldest waiting request has waited (0: none)." },
+		{ "infergate_pool_queued_total", "counter",
+		  "Requests that waited in the pool's queue." },
+		{ "infergate_pool_shed_total", "counter",
+		  "Requests refused 503 for the pool's capacity, by reason." },
+		{ "infergate_pool_fallbacks_total", "counter",
+		  "Requests sent to a fallback model's pool because this one "
+		  "was full." },
+	};
+	static const char *const reasons[IG_SHED_NREASONS] = {
+		[IG_SHED_FULL] = "queue_full",
+		[IG_SHED_DISPLACED] = "displaced",
+		[IG_SHED_TIMEOUT] = "queue_timeout",
+	};
+	struct ig_snapshot *snap = snapshot_current();
+	const struct ig_catalog *cat = snap->catalog;
+	struct ig_cap_stats st;
+	uint64_t now = now_ns();
+	char v[64], lab[48];
+	size_t i, j, k;
+
+	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n",
+		    m[i].name, m[i].help, m[i].name, m[i].type);
+		for (j = 0; j < ig_catalog_npools(cat); j++) {
+			const struct ig_pool *p = ig_catalog_pool_at(cat, j);
+			uint64_t x = 0;
+
+			ig_cap_stats(p->cap, &st);
+			switch (i) {
+			case 0: x = st.inflight; break;
+			case 1: x = p->conf->max_inflight; break;
+			case 2: x = st.waiting; break;
+			case 3:
+				snprintf(v, sizeof(v), "%.3f", st.oldest_ns != 0 &&
+				    now > st.oldest_ns ?
+				    (now - st.oldest_ns) / 1e9 : 0.0);
+				admin_pool_line(b, m[i].name, p->conf->name, "", v);
+				continue;
+			case 4: x = st.queued; break;
+			case 5:
+				for (k = 0; k < IG_SHED_NREASONS; k++) {
+					snprintf(lab, sizeof(lab),
+					    ",reason=\"%s\"", reasons[k]);
+					snprintf(v, sizeof(v), "%llu",
+					    (unsigned long long)st.shed[k]);
+					admin_pool_line(b, m[i].name,
+					    p->conf->name, lab, v);
+				}
+				continue;
+			default: x = st.fallbacks; break;
+			}
+			snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
+			admin_pool_line(b, m[i].name, p->conf->name, "", v);
+		}
+	}
+	snapshot_unref(snap);
+}
+
 /* The per-worker counters exposed one to one, summed over the workers. */
 static const struct {
 	const char	*name;
@@ -189,6 +293,7 @@ admin_metrics(struct evhttp_request *req)
 	admin_metric(b, "infergate_workers", "gauge", "Worker threads.",
 	    workers_count());
 	admin_admission_metrics(b);
+	admin_pool_metrics(b);
 	admin_reply(req, 200, "OK", "text/plain; version=0.0.4", b);
 	evbuffer_free(b);
 }

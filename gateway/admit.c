@@ -142,7 +142,8 @@ admit_headers(const struct ig_request *r, char *buf, size_t cap)
 		if (r->clamped)
 			ADMIT_LINE(&f, "x-infergate-max-tokens-clamped: ",
 			    r->max_tokens);
-	} else if (r->retry_after_s > 0)
+	}
+	if (r->retry_after_s > 0)	/* refused, or shed by its pool */
 		ADMIT_LINE(&f, "Retry-After: ", r->retry_after_s);
 	return f.len;
 }

@@ -151,6 +151,10 @@ struct ig_worker {
 	struct hs_conn	*tq_tail[3];
 	struct event	*tq_timer;
 	uint64_t	 tq_when;	/* when tq_timer fires; 0: not armed */
+	struct event	*grant;		/* queue.c: a pool slot came free */
+	struct event	*kick;		/* another worker's freed slot */
+	int		 kick_fd;	/* eventfd of kick */
+	struct pool_queue *queues;	/* per pool with requests waiting */
 	struct event	*flush;		/* io.c: writes at the end of a batch */
 	bool		 flush_active;
 	LIST_HEAD(, ig_io) dirty;	/* connections with output to write */
@@ -228,6 +232,8 @@ struct ig_header {
 	uint32_t	 valuelen;
 };
 
+TAILQ_HEAD(ig_request_q, ig_request);
+
 struct ig_request {
 	struct hs_conn	*conn;		/* NULL once the client is gone */
 	struct ig_worker *worker;
@@ -245,6 +251,15 @@ struct ig_request {
 	struct ig_request_body *edited;	/* the body as forwarded; NULL: body */
 	const struct ig_model *model;	/* after routing: has a pool */
 	const struct ig_model *routed_from;	/* the model the client named */
+	const struct ig_model *fell_back_from;	/* its pool was full */
+	/* pool capacity (queue.c) */
+	struct ig_cap	*cap;		/* the pool slot held; NULL: none */
+	struct pool_queue *queue;	/* waiting in it; NULL: not */
+	TAILQ_ENTRY(ig_request) qentry;
+	struct event	*qtimer;	/* queue.max_wait */
+	uint64_t	 t_queued;	/* now_ns() when queued */
+	uint64_t	 queue_ns;	/* time spent waiting */
+	enum ig_priority priority;
 	struct ig_backend *backend;
 	struct up_conn	*up;
 	uint64_t	 deadline_ns;	/* pools.*.timeouts.request; 0: none */
@@ -336,6 +351,14 @@ gw_caseeq(const char *s, const char *lower, size_t n)
 void		 proxy_request(struct ig_request *);	/* a complete request */
 void		 proxy_client_writable(struct ig_request *);	/* output drained */
 void		 proxy_request_free(struct ig_request *);
+/* Admitted, with a pool slot (queue.c): body edits, then the backend. */
+void		 proxy_dispatch(struct ig_request *);
+
+/* queue.c: pool capacity and the priority queue */
+int		 pool_worker_init(struct ig_worker *);
+void		 pool_worker_free(struct ig_worker *);
+void		 pool_enter(struct ig_request *);	/* admitted */
+void		 pool_leave(struct ig_request *);	/* being freed */
 void		 proxy_send_error(struct ig_request *, int status, const char *type,
 		    const char *code, const char *param, const char *fmt, ...)
 		    __attribute__((format(printf, 6, 7)));

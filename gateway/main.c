@@ -17,6 +17,7 @@
 
 #include "infergate/admission.h"
 #include "infergate/config.h"
+#include "infergate/capacity.h"
 #include "infergate/log.h"
 #include "gateway.h"
 
@@ -238,6 +239,7 @@ done:
 		snapshot_unref(snap);
 	snapshot_thread_done();
 	snapshot_clear();
+	ig_cap_free_all();
 	if (main_base != NULL)
 		event_base_free(main_base);
 	log_info("stopped");

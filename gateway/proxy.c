@@ -257,6 +257,59 @@ proxy_refuse_body(struct ig_request *r, const struct ig_request_error *e)
 #define PROXY_NAME(r)	(int)((r)->info.model_len < 128 ? \
 			    (r)->info.model_len : 128), (r)->info.model
 
+/* A header name with its length, for sets compared on every request. */
+struct proxy_name {
+	const char	*name;
+	size_t		 len;
+};
+#define PN(s)	{ (s), sizeof(s) - 1 }
+
+static bool
+proxy_name_in(const struct ig_header *h, const struct proxy_name *set,
+    size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (h->namelen == set[i].len &&
+		    gw_caseeq(h->name, set[i].name, set[i].len))
+			return true;
+	return false;
+}
+
+/*
+ * The request's place in a full pool's queue: the tenant's priority, or
+ * what X-Infergate-Priority asks for, up to the tenant's max_priority
+ * (higher asks are lowered to it, as max_tokens is clamped). Without
+ * tenants the header is taken as it is. -1: answered 400.
+ */
+static int
+proxy_priority(struct ig_request *r)
+{
+	static const struct proxy_name names[] = { PN("low"), PN("normal"),
+		PN("high") };
+	const struct ig_header *h = hs_find_header(r, "x-infergate-priority");
+	size_t i;
+
+	r->priority = r->tenant != NULL ? r->tenant->priority : IG_PRIO_NORMAL;
+	if (h == NULL)
+		return 0;
+	for (i = 0; i <= IG_PRIO_HIGH; i++)
+		if (h->valuelen == names[i].len &&
+		    gw_caseeq(h->value, names[i].name, names[i].len))
+			break;
+	if (i > IG_PRIO_HIGH) {
+		proxy_send_error(r, 400, "invalid_request_error",
+		    "invalid_priority", NULL, "X-Infergate-Priority must be "
+		    "low, normal or high");
+		return -1;
+	}
+	r->priority = (enum ig_priority)i;
+	if (r->tenant != NULL && r->priority > r->tenant->max_priority)
+		r->priority = r->tenant->max_priority;
+	return 0;
+}
+
 /*
  * A complete request from a client. Scans the body once (the fields
  * routing and admission need, and where the edits go), then forwards it
@@ -313,6 +366,8 @@ proxy_request(struct ig_request *r)
 		return;
 	}
 	r->routed_from = m;
+	if (proxy_priority(r) == -1)
+		return;
 	if (rc == -1 && r->tenant != NULL) {
 		r->outcome = "refused";
 		proxy_refuse_body(r, &perr);
@@ -321,13 +376,21 @@ proxy_request(struct ig_request *r)
 	admit_start(r);
 }
 
-/*
- * Admitted (or no tenants): the edits to the body (the upstream model
- * name, the output cap admission set, stream usage), spliced into the
- * received bytes rather than re-serialized; then the backend.
- */
+/* Admitted (or no tenants): next, a slot of the pool (queue.c). */
 void
 proxy_admitted(struct ig_request *r)
+{
+	pool_enter(r);
+}
+
+/*
+ * With a pool slot (of the fallback's pool, perhaps): the edits to the
+ * body (the upstream model name, the output cap admission set, stream
+ * usage), spliced into the received bytes rather than re-serialized;
+ * then the backend.
+ */
+void
+proxy_dispatch(struct ig_request *r)
 {
 	const struct ig_model_conf *mc = r->model->conf;
 	struct ig_request_edits ed;
@@ -359,26 +422,6 @@ proxy_admitted(struct ig_request *r)
 		}
 	}
 	proxy_forward(r);
-}
-
-/* A header name with its length, for sets compared on every request. */
-struct proxy_name {
-	const char	*name;
-	size_t		 len;
-};
-#define PN(s)	{ (s), sizeof(s) - 1 }
-
-static bool
-proxy_name_in(const struct ig_header *h, const struct proxy_name *set,
-    size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (h->namelen == set[i].len &&
-		    gw_caseeq(h->name, set[i].name, set[i].len))
-			return true;
-	return false;
 }
 
 /* Hop-by-hop headers, and headers that carry client identity or framing. */
@@ -741,6 +784,7 @@ proxy_request_free(struct ig_request *r)
 {
 	if (r->up != NULL)
 		up_cancel(r);
+	pool_leave(r);
 	admit_finish(r);
 	if (r->dispatched || r->logged)
 		access_log_request(r);

@@ -266,6 +266,7 @@ workers_start(struct ig_snapshot *snap, char **err)
 		    (w->ctl = event_new(w->base, w->ctl_fd, EV_READ | EV_PERSIST,
 		    worker_ctl_cb, w)) == NULL || event_add(w->ctl, NULL) == -1 ||
 		    (w->upstreams = up_pools_create(w)) == NULL ||
+		    pool_worker_init(w) == -1 ||
 		    (w->store = ig_store_create(&conf->store, w->base,
 		    err)) == NULL ||
 		    (w->listeners = calloc(conf->nlisten,
@@ -351,6 +352,7 @@ workers_free(void)
 		worker_close_listeners(w);
 		free(w->listeners);
 		up_pools_free(w->upstreams);
+		pool_worker_free(w);
 		if (w->store != NULL)
 			ig_store_free(w->store);
 		if (w->drain != NULL)

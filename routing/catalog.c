@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infergate/capacity.h"
 #include "infergate/routing.h"
 
 struct ig_catalog {
@@ -116,6 +117,8 @@ ig_catalog_create(const struct ig_config *conf, char **err)
 
 		p->conf = &conf->pools[i];
 		p->index = i;
+		if ((p->cap = ig_cap_get(p->conf->name)) == NULL)
+			goto nomem;
 		p->nbackends = p->conf->nbackends;
 		p->backends = calloc(p->nbackends + 1, sizeof(*p->backends));
 		if (p->backends == NULL)

@@ -24,8 +24,11 @@ struct ig_backend {
 	unsigned	 index;		/* in its pool */
 };
 
+struct ig_cap;
+
 struct ig_pool {
 	const struct ig_pool_conf *conf;
+	struct ig_cap	*cap;		/* shared by name, see capacity.h */
 	struct ig_backend *backends;
 	size_t		 nbackends;
 	unsigned	 index;		/* in the catalog */

@@ -1,0 +1,348 @@
+/*
+ * Pool capacity on the request path: a pool's `max_inflight` and its
+ * bounded priority queue.
+ *
+ *   proxy_admitted -> pool_enter: a slot of the pool (ig_cap, shared by
+ *     every worker), or of the first fallback model's pool that has one
+ *     free when the queue is full (or off), or a place in this worker's
+ *     queue, or 503 with Retry-After
+ *   a slot comes free (pool_leave) -> the worker's grant event, and a
+ *     kick of every other worker that has requests waiting for the pool
+ *     -> pool_grant: the oldest request of the highest priority goes on
+ *     (proxy_dispatch)
+ *   queue.max_wait passes -> a fallback with a free slot, or 503
+ *
+ * Each worker queues its own requests, three FIFO lists by priority per
+ * pool; `queue.max_waiting` bounds the sum over the workers. When it is
+ * reached, a request of higher priority than some waiter of this worker
+ * takes the place of the youngest waiter of the lowest priority (which
+ * is shed); otherwise the newcomer is. A worker that queues publishes its
+ * queue's length, then tries for a slot again; a release lowers the
+ * count, then reads the lengths (ig_cap_release): a slot that comes free
+ * meanwhile is seen by one of the two. Priority orders the requests of
+ * one worker; across workers, the first to take a free slot has it.
+ *
+ * A slot is held from the first attempt until the request is freed
+ * (retries on other backends of the pool keep it); waiting counts toward
+ * the request's deadline, not toward the pool's timeouts.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "infergate/capacity.h"
+#include "infergate/log.h"
+#include "gateway.h"
+
+/* Retry-After (s) of a request shed for capacity. */
+#define QUEUE_RETRY_AFTER_S	1
+
+struct pool_queue {
+	struct ig_cap	*cap;
+	struct ig_request_q q[IG_PRIO_HIGH + 1];	/* oldest first */
+	size_t		 n;
+	struct pool_queue *next;
+};
+
+static void	 pool_grant_cb(evutil_socket_t, short, void *);
+static void	 pool_kick_cb(evutil_socket_t, short, void *);
+static void	 pool_timeout_cb(evutil_socket_t, short, void *);
+
+int
+pool_worker_init(struct ig_worker *w)
+{
+	if ((w->grant = event_new(w->base, -1, 0, pool_grant_cb, w)) == NULL ||
+	    (w->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+	    (w->kick = event_new(w->base, w->kick_fd, EV_READ | EV_PERSIST,
+	    pool_kick_cb, w)) == NULL || event_add(w->kick, NULL) == -1)
+		return -1;
+	return 0;
+}
+
+/* After the worker's loop: its requests are freed, its queues empty. */
+void
+pool_worker_free(struct ig_worker *w)
+{
+	struct pool_queue *pq;
+
+	while ((pq = w->queues) != NULL) {
+		w->queues = pq->next;
+		free(pq);
+	}
+	if (w->grant != NULL)
+		event_free(w->grant);
+	if (w->kick != NULL)
+		event_free(w->kick);
+	if (w->kick_fd > 0)
+		close(w->kick_fd);
+}
+
+static struct pool_queue *
+pool_queue_of(struct ig_worker *w, struct ig_cap *cap, bool create)
+{
+	struct pool_queue *pq;
+	int i;
+
+	for (pq = w->queues; pq != NULL; pq = pq->next)
+		if (pq->cap == cap)
+			return pq;
+	if (!create || (pq = calloc(1, sizeof(*pq))) == NULL)
+		return NULL;
+	pq->cap = cap;
+	for (i = 0; i <= IG_PRIO_HIGH; i++)
+		TAILQ_INIT(&pq->q[i]);
+	pq->next = w->queues;
+	w->queues = pq;
+	return pq;
+}
+
+/* The queue's length and oldest arrival, for the other workers. */
+static void
+pool_publish(struct ig_worker *w, struct pool_queue *pq)
+{
+	uint64_t oldest = 0;
+	int i;
+
+	for (i = 0; i <= IG_PRIO_HIGH; i++) {
+		struct ig_request *h = TAILQ_FIRST(&pq->q[i]);
+
+		if (h != NULL && (oldest == 0 || h->t_queued < oldest))
+			oldest = h->t_queued;
+	}
+	ig_cap_set_waiting(pq->cap, w->id, pq->n, oldest);
+}
+
+static void
+pool_unqueue(struct ig_request *r)
+{
+	struct pool_queue *pq = r->queue;
+
+	TAILQ_REMOVE(&pq->q[r->priority], r, qentry);
+	pq->n--;
+	r->queue = NULL;
+	if (r->qtimer != NULL) {
+		event_free(r->qtimer);
+		r->qtimer = NULL;
+	}
+	r->queue_ns += now_ns() - r->t_queued;
+	pool_publish(r->worker, pq);
+}
+
+/* The request has a slot of POOL's: on to the backend. */
+static void
+pool_go(struct ig_request *r, const struct ig_model *m)
+{
+	r->cap = m->pool->cap;
+	r->model = m;
+	proxy_dispatch(r);
+}
+
+/*
+ * The first fallback of the request's model whose pool has a free slot
+ * now (and that the tenant may use); false when none has.
+ */
+static bool
+pool_fallback(struct ig_request *r)
+{
+	const struct ig_model_conf *mc = r->model->conf;
+	const struct ig_model *m;
+	size_t i;
+
+	for (i = 0; i < mc->nfallback; i++) {
+		m = ig_catalog_model(r->snap->catalog, mc->fallback[i],
+		    strlen(mc->fallback[i]));
+		if (m == NULL || m->pool == NULL || m->pool == r->model->pool ||
+		    !admit_model_allowed(r, m->conf->name))
+			continue;
+		if (ig_cap_try_acquire(m->pool->cap, m->pool->conf->max_inflight)) {
+			ig_cap_count_fallback(r->model->pool->cap);
+			r->fell_back_from = r->model;
+			pool_go(r, m);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* 503 for capacity, with Retry-After; frees R. */
+static void
+pool_shed(struct ig_request *r, enum ig_cap_shed why)
+{
+	const char *pool = r->model->pool->conf->name;
+
+	ig_cap_count(r->model->pool->cap, why);
+	r->outcome = "shed";
+	r->retry_after_s = QUEUE_RETRY_AFTER_S;
+	switch (why) {
+	case IG_SHED_TIMEOUT:
+		proxy_send_error(r, 503, "server_error", "queue_timeout", NULL,
+		    "the request waited too long for a free slot of pool '%s'",
+		    pool);
+		break;
+	case IG_SHED_DISPLACED:
+		proxy_send_error(r, 503, "server_error", "pool_overloaded",
+		    NULL, "pool '%s' is at capacity: a request of higher "
+		    "priority took this one's place in its queue", pool);
+		break;
+	default:
+		proxy_send_error(r, 503, "server_error", "pool_overloaded",
+		    NULL, "pool '%s' is at capacity and its queue is full",
+		    pool);
+		break;
+	}
+}
+
+/* The youngest waiter of the lowest priority below PRIO, or NULL. */
+static struct ig_request *
+pool_victim(struct pool_queue *pq, enum ig_priority prio)
+{
+	int i;
+
+	for (i = IG_PRIO_LOW; i < (int)prio; i++)
+		if (!TAILQ_EMPTY(&pq->q[i]))
+			return TAILQ_LAST(&pq->q[i], ig_request_q);
+	return NULL;
+}
+
+static void
+pool_grant(struct ig_worker *w, struct pool_queue *pq)
+{
+	struct ig_request *r;
+	int i;
+
+	while (pq->n > 0) {
+		for (i = IG_PRIO_HIGH; TAILQ_EMPTY(&pq->q[i]); i--)
+			;
+		r = TAILQ_FIRST(&pq->q[i]);
+		if (!ig_cap_try_acquire(pq->cap,
+		    r->model->pool->conf->max_inflight))
+			return;
+		pool_unqueue(r);
+		pool_go(r, r->model);
+	}
+}
+
+void
+pool_enter(struct ig_request *r)
+{
+	const struct ig_pool *pool = r->model->pool;
+	const struct ig_pool_conf *pc = pool->conf;
+	struct ig_worker *w = r->worker;
+	struct pool_queue *pq;
+	struct ig_request *victim = NULL;
+	struct timeval tv;
+
+	if (ig_cap_try_acquire(pool->cap, pc->max_inflight)) {
+		pool_go(r, r->model);
+		return;
+	}
+	if (pc->queue_max_waiting == 0 || pc->queue_max_wait_ms == 0 ||
+	    (pq = pool_queue_of(w, pool->cap, true)) == NULL) {
+		if (!pool_fallback(r))
+			pool_shed(r, IG_SHED_FULL);
+		return;
+	}
+	if (ig_cap_waiting(pool->cap) >= pc->queue_max_waiting) {
+		if (pool_fallback(r))
+			return;
+		if ((victim = pool_victim(pq, r->priority)) == NULL) {
+			pool_shed(r, IG_SHED_FULL);
+			return;
+		}
+	}
+	if ((r->qtimer = evtimer_new(w->base, pool_timeout_cb, r)) == NULL) {
+		pool_shed(r, IG_SHED_FULL);
+		return;
+	}
+	tv.tv_sec = pc->queue_max_wait_ms / 1000;
+	tv.tv_usec = (pc->queue_max_wait_ms % 1000) * 1000;
+	evtimer_add(r->qtimer, &tv);
+	r->t_queued = now_ns();
+	r->queue = pq;
+	TAILQ_INSERT_TAIL(&pq->q[r->priority], r, qentry);
+	pq->n++;
+	ig_cap_count_queued(pool->cap);
+	pool_publish(w, pq);
+	if (victim != NULL) {
+		pool_unqueue(victim);
+		if (!pool_fallback(victim))
+			pool_shed(victim, IG_SHED_DISPLACED);
+	}
+	/* A slot freed between the first try and the publish above. */
+	pool_grant(w, pq);
+}
+
+static void
+pool_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_request *r = arg;
+
+	pool_unqueue(r);
+	if (!pool_fallback(r))
+		pool_shed(r, IG_SHED_TIMEOUT);
+}
+
+/* Wakes the workers that have requests waiting for CAP. */
+static void
+pool_wake(struct ig_worker *self, struct ig_cap *cap)
+{
+	uint64_t one = 1;
+	size_t i, n = workers_count();
+
+	for (i = 0; i < n; i++) {
+		struct ig_worker *w = worker_at(i);
+
+		if (ig_cap_waiting_at(cap, w->id) == 0)
+			continue;
+		if (w == self)
+			event_active(w->grant, EV_WRITE, 1);
+		else if (write(w->kick_fd, &one, sizeof(one)) == -1 &&
+		    errno != EAGAIN)
+			log_error("worker %u: cannot wake it up: %s", w->id,
+			    strerror(errno));
+	}
+}
+
+/* The request is being freed: its place in a queue, its slot. */
+void
+pool_leave(struct ig_request *r)
+{
+	struct ig_cap *cap = r->cap;
+
+	if (r->queue != NULL)
+		pool_unqueue(r);
+	if (cap == NULL)
+		return;
+	r->cap = NULL;
+	if (ig_cap_release(cap))
+		pool_wake(r->worker, cap);
+}
+
+/*
+ * Grants from the loop, never from inside pool_leave: a request that
+ * goes on may be answered (and freed) at once.
+ */
+static void
+pool_grant_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_worker *w = arg;
+	struct pool_queue *pq;
+
+	for (pq = w->queues; pq != NULL; pq = pq->next)
+		pool_grant(w, pq);
+}
+
+static void
+pool_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_worker *w = arg;
+	uint64_t n;
+
+	if (read(fd, &n, sizeof(n)) == -1)
+		return;
+	pool_grant_cb(-1, 0, w);
+}

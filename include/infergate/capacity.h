@@ -1,0 +1,66 @@
+/*
+ * infergate pool capacity: what every worker thread shares about a pool,
+ * by the pool's name, for the life of the process (so that a reload that
+ * keeps a pool keeps its count of requests in flight): the requests in
+ * flight to it, and per worker the requests waiting in that worker's
+ * queue and the oldest one's arrival. Lock-free (atomics) on the request
+ * path; one mutex for the registry, taken when a catalog is built and
+ * when /metrics is read.
+ */
+#ifndef INFERGATE_CAPACITY_H
+#define INFERGATE_CAPACITY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IG_CAP_WORKERS	256	/* the most workers a config may have */
+
+enum ig_cap_shed {
+	IG_SHED_FULL,		/* the queue was full (or is off) */
+	IG_SHED_DISPLACED,	/* a higher priority took its place */
+	IG_SHED_TIMEOUT,	/* waited queue.max_wait */
+	IG_SHED_NREASONS
+};
+
+struct ig_cap;
+
+/* The pool named NAME's shared state, created the first time. */
+struct ig_cap	*ig_cap_get(const char *name);
+void		 ig_cap_free_all(void);
+
+/*
+ * Takes a slot when fewer than MAX (0: no limit) are in flight. Every
+ * taken slot is given back with ig_cap_release, which says whether any
+ * worker has requests waiting (ig_cap_waiting).
+ */
+bool		 ig_cap_try_acquire(struct ig_cap *, uint64_t max);
+bool		 ig_cap_release(struct ig_cap *);
+uint64_t	 ig_cap_inflight(const struct ig_cap *);
+
+/*
+ * Worker W's queue: its length and its oldest waiter's arrival (ns,
+ * monotonic; 0: empty), published by W for the others and for /metrics.
+ * Set the length before the retry that follows it (see queue.c).
+ */
+void		 ig_cap_set_waiting(struct ig_cap *, unsigned w, uint64_t n,
+		    uint64_t oldest_ns);
+uint64_t	 ig_cap_waiting(const struct ig_cap *);
+uint64_t	 ig_cap_waiting_at(const struct ig_cap *, unsigned w);
+uint64_t	 ig_cap_oldest(const struct ig_cap *);
+
+void		 ig_cap_count(struct ig_cap *, enum ig_cap_shed);
+void		 ig_cap_count_queued(struct ig_cap *);
+void		 ig_cap_count_fallback(struct ig_cap *);	/* from this pool */
+
+struct ig_cap_stats {
+	uint64_t	 inflight;
+	uint64_t	 waiting;
+	uint64_t	 oldest_ns;
+	uint64_t	 queued;
+	uint64_t	 fallbacks;
+	uint64_t	 shed[IG_SHED_NREASONS];
+};
+void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);
+
+#endif

@@ -97,7 +97,7 @@ access_log_request(const struct ig_request *r)
 	off = alog_str(buf, off, sizeof(buf), r->outcome ? r->outcome : "ok");
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"error\":");
 	off = alog_str(buf, off, sizeof(buf), r->error_code);
-	if (r->dispatched && r->model != NULL)
+	if (r->pooled)
 		off += snprintf(buf + off, sizeof(buf) - off,
 		    ",\"priority\":\"%s\",\"queue_ms\":%.3f",
 		    r->priority == IG_PRIO_HIGH ? "high" :

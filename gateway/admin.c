@@ -151,6 +151,54 @@ admin_pool_line(struct evbuffer *b, const char *name, const char *pool,
 	evbuffer_add_printf(b, "%s} %s\n", labels, v);
 }
 
+/* Per backend of the current config's pools (capacity.h's ig_bstate). */
+static void
+admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
+    uint64_t now)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} m[] = {
+		{ "infergate_backend_up", "gauge",
+		  "1 when the backend takes requests: not down by its health "
+		  "checks, not ejected." },
+		{ "infergate_backend_inflight", "gauge",
+		  "Requests in flight to the backend." },
+		{ "infergate_backend_ejections_total", "counter",
+		  "Times the backend was ejected after transport failures in a "
+		  "row." },
+		{ "infergate_backend_health_check_failures_total", "counter",
+		  "Failed active health checks." },
+	};
+	struct ig_bstate_stats st;
+	char lab[256], v[32];
+	size_t i, j, k;
+
+	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n",
+		    m[i].name, m[i].help, m[i].name, m[i].type);
+		for (j = 0; j < ig_catalog_npools(cat); j++) {
+			const struct ig_pool *p = ig_catalog_pool_at(cat, j);
+
+			for (k = 0; k < p->nbackends; k++) {
+				const struct ig_backend *be = &p->backends[k];
+				uint64_t x;
+
+				ig_bstate_stats(be->state, now, &st);
+				x = i == 0 ? (!st.down && !st.ejected) :
+				    i == 1 ? st.inflight : i == 2 ?
+				    st.ejections : st.checks_failed;
+				snprintf(lab, sizeof(lab), ",backend=\"%s\"",
+				    be->name);
+				snprintf(v, sizeof(v), "%llu",
+				    (unsigned long long)x);
+				admin_pool_line(b, m[i].name, p->conf->name,
+				    lab, v);
+			}
+		}
+	}
+}
+
 /*
  * Pool capacity (queue.c): what KEDA or an HPA scales the model servers
  * on, per pool of the current config.
@@ -224,6 +272,7 @@ admin_pool_metrics(struct evbuffer *b)
 			admin_pool_line(b, m[i].name, p->conf->name, "", v);
 		}
 	}
+	admin_backend_metrics(b, cat, now);
 	snapshot_unref(snap);
 }
 

@@ -132,6 +132,8 @@ struct wblock_cache {
 	unsigned	 n;
 };
 
+TAILQ_HEAD(ig_request_q, ig_request);
+
 struct ig_worker {
 	unsigned	 id;
 	pthread_t	 thread;
@@ -155,6 +157,7 @@ struct ig_worker {
 	struct event	*kick;		/* another worker's freed slot */
 	int		 kick_fd;	/* eventfd of kick */
 	struct pool_queue *queues;	/* per pool with requests waiting */
+	struct ig_request_q parked;	/* waiting for a backend (when_empty) */
 	struct event	*flush;		/* io.c: writes at the end of a batch */
 	bool		 flush_active;
 	LIST_HEAD(, ig_io) dirty;	/* connections with output to write */
@@ -232,8 +235,6 @@ struct ig_header {
 	uint32_t	 valuelen;
 };
 
-TAILQ_HEAD(ig_request_q, ig_request);
-
 struct ig_request {
 	struct hs_conn	*conn;		/* NULL once the client is gone */
 	struct ig_worker *worker;
@@ -260,6 +261,9 @@ struct ig_request {
 	uint64_t	 t_queued;	/* now_ns() when queued */
 	uint64_t	 queue_ns;	/* time spent waiting */
 	enum ig_priority priority;
+	bool		 parked;	/* in worker->parked */
+	bool		 pooled;	/* reached pool_enter */
+	struct ig_bstate *attempt_on;	/* counted in flight to it */
 	struct ig_backend *backend;
 	struct up_conn	*up;
 	uint64_t	 deadline_ns;	/* pools.*.timeouts.request; 0: none */
@@ -359,6 +363,14 @@ int		 pool_worker_init(struct ig_worker *);
 void		 pool_worker_free(struct ig_worker *);
 void		 pool_enter(struct ig_request *);	/* admitted */
 void		 pool_leave(struct ig_request *);	/* being freed */
+void		 pool_no_backend(struct ig_request *);	/* when_empty */
+void		 pool_wake_all(void);	/* a backend came up */
+
+/* health.c: active health checks, on the main thread's base */
+int		 health_start(struct event_base *);
+void		 health_stop(void);
+/* proxy.c: a parked request's backend came up: try again. */
+void		 proxy_forward_again(struct ig_request *);
 void		 proxy_send_error(struct ig_request *, int status, const char *type,
 		    const char *code, const char *param, const char *fmt, ...)
 		    __attribute__((format(printf, 6, 7)));

@@ -204,7 +204,7 @@ main(int argc, char *argv[])
 		goto done;
 	}
 	if (admin_start(main_base, snap->conf->admin_address, &err) == -1 ||
-	    workers_start(snap, &err) == -1) {
+	    workers_start(snap, &err) == -1 || health_start(main_base) == -1) {
 		log_error("%s", err ? err : "out of memory");
 		free(err);
 		goto done;
@@ -232,6 +232,7 @@ done:
 	if (drain_timer != NULL)
 		event_free(drain_timer);
 	admin_stop();
+	health_stop();
 	for (i = 0; i < 4; i++)
 		if (ev[i] != NULL)
 			event_free(ev[i]);

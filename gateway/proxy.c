@@ -28,6 +28,7 @@
 #include <llhttp.h>
 #include <jansson.h>
 
+#include "infergate/capacity.h"
 #include "infergate/fmt.h"
 #include "infergate/log.h"
 #include "gateway.h"
@@ -397,6 +398,8 @@ proxy_dispatch(struct ig_request *r)
 	const char *want = mc->upstream_model;
 	size_t len = r->body ? evbuffer_get_length(r->body) : 0;
 
+	free(r->edited);	/* made for the model it fell back from */
+	r->edited = NULL;
 	memset(&ed, 0, sizeof(ed));
 	if (want == NULL && r->model != r->routed_from)
 		want = mc->name;
@@ -559,6 +562,23 @@ proxy_body(struct ig_request *r, struct evbuffer *buf)
 	return proxy_piece(buf, b, len);
 }
 
+/* The attempt on r->backend is over: one less in flight to it. */
+static void
+proxy_attempt_done(struct ig_request *r)
+{
+	if (r->attempt_on != NULL) {
+		ig_bstate_attempt_done(r->attempt_on);
+		r->attempt_on = NULL;
+	}
+}
+
+/* A parked request (no backend was ready): its pool has one now. */
+void
+proxy_forward_again(struct ig_request *r)
+{
+	proxy_forward(r);
+}
+
 /* Builds the upstream request and sends it to the next backend to try. */
 static void
 proxy_forward(struct ig_request *r)
@@ -566,13 +586,20 @@ proxy_forward(struct ig_request *r)
 	const struct ig_pool *pool = r->model->pool;
 	const struct ig_pool_conf *pc = pool->conf;
 	struct evbuffer *buf;
+	bool all_down;
 
-	r->backend = ig_balancer_pick(pool, &r->worker->rr_cursor, r->tried);
+	proxy_attempt_done(r);
+	r->backend = ig_balancer_pick(pool, &r->worker->rr_cursor, r->tried,
+	    now_ns(), &all_down);
 	if (r->backend == NULL) {
-		proxy_send_error(r, 503, "server_error", "no_backend", NULL,
-		    "no backend of pool '%s' is available", pc->name);
+		if (r->attempts == 0 && all_down)
+			pool_no_backend(r);	/* when_empty */
+		else
+			proxy_fail(r, "no other backend is ready", false);
 		return;
 	}
+	r->attempt_on = r->backend->state;
+	ig_bstate_attempt(r->attempt_on);
 	r->attempts++;
 	if (r->deadline_ns == 0 && pc->request_timeout_ms > 0)
 		r->deadline_ns = now_ns() + pc->request_timeout_ms * 1000000ULL;
@@ -612,6 +639,7 @@ proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
 	r->t_first_byte = now_ns();
 	r->status = status;
 	r->backend_date = false;
+	ig_bstate_ok(r->backend->state);
 	for (i = 0; i < n; i++)
 		cap += h[i].namelen + h[i].valuelen + 4;
 	free(r->resp_head);
@@ -725,16 +753,28 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 {
 	const struct ig_pool_conf *pc = r->model->pool->conf;
 
+	uint64_t now = now_ns();
+	bool stale = r->up_reused && !timeout && before_response;
+
 	WSTAT_ADD(r->worker, ST_UP_ERRORS, 1);
 	log_info("request %s: backend %s: %s", r->id,
 	    r->backend ? r->backend->name : "-", errstr);
+	/* Passive ejection: the backend's failures, not the keep-alive race
+	 * nor the request's own deadline. */
+	if (r->backend != NULL && before_response && !stale &&
+	    pc->eject_after > 0 && (r->deadline_ns == 0 || now < r->deadline_ns) &&
+	    ig_bstate_fail(r->backend->state, pc->eject_after, now,
+	    pc->eject_ms * 1000000ULL))
+		log_warn("backend %s: ejected for %llu ms after %llu failures "
+		    "in a row (last: %s)", r->backend->name,
+		    (unsigned long long)pc->eject_ms,
+		    (unsigned long long)pc->eject_after, errstr);
 	if (r->conn == NULL) {
 		proxy_request_free(r);
 		return;
 	}
 	if (before_response && !r->resp_started &&
-	    (r->deadline_ns == 0 || now_ns() < r->deadline_ns)) {
-		bool stale = r->up_reused && !timeout;
+	    (r->deadline_ns == 0 || now < r->deadline_ns)) {
 
 		if (!stale && r->backend != NULL && r->backend->index < 64)
 			r->tried |= 1ULL << r->backend->index;
@@ -784,6 +824,7 @@ proxy_request_free(struct ig_request *r)
 {
 	if (r->up != NULL)
 		up_cancel(r);
+	proxy_attempt_done(r);
 	pool_leave(r);
 	admit_finish(r);
 	if (r->dispatched || r->logged)

@@ -23,8 +23,10 @@
  * one worker; across workers, the first to take a free slot has it.
  *
  * A slot is held from the first attempt until the request is freed
- * (retries on other backends of the pool keep it); waiting counts toward
- * the request's deadline, not toward the pool's timeouts.
+ * (retries on other backends of the pool keep it). Waiting is bounded by
+ * queue.max_wait alone: the pool's timeouts (timeouts.request included)
+ * start with the first attempt. The limit is the published config's
+ * (ig_cap_set_max): a reload that changes it wakes the queues.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -51,10 +53,14 @@ struct pool_queue {
 static void	 pool_grant_cb(evutil_socket_t, short, void *);
 static void	 pool_kick_cb(evutil_socket_t, short, void *);
 static void	 pool_timeout_cb(evutil_socket_t, short, void *);
+static void	 pool_unpark(struct ig_request *);
+static void	 pool_no_backend_error(struct ig_request *);
 
 int
 pool_worker_init(struct ig_worker *w)
 {
+	TAILQ_INIT(&w->parked);
+	w->kick_fd = -1;
 	if ((w->grant = event_new(w->base, -1, 0, pool_grant_cb, w)) == NULL ||
 	    (w->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
 	    (w->kick = event_new(w->base, w->kick_fd, EV_READ | EV_PERSIST,
@@ -128,17 +134,35 @@ pool_unqueue(struct ig_request *r)
 		event_free(r->qtimer);
 		r->qtimer = NULL;
 	}
-	r->queue_ns += now_ns() - r->t_queued;
+	if (now_ns() > r->t_queued) {	/* not granted in the same event */
+		r->queue_ns += now_ns() - r->t_queued;
+		ig_cap_count_queued(pq->cap);
+	}
 	pool_publish(r->worker, pq);
 }
 
-/* The request has a slot of POOL's: on to the backend. */
+static void	 pool_release(struct ig_request *);
+
+/* The request has a slot of M's pool: on to the backend. */
 static void
 pool_go(struct ig_request *r, const struct ig_model *m)
 {
+	pool_release(r);	/* a fallback from a pool without backends */
 	r->cap = m->pool->cap;
 	r->model = m;
 	proxy_dispatch(r);
+}
+
+/* Whether a request sent to POOL now would find a backend. */
+static bool
+pool_has_backend(const struct ig_pool *pool)
+{
+	size_t i;
+
+	for (i = 0; i < pool->nbackends; i++)
+		if (!ig_bstate_down(pool->backends[i].state))
+			return true;
+	return false;
 }
 
 /*
@@ -156,9 +180,12 @@ pool_fallback(struct ig_request *r)
 		m = ig_catalog_model(r->snap->catalog, mc->fallback[i],
 		    strlen(mc->fallback[i]));
 		if (m == NULL || m->pool == NULL || m->pool == r->model->pool ||
-		    !admit_model_allowed(r, m->conf->name))
+		    !admit_model_allowed(r, m->conf->name) ||
+		    !pool_has_backend(m->pool))
 			continue;
-		if (ig_cap_try_acquire(m->pool->cap, m->pool->conf->max_inflight)) {
+		/* Not ahead of the fallback pool's own waiters. */
+		if (ig_cap_waiting(m->pool->cap) == 0 &&
+		    ig_cap_try_acquire(m->pool->cap)) {
 			ig_cap_count_fallback(r->model->pool->cap);
 			r->fell_back_from = r->model;
 			pool_go(r, m);
@@ -190,8 +217,10 @@ pool_shed(struct ig_request *r, enum ig_cap_shed why)
 		break;
 	default:
 		proxy_send_error(r, 503, "server_error", "pool_overloaded",
-		    NULL, "pool '%s' is at capacity and its queue is full",
-		    pool);
+		    NULL, "pool '%s' is at capacity and its queue is %s", pool,
+		    r->model->pool->conf->queue_max_waiting == 0 ||
+		    r->model->pool->conf->queue_max_wait_ms == 0 ? "off" :
+		    "full");
 		break;
 	}
 }
@@ -218,8 +247,7 @@ pool_grant(struct ig_worker *w, struct pool_queue *pq)
 		for (i = IG_PRIO_HIGH; TAILQ_EMPTY(&pq->q[i]); i--)
 			;
 		r = TAILQ_FIRST(&pq->q[i]);
-		if (!ig_cap_try_acquire(pq->cap,
-		    r->model->pool->conf->max_inflight))
+		if (!ig_cap_try_acquire(pq->cap))
 			return;
 		pool_unqueue(r);
 		pool_go(r, r->model);
@@ -236,7 +264,10 @@ pool_enter(struct ig_request *r)
 	struct ig_request *victim = NULL;
 	struct timeval tv;
 
-	if (ig_cap_try_acquire(pool->cap, pc->max_inflight)) {
+	r->pooled = true;
+	/* Nobody waits: the slot is the newcomer's if there is one. Else it
+	 * queues behind them, and pool_grant below keeps the order. */
+	if (ig_cap_waiting(pool->cap) == 0 && ig_cap_try_acquire(pool->cap)) {
 		pool_go(r, r->model);
 		return;
 	}
@@ -246,26 +277,28 @@ pool_enter(struct ig_request *r)
 			pool_shed(r, IG_SHED_FULL);
 		return;
 	}
-	if (ig_cap_waiting(pool->cap) >= pc->queue_max_waiting) {
-		if (pool_fallback(r))
-			return;
-		if ((victim = pool_victim(pq, r->priority)) == NULL) {
+	/* Full: a higher priority displaces the youngest of the lowest
+	 * (which may go to a fallback); otherwise the newcomer tries one. */
+	if (ig_cap_waiting(pool->cap) >= pc->queue_max_waiting &&
+	    (victim = pool_victim(pq, r->priority)) == NULL) {
+		if (!pool_fallback(r))
 			pool_shed(r, IG_SHED_FULL);
-			return;
-		}
-	}
-	if ((r->qtimer = evtimer_new(w->base, pool_timeout_cb, r)) == NULL) {
-		pool_shed(r, IG_SHED_FULL);
 		return;
 	}
 	tv.tv_sec = pc->queue_max_wait_ms / 1000;
 	tv.tv_usec = (pc->queue_max_wait_ms % 1000) * 1000;
-	evtimer_add(r->qtimer, &tv);
+	if ((r->qtimer = evtimer_new(w->base, pool_timeout_cb, r)) == NULL ||
+	    evtimer_add(r->qtimer, &tv) == -1) {
+		if (r->qtimer != NULL)
+			event_free(r->qtimer);
+		r->qtimer = NULL;
+		pool_shed(r, IG_SHED_FULL);
+		return;
+	}
 	r->t_queued = now_ns();
 	r->queue = pq;
 	TAILQ_INSERT_TAIL(&pq->q[r->priority], r, qentry);
 	pq->n++;
-	ig_cap_count_queued(pool->cap);
 	pool_publish(w, pq);
 	if (victim != NULL) {
 		pool_unqueue(victim);
@@ -281,6 +314,12 @@ pool_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ig_request *r = arg;
 
+	if (r->parked) {
+		pool_unpark(r);
+		if (!pool_fallback(r))
+			pool_no_backend_error(r);
+		return;
+	}
 	pool_unqueue(r);
 	if (!pool_fallback(r))
 		pool_shed(r, IG_SHED_TIMEOUT);
@@ -307,19 +346,122 @@ pool_wake(struct ig_worker *self, struct ig_cap *cap)
 	}
 }
 
-/* The request is being freed: its place in a queue, its slot. */
-void
-pool_leave(struct ig_request *r)
+/* Gives back the request's slot, waking who waits for it. */
+static void
+pool_release(struct ig_request *r)
 {
 	struct ig_cap *cap = r->cap;
 
-	if (r->queue != NULL)
-		pool_unqueue(r);
 	if (cap == NULL)
 		return;
 	r->cap = NULL;
 	if (ig_cap_release(cap))
 		pool_wake(r->worker, cap);
+}
+
+/* The request is being freed: its place in a queue, its slot. */
+void
+pool_leave(struct ig_request *r)
+{
+	if (r->queue != NULL)
+		pool_unqueue(r);
+	if (r->parked)
+		pool_unpark(r);
+	pool_release(r);
+}
+
+/*
+ * No backend of the request's pool is ready (all down by their health
+ * checks), before its first attempt: when_empty says what happens. It
+ * keeps its slot while parked (nothing of the pool can be served anyway).
+ */
+void
+pool_no_backend(struct ig_request *r)
+{
+	const struct ig_pool_conf *pc = r->model->pool->conf;
+	struct timeval tv;
+
+	switch (pc->when_empty) {
+	case IG_EMPTY_QUEUE:
+		if (pc->queue_max_wait_ms == 0 ||
+		    (r->qtimer = evtimer_new(r->worker->base, pool_timeout_cb,
+		    r)) == NULL)
+			break;
+		tv.tv_sec = pc->queue_max_wait_ms / 1000;
+		tv.tv_usec = (pc->queue_max_wait_ms % 1000) * 1000;
+		if (evtimer_add(r->qtimer, &tv) == -1) {
+			event_free(r->qtimer);
+			r->qtimer = NULL;
+			break;
+		}
+		r->t_queued = now_ns();
+		r->parked = true;
+		TAILQ_INSERT_TAIL(&r->worker->parked, r, qentry);
+		return;
+	case IG_EMPTY_FALLBACK:
+		if (pool_fallback(r))
+			return;
+		break;
+	case IG_EMPTY_FAIL:
+		break;
+	}
+	pool_no_backend_error(r);
+}
+
+static void
+pool_unpark(struct ig_request *r)
+{
+	TAILQ_REMOVE(&r->worker->parked, r, qentry);
+	r->parked = false;
+	r->queue_ns += now_ns() - r->t_queued;
+	if (r->qtimer != NULL) {
+		event_free(r->qtimer);
+		r->qtimer = NULL;
+	}
+}
+
+static void
+pool_no_backend_error(struct ig_request *r)
+{
+	r->retry_after_s = QUEUE_RETRY_AFTER_S;
+	proxy_send_error(r, 503, "server_error", "no_backend", NULL,
+	    "no backend of pool '%s' is ready", r->model->pool->conf->name);
+}
+
+/* A backend came up (the health checker): parked requests go on. */
+static void
+pool_unpark_ready(struct ig_worker *w)
+{
+	struct ig_request_q ready;
+	struct ig_request *r, *next;
+
+	TAILQ_INIT(&ready);
+	for (r = TAILQ_FIRST(&w->parked); r != NULL; r = next) {
+		next = TAILQ_NEXT(r, qentry);
+		if (!pool_has_backend(r->model->pool))
+			continue;
+		pool_unpark(r);
+		TAILQ_INSERT_TAIL(&ready, r, qentry);
+	}
+	/* Sent from a list of their own: each may be answered and freed. */
+	while ((r = TAILQ_FIRST(&ready)) != NULL) {
+		TAILQ_REMOVE(&ready, r, qentry);
+		proxy_forward_again(r);
+	}
+}
+
+/* Every worker looks at its parked requests and queues again. */
+void
+pool_wake_all(void)
+{
+	uint64_t one = 1;
+	size_t i, n = workers_count();
+
+	for (i = 0; i < n; i++)
+		if (write(worker_at(i)->kick_fd, &one, sizeof(one)) == -1 &&
+		    errno != EAGAIN)
+			log_error("worker %zu: cannot wake it up: %s", i,
+			    strerror(errno));
 }
 
 /*
@@ -344,5 +486,6 @@ pool_kick_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (read(fd, &n, sizeof(n)) == -1)
 		return;
+	pool_unpark_ready(w);
 	pool_grant_cb(-1, 0, w);
 }

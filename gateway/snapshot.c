@@ -12,6 +12,8 @@
 
 #include "infergate/admission.h"
 #include "infergate/log.h"
+#include "infergate/capacity.h"
+#include "infergate/routing.h"
 #include "gateway.h"
 
 static pthread_mutex_t	 snap_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -84,6 +86,15 @@ snapshot_publish(struct ig_snapshot *s)
 {
 	struct ig_snapshot *old;
 
+	size_t i;
+
+	/* Pool limits are shared by name: the new ones hold from now on,
+	 * for the requests already waiting too (woken to look again). */
+	for (i = 0; i < ig_catalog_npools(s->catalog); i++) {
+		struct ig_pool *p = ig_catalog_pool_at(s->catalog, i);
+
+		ig_cap_set_max(p->cap, p->conf->max_inflight);
+	}
 	pthread_mutex_lock(&snap_lock);
 	old = snap_cur;
 	s->generation = atomic_load(&snap_gen) + 1;
@@ -92,6 +103,7 @@ snapshot_publish(struct ig_snapshot *s)
 	pthread_mutex_unlock(&snap_lock);
 	if (old != NULL)
 		snapshot_unref(old);
+	pool_wake_all();
 }
 
 /* The current snapshot, with a reference for the caller. */

@@ -14,7 +14,10 @@
 struct ig_cap {
 	struct ig_cap	*next;
 	char		*name;
-	_Atomic uint64_t inflight;
+	_Atomic uint64_t max;
+	/* The compare-and-swap target, on a cache line of its own. */
+	_Alignas(64) _Atomic uint64_t inflight;
+	_Alignas(64) char pad_;
 	_Atomic uint64_t waiting;	/* the sum of waiting_w */
 	_Atomic uint64_t queued;
 	_Atomic uint64_t fallbacks;
@@ -23,8 +26,25 @@ struct ig_cap {
 	_Atomic uint64_t oldest_w[IG_CAP_WORKERS];
 };
 
+struct ig_bstate {
+	struct ig_bstate *next;
+	char		*name;
+	_Atomic uint64_t inflight;
+	_Atomic bool	 down;		/* by its checks */
+	_Atomic uint64_t ejected_until;	/* ns; 0: never ejected */
+	_Atomic uint64_t fails;		/* transport failures in a row */
+	_Atomic uint64_t ejections;
+	_Atomic uint64_t checks_failed;
+	/* the checker's own */
+	bool		 checked;	/* has a first result */
+	bool		 checking;
+	uint64_t	 run;		/* results in a row opposing the state */
+	uint64_t	 next_check;
+};
+
 static pthread_mutex_t	 cap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ig_cap	*caps;
+static struct ig_bstate	*bstates;
 
 struct ig_cap *
 ig_cap_get(const char *name)
@@ -35,7 +55,9 @@ ig_cap_get(const char *name)
 	for (c = caps; c != NULL; c = c->next)
 		if (strcmp(c->name, name) == 0)
 			break;
-	if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL) {
+	if (c == NULL && (c = aligned_alloc(64, (sizeof(*c) + 63) & ~63UL))
+	    != NULL) {
+		memset(c, 0, sizeof(*c));
 		if ((c->name = strdup(name)) == NULL) {
 			free(c);
 			c = NULL;
@@ -52,6 +74,7 @@ void
 ig_cap_free_all(void)
 {
 	struct ig_cap *c;
+	struct ig_bstate *b;
 
 	pthread_mutex_lock(&cap_lock);
 	while ((c = caps) != NULL) {
@@ -59,13 +82,24 @@ ig_cap_free_all(void)
 		free(c->name);
 		free(c);
 	}
+	while ((b = bstates) != NULL) {
+		bstates = b->next;
+		free(b->name);
+		free(b);
+	}
 	pthread_mutex_unlock(&cap_lock);
 }
 
-bool
-ig_cap_try_acquire(struct ig_cap *c, uint64_t max)
+void
+ig_cap_set_max(struct ig_cap *c, uint64_t max)
 {
-	uint64_t n;
+	atomic_store(&c->max, max);
+}
+
+bool
+ig_cap_try_acquire(struct ig_cap *c)
+{
+	uint64_t n, max = atomic_load_explicit(&c->max, memory_order_relaxed);
 
 	if (max == 0) {
 		atomic_fetch_add(&c->inflight, 1);
@@ -168,4 +202,126 @@ ig_cap_stats(const struct ig_cap *c, struct ig_cap_stats *st)
 	st->fallbacks = atomic_load(&c->fallbacks);
 	for (i = 0; i < IG_SHED_NREASONS; i++)
 		st->shed[i] = atomic_load(&c->shed[i]);
+}
+
+struct ig_bstate *
+ig_bstate_get(const char *name)
+{
+	struct ig_bstate *b;
+
+	pthread_mutex_lock(&cap_lock);
+	for (b = bstates; b != NULL; b = b->next)
+		if (strcmp(b->name, name) == 0)
+			break;
+	if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
+		if ((b->name = strdup(name)) == NULL) {
+			free(b);
+			b = NULL;
+		} else {
+			b->next = bstates;
+			bstates = b;
+		}
+	}
+	pthread_mutex_unlock(&cap_lock);
+	return b;
+}
+
+bool
+ig_bstate_ready(const struct ig_bstate *b, uint64_t now)
+{
+	return !atomic_load_explicit(&b->down, memory_order_relaxed) &&
+	    atomic_load_explicit(&b->ejected_until, memory_order_relaxed) <= now;
+}
+
+bool
+ig_bstate_down(const struct ig_bstate *b)
+{
+	return atomic_load_explicit(&b->down, memory_order_relaxed);
+}
+
+uint64_t
+ig_bstate_inflight(const struct ig_bstate *b)
+{
+	return atomic_load_explicit(&b->inflight, memory_order_relaxed);
+}
+
+void
+ig_bstate_attempt(struct ig_bstate *b)
+{
+	atomic_fetch_add_explicit(&b->inflight, 1, memory_order_relaxed);
+}
+
+void
+ig_bstate_attempt_done(struct ig_bstate *b)
+{
+	atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_relaxed);
+}
+
+void
+ig_bstate_ok(struct ig_bstate *b)
+{
+	if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0)
+		atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
+}
+
+bool
+ig_bstate_fail(struct ig_bstate *b, uint64_t fails_max, uint64_t now,
+    uint64_t eject_ns)
+{
+	if (atomic_fetch_add(&b->fails, 1) + 1 < fails_max)
+		return false;
+	atomic_store(&b->fails, 0);
+	atomic_store(&b->ejected_until, now + eject_ns);
+	atomic_fetch_add(&b->ejections, 1);
+	return true;
+}
+
+bool
+ig_bstate_check(struct ig_bstate *b, bool ok, uint64_t healthy_after,
+    uint64_t unhealthy_after)
+{
+	bool down = atomic_load(&b->down);
+
+	if (!ok)
+		atomic_fetch_add(&b->checks_failed, 1);
+	if (!b->checked) {
+		b->checked = true;
+		b->run = 0;
+		atomic_store(&b->down, !ok);
+		return down != !ok;
+	}
+	if (ok != down) {	/* agrees with the state */
+		b->run = 0;
+		return false;
+	}
+	if (++b->run < (ok ? healthy_after : unhealthy_after))
+		return false;
+	b->run = 0;
+	atomic_store(&b->down, !ok);
+	if (ok)		/* back: what ejected it is past */
+		atomic_store(&b->ejected_until, 0);
+	return true;
+}
+
+uint64_t *
+ig_bstate_next_check(struct ig_bstate *b)
+{
+	return &b->next_check;
+}
+
+bool *
+ig_bstate_checking(struct ig_bstate *b)
+{
+	return &b->checking;
+}
+
+void
+ig_bstate_stats(const struct ig_bstate *b, uint64_t now,
+    struct ig_bstate_stats *st)
+{
+	st->inflight = atomic_load(&b->inflight);
+	st->down = atomic_load(&b->down);
+	st->ejected = atomic_load(&b->ejected_until) > now;
+	st->ejections = atomic_load(&b->ejections);
+	st->checks_failed = atomic_load(&b->checks_failed);
 }

@@ -128,6 +128,9 @@ ig_catalog_create(const struct ig_config *conf, char **err)
 			p->backends[j].index = j;
 			if (catalog_resolve(&p->backends[j], err) == -1)
 				goto fail;
+			if ((p->backends[j].state =
+			    ig_bstate_get(p->backends[j].name)) == NULL)
+				goto nomem;
 		}
 	}
 	cat->nmodels = conf->nmodels;

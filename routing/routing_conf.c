@@ -119,6 +119,12 @@ static const struct cy_key health_keys[] = {
 	{ .name = NULL }
 };
 
+static const struct cy_key ejection_keys[] = {
+	POOL_UINT("after", eject_after, "3", 0, 100),
+	POOL_MS("duration", eject_ms, "10s", 100),
+	{ .name = NULL }
+};
+
 static const struct cy_key queue_keys[] = {
 	POOL_UINT("max_waiting", queue_max_waiting, "256", 0, 1000000),
 	POOL_MS("max_wait", queue_max_wait_ms, "5s", 0),
@@ -175,7 +181,9 @@ static const struct cy_key pool_keys[] = {
 	  .names = balance_names, .off = POOL(balance) },
 	{ .name = "scrape_metrics", .type = CY_TABLE, .flags = CY_OPTIONAL,
 	  .sub = scrape_keys },
-	{ .name = "health", .type = CY_TABLE, .sub = health_keys },
+	{ .name = "health", .type = CY_TABLE, .flags = CY_OPTIONAL,
+	  .sub = health_keys },
+	{ .name = "ejection", .type = CY_TABLE, .sub = ejection_keys },
 	POOL_UINT("max_inflight", max_inflight, "0", 0, 1000000),
 	{ .name = "queue", .type = CY_TABLE, .sub = queue_keys },
 	{ .name = "when_empty", .type = CY_ENUM, .def = "queue",

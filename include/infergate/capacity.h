@@ -30,11 +30,17 @@ struct ig_cap	*ig_cap_get(const char *name);
 void		 ig_cap_free_all(void);
 
 /*
- * Takes a slot when fewer than MAX (0: no limit) are in flight. Every
- * taken slot is given back with ig_cap_release, which says whether any
- * worker has requests waiting (ig_cap_waiting).
+ * The pool's max_inflight (0: no limit) as the published config says:
+ * set when a snapshot is published, so that requests of every snapshot,
+ * queued before a reload or not, are held to the same, current limit.
  */
-bool		 ig_cap_try_acquire(struct ig_cap *, uint64_t max);
+void		 ig_cap_set_max(struct ig_cap *, uint64_t max);
+/*
+ * Takes a slot when fewer than the limit are in flight. Every taken slot
+ * is given back with ig_cap_release, which says whether any worker has
+ * requests waiting (ig_cap_waiting).
+ */
+bool		 ig_cap_try_acquire(struct ig_cap *);
 bool		 ig_cap_release(struct ig_cap *);
 uint64_t	 ig_cap_inflight(const struct ig_cap *);
 
@@ -62,5 +68,52 @@ struct ig_cap_stats {
 	uint64_t	 shed[IG_SHED_NREASONS];
 };
 void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);
+
+/*
+ * A backend's shared state, by its "host:port", for the life of the
+ * process: requests in flight to it (least_inflight balancing), active
+ * health (pools with `health`: written by the checker on the main
+ * thread) and passive ejection (consecutive transport failures seen by
+ * the workers). A backend is ready when it is not down by its checks and
+ * not ejected.
+ */
+struct ig_bstate;
+
+struct ig_bstate *ig_bstate_get(const char *name);
+bool		 ig_bstate_ready(const struct ig_bstate *, uint64_t now_ns);
+bool		 ig_bstate_down(const struct ig_bstate *);	/* by its checks */
+uint64_t	 ig_bstate_inflight(const struct ig_bstate *);
+void		 ig_bstate_attempt(struct ig_bstate *);	/* inflight + 1 */
+void		 ig_bstate_attempt_done(struct ig_bstate *);
+/*
+ * A request's attempt answered (a response head), or failed in transport
+ * (refused, reset, timed out): after FAILS_MAX failures in a row the
+ * backend is ejected until NOW + EJECT_NS; true when this one ejected it.
+ */
+void		 ig_bstate_ok(struct ig_bstate *);
+bool		 ig_bstate_fail(struct ig_bstate *, uint64_t fails_max,
+		    uint64_t now_ns, uint64_t eject_ns);
+
+/*
+ * The checker's side (one thread): a check's result, with the pool's
+ * thresholds. The first result of a backend decides at once; later ones
+ * need HEALTHY_AFTER successes or UNHEALTHY_AFTER failures in a row.
+ * True when the backend changed state.
+ */
+bool		 ig_bstate_check(struct ig_bstate *, bool ok,
+		    uint64_t healthy_after, uint64_t unhealthy_after);
+/* The checker's bookkeeping, touched by its thread only. */
+uint64_t	*ig_bstate_next_check(struct ig_bstate *);
+bool		*ig_bstate_checking(struct ig_bstate *);
+
+struct ig_bstate_stats {
+	uint64_t	 inflight;
+	bool		 down;		/* by its checks */
+	bool		 ejected;
+	uint64_t	 ejections;
+	uint64_t	 checks_failed;
+};
+void		 ig_bstate_stats(const struct ig_bstate *, uint64_t now_ns,
+		    struct ig_bstate_stats *);
 
 #endif

@@ -120,11 +120,13 @@ struct ig_pool_conf {
 	enum ig_balance	 balance;
 	char		*scrape_path;	/* NULL: no scraping */
 	uint64_t	 scrape_interval_ms;
-	char		*health_path;
+	char		*health_path;	/* NULL: no active checks */
 	uint64_t	 health_interval_ms;
 	uint64_t	 health_timeout_ms;
 	uint64_t	 healthy_after;
 	uint64_t	 unhealthy_after;
+	uint64_t	 eject_after;	/* transport failures in a row; 0: off */
+	uint64_t	 eject_ms;
 	uint64_t	 max_inflight;	/* 0: unlimited */
 	uint64_t	 queue_max_waiting;
 	uint64_t	 queue_max_wait_ms;

@@ -14,9 +14,11 @@
 #include "infergate/config.h"
 
 struct ig_catalog;
+struct ig_bstate;
 
 struct ig_backend {
 	const struct ig_backend_conf *conf;
+	struct ig_bstate *state;	/* shared by name, see capacity.h */
 	char		 name[160];	/* "host:port", the key of runtime state */
 	char		 host[160];	/* for the Host header */
 	struct sockaddr_storage addr;
@@ -58,12 +60,18 @@ size_t		 ig_catalog_npools(const struct ig_catalog *);
 struct ig_pool	*ig_catalog_pool_at(const struct ig_catalog *, size_t);
 
 /*
- * Picks a backend of the pool by round robin, starting after *cursor (a
- * per-worker counter the caller keeps, so no locks are taken); skips the
- * backends whose bit is set in `exclude` (those that already failed this
- * request). NULL when none is left.
+ * Picks a backend of the pool for a request, skipping the backends whose
+ * bit is set in `exclude` (those that already failed it) and those that
+ * are not ready (down by their health checks, or ejected). least_inflight
+ * (and queue_depth, which needs scrape_metrics) takes the one with fewer
+ * requests in flight per weight of two picked at random (power of two
+ * choices); round_robin goes round. *seed is a per-worker state the
+ * caller keeps, so no lock is taken. When every candidate left is only
+ * ejected, they are used anyway (a pool is never emptied by passive
+ * ejection alone); NULL when none is left, *all_down set when the reason
+ * is the health checks.
  */
-struct ig_backend *ig_balancer_pick(const struct ig_pool *, unsigned *cursor,
-		    uint64_t exclude);
+struct ig_backend *ig_balancer_pick(const struct ig_pool *, unsigned *seed,
+		    uint64_t exclude, uint64_t now_ns, bool *all_down);
 
 #endif

@@ -32,10 +32,21 @@ SIM = os.path.join(BUILD, "infergate-sim")
 VALGRIND = os.environ.get("IG_VALGRIND") == "1"
 
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this run handed out before:
+    the kernel may give the same ephemeral port to two binds in a row once
+    the first socket is closed (a gateway's listen and admin ports
+    clashed that way)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def wait_port(port, timeout=10.0, proc=None):

@@ -293,3 +293,25 @@ def test_slots_pass_between_workers(sim, gateway, workdir):
     assert time.monotonic() - t0 < 2.5
     assert sim_stats(s)["max_active"] == 1
     assert metrics(g)['infergate_pool_queued_total{pool="p"}'] >= 4
+
+
+def test_reload_raising_max_inflight_frees_the_waiters(sim, gateway, workdir):
+    s = sim(ttft=1500)
+    g = gateway(config([s.port], workdir, max_waiting=4))
+    a = send(g)
+    wait_metric(g, INFL, 1)
+    b = send(g)
+    wait_metric(g, DEPTH, 1)
+    with open(g.config_path) as f:
+        text = f.read()
+    with open(g.config_path, "w") as f:
+        f.write(text.replace("max_inflight: 1", "max_inflight: 4"))
+    g.signal(signal.SIGHUP)
+    t0 = time.monotonic()
+    # the waiter is held to the new limit at once, not when a finishes
+    wait_metric(g, DEPTH, 0, timeout=1.0)
+    assert time.monotonic() - t0 < 1.0
+    assert sim_stats(s)["max_active"] == 2
+    assert a.read_response().status == 200
+    assert b.read_response().status == 200
+    assert metrics(g)['infergate_pool_max_inflight{pool="p"}'] == 4

@@ -66,3 +66,34 @@ def test_tls_to_backends(sim, gateway, workdir, cert):
     bad = gateway(cfg.replace("server_name: localhost", "server_name: evil.example"))
     st, _, body = http("POST", bad.url + "/v1/chat/completions", dict(CHAT, model="m"))
     assert st == 502
+
+
+def test_tls_health_checks_verify_the_backend(sim, gateway, workdir, cert):
+    import time
+    s = sim()
+    front = gateway(tls_listener_config(s.port, *cert, workdir))
+    health = ("    health:\n      path: /v1/models\n      interval: 100ms\n"
+              "      healthy_after: 1\n      unhealthy_after: 1\n")
+    cfg = gw_config([front.port], workdir, pool_extra=(
+        '    tls:\n      ca: "%s"\n      server_name: localhost\n' % cert[0]
+        + health), models="models:\n  - name: m\n    pool: p\n")
+    key = 'infergate_backend_%s{pool="p",backend="127.0.0.1:%d"} '
+
+    def metric(g, name):
+        body = http("GET", g.admin_url + "/metrics")[2].decode()
+        for line in body.splitlines():
+            if line.startswith(key % (name, front.port)):
+                return float(line.split()[-1])
+
+    good = gateway(cfg)
+    bad = gateway(cfg.replace("server_name: localhost",
+                              "server_name: evil.example"))
+    deadline = time.monotonic() + 5
+    while metric(bad, "up") != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # checks over TLS pass with the right name and fail with a wrong one
+    time.sleep(0.3)
+    assert metric(good, "up") == 1
+    assert metric(good, "health_check_failures_total") == 0
+    assert metric(bad, "health_check_failures_total") >= 1

@@ -502,11 +502,9 @@ test_full(void **state)
 	assert_int_equal(p->backends[0].weight, 1);
 	assert_int_equal(p->balance, IG_BALANCE_LEAST_INFLIGHT);
 	assert_null(p->scrape_path);
-	assert_string_equal(p->health_path, "/v1/models");
-	assert_int_equal(p->health_interval_ms, 2000);
-	assert_int_equal(p->health_timeout_ms, 1000);
-	assert_int_equal(p->healthy_after, 2);
-	assert_int_equal(p->unhealthy_after, 3);
+	assert_null(p->health_path);	/* no health: no active checks */
+	assert_int_equal(p->eject_after, 3);
+	assert_int_equal(p->eject_ms, 10000);
 	assert_int_equal(p->max_inflight, 0);
 	assert_int_equal(p->queue_max_waiting, 256);
 	assert_int_equal(p->queue_max_wait_ms, 5000);

@@ -1,0 +1,202 @@
+/*
+ * Active health checks of the backends of pools that have `health`, on
+ * the main thread's event base (off the request path): every
+ * health.interval a GET of health.path on a connection of its own
+ * (`Connection: close`, TLS when the pool has it), answered 2xx within
+ * health.timeout or failed. Results go to the backend's shared state
+ * (capacity.h): the first result decides at once (a backend starts
+ * ready, so that a start or a reload never empties a pool before its
+ * first check), later ones after healthy_after / unhealthy_after in a
+ * row. A backend that comes up wakes every worker (pool_wake_all), for
+ * the requests parked by when_empty: queue.
+ *
+ * The tick walks the current snapshot, so a reload that adds or drops
+ * backends changes what is checked at the next tick; a backend keeps its
+ * state across reloads (it is keyed by "host:port").
+ */
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/ssl.h>
+
+#include "infergate/capacity.h"
+#include "infergate/log.h"
+#include "infergate/routing.h"
+#include "gateway.h"
+
+#define HC_TICK_MS	50
+
+struct hc_check {
+	LIST_ENTRY(hc_check) entry;
+	struct ig_bstate *b;
+	struct evhttp_connection *conn;
+	uint64_t	 healthy_after;
+	uint64_t	 unhealthy_after;
+	char		 name[160];
+};
+
+static struct event_base *hc_base;
+static struct event	*hc_timer;
+static LIST_HEAD(, hc_check) hc_checks = LIST_HEAD_INITIALIZER(hc_checks);
+
+static void
+hc_done(struct hc_check *c, bool ok, const char *why)
+{
+	LIST_REMOVE(c, entry);
+	*ig_bstate_checking(c->b) = false;
+	if (ig_bstate_check(c->b, ok, c->healthy_after, c->unhealthy_after)) {
+		if (ok) {
+			log_info("backend %s: up (health check)", c->name);
+			pool_wake_all();
+		} else
+			log_warn("backend %s: down (health check: %s)", c->name,
+			    why);
+	}
+	free(c);
+}
+
+static void
+hc_response_cb(struct evhttp_request *req, void *arg)
+{
+	struct hc_check *c = arg;
+	int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
+	char why[64];
+
+	if (code == 0)
+		snprintf(why, sizeof(why), "no answer in time or no connection");
+	else
+		snprintf(why, sizeof(why), "status %d", code);
+	/* The connection frees itself once this returns. */
+	hc_done(c, code >= 200 && code < 300, why);
+}
+
+/* One check of BE (of pool PC, TLS context CTX or NULL). */
+static void
+hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
+    const struct ig_backend *be)
+{
+	char addr[NI_MAXHOST], port[NI_MAXSERV];
+	struct bufferevent *bev = NULL;
+	struct evhttp_request *req;
+	struct hc_check *c;
+	struct timeval tv;
+	SSL *ssl;
+
+	if (getnameinfo((const struct sockaddr *)&be->addr, be->addrlen, addr,
+	    sizeof(addr), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV)
+	    != 0 || (c = calloc(1, sizeof(*c))) == NULL)
+		return;
+	c->b = be->state;
+	c->healthy_after = pc->healthy_after;
+	c->unhealthy_after = pc->unhealthy_after;
+	snprintf(c->name, sizeof(c->name), "%s", be->name);
+	if (ctx != NULL) {
+		if ((ssl = tls_client_ssl(ctx, pc, be)) == NULL ||
+		    (bev = bufferevent_openssl_socket_new(hc_base, -1, ssl,
+		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+			if (ssl != NULL)
+				SSL_free(ssl);
+			free(c);
+			return;
+		}
+	}
+	c->conn = evhttp_connection_base_bufferevent_new(hc_base, NULL, bev,
+	    addr, (unsigned short)atoi(port));
+	if (c->conn == NULL) {
+		if (bev != NULL)
+			bufferevent_free(bev);
+		free(c);
+		return;
+	}
+	tv.tv_sec = pc->health_timeout_ms / 1000;
+	tv.tv_usec = (pc->health_timeout_ms % 1000) * 1000;
+	evhttp_connection_set_timeout_tv(c->conn, &tv);
+	evhttp_connection_set_retries(c->conn, 0);
+	if ((req = evhttp_request_new(hc_response_cb, c)) == NULL) {
+		evhttp_connection_free(c->conn);
+		free(c);
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Host",
+	    be->host);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "User-Agent",
+	    "infergate-health/" IG_VERSION);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+	    "close");
+	LIST_INSERT_HEAD(&hc_checks, c, entry);
+	*ig_bstate_checking(c->b) = true;
+	/* A refused connection is reported through the callback; -1 is a
+	 * socket that could not even be made. */
+	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET,
+	    pc->health_path) == -1) {
+		evhttp_connection_free(c->conn);
+		hc_done(c, false, "no socket");
+		return;
+	}
+	evhttp_connection_free_on_completion(c->conn);
+}
+
+static void
+hc_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_snapshot *snap = snapshot_current();
+	const struct ig_catalog *cat = snap->catalog;
+	uint64_t now = now_ns();
+	size_t i, j;
+
+	for (i = 0; i < ig_catalog_npools(cat); i++) {
+		const struct ig_pool *p = ig_catalog_pool_at(cat, i);
+		const struct ig_pool_conf *pc = p->conf;
+
+		if (pc->health_path == NULL)
+			continue;
+		for (j = 0; j < p->nbackends; j++) {
+			struct ig_bstate *b = p->backends[j].state;
+			uint64_t *next = ig_bstate_next_check(b);
+
+			if (*ig_bstate_checking(b) || now < *next)
+				continue;
+			*next = now + pc->health_interval_ms * 1000000ULL;
+			hc_start(pc, snap->pool_tls[i], &p->backends[j]);
+		}
+	}
+	snapshot_unref(snap);
+}
+
+int
+health_start(struct event_base *base)
+{
+	struct timeval tv = { 0, HC_TICK_MS * 1000 };
+
+	hc_base = base;
+	if ((hc_timer = event_new(base, -1, EV_PERSIST, hc_tick, NULL)) == NULL ||
+	    event_add(hc_timer, &tv) == -1)
+		return -1;
+	hc_tick(-1, 0, NULL);	/* the first checks now */
+	return 0;
+}
+
+/* At exit: the checks in flight are dropped. */
+void
+health_stop(void)
+{
+	struct hc_check *c;
+
+	if (hc_timer != NULL)
+		event_free(hc_timer);
+	hc_timer = NULL;
+	while ((c = LIST_FIRST(&hc_checks)) != NULL) {
+		LIST_REMOVE(c, entry);
+		*ig_bstate_checking(c->b) = false;
+		evhttp_connection_free(c->conn);
+		free(c);
+	}
+}

@@ -1,0 +1,272 @@
+"""Backends: active health checks, passive ejection, least_inflight
+balancing, when_empty."""
+import json
+import os
+import signal
+import time
+
+from conftest import http, sim_stats, free_port
+from rawhttp import Conn, request
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 5}
+
+
+def config(ports, workdir, pool_extra="", workers=1, models=None,
+           extra_pools=""):
+    backends = "\n".join('      - address: "127.0.0.1:%d"' % p for p in ports)
+    models = models or """
+models:
+  - name: m
+    pool: p
+    upstream_model: sim-model
+"""
+    return """
+listen:
+  - address: "127.0.0.1:{port}"
+admin:
+  address: "127.0.0.1:{admin_port}"
+workers: %d
+log:
+  level: info
+  access_log: "%s"
+pools:
+  p:
+    backends:
+%s
+    timeouts:
+      connect: 500ms
+      first_byte: 3s
+%s
+%s
+%s
+""" % (workers, os.path.join(workdir, "access.log"), backends, pool_extra,
+       extra_pools, models)
+
+
+HEALTH = """
+    health:
+      path: /v1/models
+      interval: 100ms
+      timeout: 500ms
+      healthy_after: 1
+      unhealthy_after: 1
+"""
+
+
+def metrics(g):
+    st, _, body = http("GET", g.admin_url + "/metrics")
+    assert st == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def up(g, port, pool="p"):
+    return metrics(g).get('infergate_backend_up{pool="%s",backend='
+                          '"127.0.0.1:%d"}' % (pool, port))
+
+
+def wait_up(g, port, value, timeout=5.0, pool="p"):
+    deadline = time.monotonic() + timeout
+    while up(g, port, pool) != value:
+        assert time.monotonic() < deadline, "backend %d up != %r" % (port, value)
+        time.sleep(0.02)
+
+
+def access_lines(workdir):
+    with open(os.path.join(workdir, "access.log")) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def post(g, body=CHAT, timeout=10):
+    return http("POST", g.url + "/v1/chat/completions", body, timeout=timeout)
+
+
+def test_health_check_keeps_a_loading_backend_out(sim, gateway, workdir):
+    # vLLM answers /health long before the model is loaded; /v1/models
+    # (what the checks ask) only after: the loading one gets nothing.
+    loading = sim(startup_delay=1500)
+    ready = sim()
+    g = gateway(config([loading.port, ready.port], workdir, HEALTH))
+    wait_up(g, loading.port, 0)
+    assert up(g, ready.port) == 1
+    for _ in range(10):
+        st, _, _ = post(g)
+        assert st == 200
+    assert sim_stats(loading)["requests"] == 0
+    assert sim_stats(ready)["requests"] == 10
+    # once loaded it is checked up and takes its share
+    wait_up(g, loading.port, 1, timeout=5)
+    for _ in range(20):
+        assert post(g)[0] == 200
+    assert sim_stats(loading)["requests"] > 0
+    m = metrics(g)
+    assert m['infergate_backend_health_check_failures_total{pool="p",'
+             'backend="127.0.0.1:%d"}' % loading.port] >= 1
+
+
+def test_dead_backend_is_ejected_after_failures(sim, gateway, workdir):
+    a = sim()
+    dead = free_port()      # nothing listens: connections are refused
+    g = gateway(config([a.port, dead], workdir, """
+    retries:
+      max_per_request: 1
+    ejection:
+      after: 2
+      duration: 30s
+"""))
+    for _ in range(20):
+        st, _, _ = post(g)
+        assert st == 200    # a refused attempt is retried on the other
+    lines = [l for l in access_lines(workdir) if l["status"] == 200]
+    retried = [l for l in lines if l["attempts"] == 2]
+    # two failures eject it; after that no request tries it
+    assert len(retried) == 2
+    assert all(l["attempts"] == 1 for l in lines[-10:])
+    m = metrics(g)
+    key = '{pool="p",backend="127.0.0.1:%d"}' % dead
+    assert m["infergate_backend_ejections_total" + key] == 1
+    assert m["infergate_backend_up" + key] == 0
+
+
+def test_only_ejected_backends_left_are_still_used(sim, gateway, workdir):
+    # Passive ejection never empties a pool: with every backend ejected,
+    # requests still go (and are answered 502, not left without a try).
+    dead = free_port()
+    g = gateway(config([dead], workdir, """
+    ejection:
+      after: 1
+      duration: 30s
+"""))
+    for _ in range(3):
+        st, _, body = post(g)
+        assert st == 502
+        assert json.loads(body)["error"]["code"] == "upstream_error"
+    assert [l["attempts"] for l in access_lines(workdir)] == [1, 1, 1]
+
+
+def test_least_inflight_avoids_the_busy_backend(sim, gateway, workdir):
+    a = sim(itl=100)
+    b = sim(itl=100)
+    g = gateway(config([a.port, b.port], workdir))
+    long = Conn(g.port, timeout=10)
+    long.send(request("POST", "/v1/chat/completions",
+                      dict(CHAT, stream=True, max_tokens=30)))
+    assert long.read_head()[0] == 200
+    busy = a if sim_stats(a)["active"] == 1 else b
+    idle = b if busy is a else a
+    # while one stream holds `busy`, every new request goes to `idle`
+    for _ in range(6):
+        assert post(g, dict(CHAT, max_tokens=1))[0] == 200
+    assert sim_stats(idle)["requests"] == 6
+    assert sim_stats(busy)["requests"] == 1
+    m = metrics(g)
+    assert m['infergate_backend_inflight{pool="p",backend="127.0.0.1:%d"}'
+             % busy.port] == 1
+    long.close()
+
+
+def test_round_robin_alternates(sim, gateway, workdir):
+    a = sim()
+    b = sim()
+    g = gateway(config([a.port, b.port], workdir, "    balance: round_robin\n"))
+    for _ in range(10):
+        assert post(g)[0] == 200
+    assert sim_stats(a)["requests"] == 5 and sim_stats(b)["requests"] == 5
+
+
+def test_when_empty_fail_gives_503_at_once(sim, gateway, workdir):
+    s = sim(startup_delay=5000)
+    g = gateway(config([s.port], workdir, HEALTH + "    when_empty: fail\n"))
+    wait_up(g, s.port, 0)
+    t0 = time.monotonic()
+    st, hdrs, body = post(g)
+    assert st == 503 and time.monotonic() - t0 < 0.5
+    err = json.loads(body)["error"]
+    assert err["code"] == "no_backend" and "ready" in err["message"]
+    assert hdrs.get("retry-after") == "1"
+    assert sim_stats(s)["requests"] == 0
+
+
+def test_when_empty_queue_waits_for_a_backend(sim, gateway, workdir):
+    s = sim(startup_delay=1200)
+    g = gateway(config([s.port], workdir, HEALTH + """
+    when_empty: queue
+    queue:
+      max_wait: 5s
+"""))
+    wait_up(g, s.port, 0)
+    t0 = time.monotonic()
+    st, _, _ = post(g)
+    took = time.monotonic() - t0
+    assert st == 200            # held until the checks saw it ready
+    assert sim_stats(s)["requests"] >= 1
+    line = access_lines(workdir)[-1]
+    assert line["status"] == 200 and line["queue_ms"] > 100
+    assert took < 4
+
+
+def test_when_empty_queue_gives_up_after_max_wait(sim, gateway, workdir):
+    s = sim(startup_delay=10000)
+    g = gateway(config([s.port], workdir, HEALTH + """
+    when_empty: queue
+    queue:
+      max_wait: 300ms
+"""))
+    wait_up(g, s.port, 0)
+    t0 = time.monotonic()
+    st, hdrs, body = post(g)
+    assert st == 503 and 0.25 < time.monotonic() - t0 < 2
+    assert json.loads(body)["error"]["code"] == "no_backend"
+    assert hdrs.get("retry-after") == "1"
+
+
+def test_when_empty_fallback(sim, gateway, workdir):
+    down = sim(startup_delay=10000)
+    other = sim(model="other-model")
+    models = """
+models:
+  - name: m
+    pool: p
+    upstream_model: sim-model
+    fallback: [m2]
+  - name: m2
+    pool: p2
+    upstream_model: other-model
+"""
+    extra = """
+  p2:
+    backends:
+      - address: "127.0.0.1:%d"
+""" % other.port
+    g = gateway(config([down.port], workdir, HEALTH + "    when_empty: fallback\n",
+                       models=models, extra_pools=extra))
+    wait_up(g, down.port, 0)
+    st, _, _ = post(g)
+    assert st == 200
+    assert sim_stats(other)["requests"] == 1
+    assert access_lines(workdir)[-1]["fallback_from"] == "m"
+
+
+def test_health_state_survives_reload_and_new_backend_is_checked(
+        sim, gateway, workdir):
+    loading = sim(startup_delay=10000)
+    ready = sim()
+    g = gateway(config([ready.port], workdir, HEALTH))
+    wait_up(g, ready.port, 1)
+    with open(g.config_path) as f:
+        text = f.read()
+    line = '      - address: "127.0.0.1:%d"' % ready.port
+    with open(g.config_path, "w") as f:
+        f.write(text.replace(line, line + '\n      - address: "127.0.0.1:%d"'
+                             % loading.port))
+    g.signal(signal.SIGHUP)
+    wait_up(g, loading.port, 0)
+    for _ in range(10):
+        assert post(g)[0] == 200
+    assert sim_stats(loading)["requests"] == 0
+    assert up(g, ready.port) == 1

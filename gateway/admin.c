@@ -185,7 +185,9 @@ admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
 				uint64_t x;
 
 				ig_bstate_stats(be->state, now, &st);
-				x = i == 0 ? (!st.down && !st.ejected) :
+				/* checks count only in a pool that has them */
+				x = i == 0 ? ((!st.down ||
+				    p->conf->health_path == NULL) && !st.ejected) :
 				    i == 1 ? st.inflight : i == 2 ?
 				    st.ejections : st.checks_failed;
 				snprintf(lab, sizeof(lab), ",backend=\"%s\"",

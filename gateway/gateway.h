@@ -172,7 +172,8 @@ struct ig_worker {
 	_Atomic uint64_t would_reject[IG_LIMIT_STORE + 1];	/* shadow */
 	_Atomic uint64_t tokens_in;	/* settled prompt tokens */
 	_Atomic uint64_t tokens_out;	/* settled completion tokens */
-	unsigned	 rr_cursor;
+	unsigned	 rr_cursor;	/* balance: round_robin */
+	unsigned	 p2c_seed;	/* balance: least_inflight */
 	uint64_t	 next_request_seq;
 	_Atomic uint64_t stats[ST_MAX];	/* written by this worker only */
 };

@@ -2,8 +2,9 @@
  * Active health checks of the backends of pools that have `health`, on
  * the main thread's event base (off the request path): every
  * health.interval a GET of health.path on a connection of its own
- * (`Connection: close`, TLS when the pool has it), answered 2xx within
- * health.timeout or failed. Results go to the backend's shared state
+ * (`Connection: close`, TLS when the pool has it), answered 2xx (a body of
+ * 64 KiB at most) or failed; health.timeout bounds each step (connect,
+ * each read), as libevent's connection timeout does. Results go to the backend's shared state
  * (capacity.h): the first result decides at once (a backend starts
  * ready, so that a start or a reload never empties a pool before its
  * first check), later ones after healthy_after / unhealthy_after in a
@@ -34,6 +35,8 @@
 
 #define HC_TICK_MS	50
 
+#define HC_MAX_BODY	(64 * 1024)	/* a check's answer, at most */
+
 struct hc_check {
 	LIST_ENTRY(hc_check) entry;
 	struct ig_bstate *b;
@@ -43,14 +46,28 @@ struct hc_check {
 	char		 name[160];
 };
 
+LIST_HEAD(hc_list, hc_check);
+
 static struct event_base *hc_base;
 static struct event	*hc_timer;
-static LIST_HEAD(, hc_check) hc_checks = LIST_HEAD_INITIALIZER(hc_checks);
+static struct event	*hc_reaper;	/* frees the finished checks */
+static struct hc_list	 hc_checks = LIST_HEAD_INITIALIZER(hc_checks);
+static struct hc_list	 hc_finished = LIST_HEAD_INITIALIZER(hc_finished);
 
+/*
+ * A check's result. Its connection is freed later, from the reaper, never
+ * here: libevent may be inside the connection (the callback can even run
+ * from within evhttp_make_request), and in 2.1 the connect-failure paths
+ * do not honour free-on-completion.
+ */
 static void
 hc_done(struct hc_check *c, bool ok, const char *why)
 {
+	static const struct timeval zero = { 0, 0 };
+
 	LIST_REMOVE(c, entry);
+	LIST_INSERT_HEAD(&hc_finished, c, entry);
+	event_add(hc_reaper, &zero);
 	*ig_bstate_checking(c->b) = false;
 	if (ig_bstate_check(c->b, ok, c->healthy_after, c->unhealthy_after)) {
 		if (ok) {
@@ -60,7 +77,25 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 			log_warn("backend %s: down (health check: %s)", c->name,
 			    why);
 	}
-	free(c);
+}
+
+static void
+hc_free_list(struct hc_list *l)
+{
+	struct hc_check *c;
+
+	while ((c = LIST_FIRST(l)) != NULL) {
+		LIST_REMOVE(c, entry);
+		if (c->conn != NULL)
+			evhttp_connection_free(c->conn);
+		free(c);
+	}
+}
+
+static void
+hc_reap(evutil_socket_t fd, short what, void *arg)
+{
+	hc_free_list(&hc_finished);
 }
 
 static void
@@ -74,7 +109,6 @@ hc_response_cb(struct evhttp_request *req, void *arg)
 		snprintf(why, sizeof(why), "no answer in time or no connection");
 	else
 		snprintf(why, sizeof(why), "status %d", code);
-	/* The connection frees itself once this returns. */
 	hc_done(c, code >= 200 && code < 300, why);
 }
 
@@ -99,11 +133,11 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	c->unhealthy_after = pc->unhealthy_after;
 	snprintf(c->name, sizeof(c->name), "%s", be->name);
 	if (ctx != NULL) {
+		/* On failure libevent 2.1.12 frees the SSL itself
+		 * (BEV_OPT_CLOSE_ON_FREE). */
 		if ((ssl = tls_client_ssl(ctx, pc, be)) == NULL ||
 		    (bev = bufferevent_openssl_socket_new(hc_base, -1, ssl,
 		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
-			if (ssl != NULL)
-				SSL_free(ssl);
 			free(c);
 			return;
 		}
@@ -120,6 +154,7 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	tv.tv_usec = (pc->health_timeout_ms % 1000) * 1000;
 	evhttp_connection_set_timeout_tv(c->conn, &tv);
 	evhttp_connection_set_retries(c->conn, 0);
+	evhttp_connection_set_max_body_size(c->conn, HC_MAX_BODY);
 	if ((req = evhttp_request_new(hc_response_cb, c)) == NULL) {
 		evhttp_connection_free(c->conn);
 		free(c);
@@ -133,15 +168,12 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	    "close");
 	LIST_INSERT_HEAD(&hc_checks, c, entry);
 	*ig_bstate_checking(c->b) = true;
-	/* A refused connection is reported through the callback; -1 is a
-	 * socket that could not even be made. */
+	/* C may be finished (not freed: see hc_done) when this returns: a
+	 * refused connection can call back from inside. -1 is a socket that
+	 * could not even be made, without a call back. */
 	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET,
-	    pc->health_path) == -1) {
-		evhttp_connection_free(c->conn);
+	    pc->health_path) == -1)
 		hc_done(c, false, "no socket");
-		return;
-	}
-	evhttp_connection_free_on_completion(c->conn);
 }
 
 static void
@@ -178,6 +210,7 @@ health_start(struct event_base *base)
 
 	hc_base = base;
 	if ((hc_timer = event_new(base, -1, EV_PERSIST, hc_tick, NULL)) == NULL ||
+	    (hc_reaper = evtimer_new(base, hc_reap, NULL)) == NULL ||
 	    event_add(hc_timer, &tv) == -1)
 		return -1;
 	hc_tick(-1, 0, NULL);	/* the first checks now */
@@ -193,10 +226,11 @@ health_stop(void)
 	if (hc_timer != NULL)
 		event_free(hc_timer);
 	hc_timer = NULL;
-	while ((c = LIST_FIRST(&hc_checks)) != NULL) {
-		LIST_REMOVE(c, entry);
+	LIST_FOREACH(c, &hc_checks, entry)
 		*ig_bstate_checking(c->b) = false;
-		evhttp_connection_free(c->conn);
-		free(c);
-	}
+	hc_free_list(&hc_checks);
+	hc_free_list(&hc_finished);
+	if (hc_reaper != NULL)
+		event_free(hc_reaper);
+	hc_reaper = NULL;
 }

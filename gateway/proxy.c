@@ -589,8 +589,8 @@ proxy_forward(struct ig_request *r)
 	bool all_down;
 
 	proxy_attempt_done(r);
-	r->backend = ig_balancer_pick(pool, &r->worker->rr_cursor, r->tried,
-	    now_ns(), &all_down);
+	r->backend = ig_balancer_pick(pool, &r->worker->rr_cursor,
+	    &r->worker->p2c_seed, r->tried, now_ns(), &all_down);
 	if (r->backend == NULL) {
 		if (r->attempts == 0 && all_down)
 			pool_no_backend(r);	/* when_empty */

@@ -153,17 +153,6 @@ pool_go(struct ig_request *r, const struct ig_model *m)
 	proxy_dispatch(r);
 }
 
-/* Whether a request sent to POOL now would find a backend. */
-static bool
-pool_has_backend(const struct ig_pool *pool)
-{
-	size_t i;
-
-	for (i = 0; i < pool->nbackends; i++)
-		if (!ig_bstate_down(pool->backends[i].state))
-			return true;
-	return false;
-}
 
 /*
  * The first fallback of the request's model whose pool has a free slot
@@ -176,12 +165,14 @@ pool_fallback(struct ig_request *r)
 	const struct ig_model *m;
 	size_t i;
 
+	if (r->fell_back_from != NULL)	/* one hop: never A -> B -> A */
+		return false;
 	for (i = 0; i < mc->nfallback; i++) {
 		m = ig_catalog_model(r->snap->catalog, mc->fallback[i],
 		    strlen(mc->fallback[i]));
 		if (m == NULL || m->pool == NULL || m->pool == r->model->pool ||
 		    !admit_model_allowed(r, m->conf->name) ||
-		    !pool_has_backend(m->pool))
+		    !ig_pool_has_backend(m->pool))
 			continue;
 		/* Not ahead of the fallback pool's own waiters. */
 		if (ig_cap_waiting(m->pool->cap) == 0 &&
@@ -438,7 +429,7 @@ pool_unpark_ready(struct ig_worker *w)
 	TAILQ_INIT(&ready);
 	for (r = TAILQ_FIRST(&w->parked); r != NULL; r = next) {
 		next = TAILQ_NEXT(r, qentry);
-		if (!pool_has_backend(r->model->pool))
+		if (!ig_pool_has_backend(r->model->pool))
 			continue;
 		pool_unpark(r);
 		TAILQ_INSERT_TAIL(&ready, r, qentry);

@@ -593,6 +593,9 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	struct ssl_ctx_st *tls = r->snap->pool_tls[r->model->pool->index];
 	char key[176];
 
+	/* A failure before a connection is in hand is not the keep-alive
+	 * race of a pooled one (proxy_on_error retries that at once). */
+	r->up_reused = false;
 	/* TLS and plain connections to one address are different pools. */
 	if (tls != NULL) {
 		snprintf(key, sizeof(key), "tls:%s", be->name);
@@ -610,7 +613,6 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	} else {
 		if ((c = up_connect(w, home, be, tls, pc)) == NULL)
 			return NULL;
-		r->up_reused = false;
 		WSTAT_ADD(w, ST_UP_CONNECT, 1);
 	}
 	c->req = r;

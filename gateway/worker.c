@@ -257,6 +257,7 @@ workers_start(struct ig_snapshot *snap, char **err)
 		struct ig_worker *w = &workers[i];
 
 		w->id = i;
+		w->p2c_seed = 0x9e3779b9u * (i + 1);	/* not one draw for all */
 		LIST_INIT(&w->dirty);
 		w->rbuf_size = WORKER_READ_BUF;
 		if ((w->base = worker_base_new()) == NULL ||

@@ -1,12 +1,14 @@
 /*
- * Load balancing over a pool's backends (see ig_balancer_pick). The seed
- * belongs to the calling worker and the backends' counts are relaxed
- * atomics, so picking takes no lock.
+ * Load balancing over a pool's backends (see ig_balancer_pick). The
+ * cursor and the seed belong to the calling worker and the backends'
+ * counts are relaxed atomics, so picking takes no lock. A pick walks the
+ * pool's backends (no candidate array, so a pool may have any number);
+ * only the first 64 can be told apart as already tried by a request.
  */
 #include "infergate/capacity.h"
 #include "infergate/routing.h"
 
-#define BAL_MAX	64	/* backends a request can tell apart (exclude) */
+#define BAL_EXCLUDE_BITS	64
 
 static unsigned
 bal_next(unsigned *seed)
@@ -30,45 +32,76 @@ bal_lighter(const struct ig_backend *a, const struct ig_backend *b)
 	    ig_bstate_inflight(b->state) * wa;
 }
 
-struct ig_backend *
-ig_balancer_pick(const struct ig_pool *pool, unsigned *seed, uint64_t exclude,
-    uint64_t now, bool *all_down)
+enum bal_class { BAL_TRIED, BAL_READY, BAL_EJECTED, BAL_DOWN };
+
+/*
+ * What backend I is for this pick. Health checks count only in a pool
+ * that has them: a backend shared with a checked pool, or left down by
+ * checks a reload removed, is not down here.
+ */
+static enum bal_class
+bal_class(const struct ig_pool *pool, size_t i, uint64_t exclude,
+    uint64_t now)
 {
-	struct ig_backend *cand[BAL_MAX], *a, *b;
-	size_t i, n = 0, nejected = 0, total = pool->nbackends;
-	uint64_t ejected = 0;
+	const struct ig_bstate *b = pool->backends[i].state;
 
-	*all_down = false;
-	if (total > BAL_MAX)
-		total = BAL_MAX;
-	for (i = 0; i < total; i++) {
-		struct ig_backend *be = &pool->backends[i];
+	if (i < BAL_EXCLUDE_BITS && (exclude & (1ULL << i)))
+		return BAL_TRIED;
+	if (pool->conf->health_path != NULL && ig_bstate_down(b))
+		return BAL_DOWN;
+	return ig_bstate_ejected(b, now) ? BAL_EJECTED : BAL_READY;
+}
 
-		if (exclude & (1ULL << i))
-			continue;
-		if (ig_bstate_ready(be->state, now))
-			cand[n++] = be;
-		else if (!ig_bstate_down(be->state)) {
-			ejected |= 1ULL << i;
-			nejected++;
-		}
-	}
-	if (n == 0 && nejected > 0)	/* only ejected ones left: use them */
-		for (i = 0; i < total; i++)
-			if (ejected & (1ULL << i))
-				cand[n++] = &pool->backends[i];
-	if (n == 0) {
-		for (i = 0; i < total && !*all_down; i++)
-			*all_down = !(exclude & (1ULL << i));
+/* The K-th (from 0) backend of class C. */
+static struct ig_backend *
+bal_nth(const struct ig_pool *pool, enum bal_class c, size_t k,
+    uint64_t exclude, uint64_t now)
+{
+	size_t i;
+
+	for (i = 0; i < pool->nbackends; i++)
+		if (bal_class(pool, i, exclude, now) == c && k-- == 0)
+			return &pool->backends[i];
+	return NULL;
+}
+
+bool
+ig_pool_has_backend(const struct ig_pool *pool)
+{
+	size_t i;
+
+	if (pool->conf->health_path == NULL)
+		return pool->nbackends > 0;
+	for (i = 0; i < pool->nbackends; i++)
+		if (!ig_bstate_down(pool->backends[i].state))
+			return true;
+	return false;
+}
+
+struct ig_backend *
+ig_balancer_pick(const struct ig_pool *pool, unsigned *cursor,
+    unsigned *seed, uint64_t exclude, uint64_t now, bool *all_down)
+{
+	size_t i, n[BAL_DOWN + 1] = { 0 }, ka, kb;
+	enum bal_class c = BAL_READY;
+	struct ig_backend *a, *b;
+
+	for (i = 0; i < pool->nbackends; i++)
+		n[bal_class(pool, i, exclude, now)]++;
+	*all_down = n[BAL_READY] == 0 && n[BAL_EJECTED] == 0 && n[BAL_DOWN] > 0;
+	if (n[BAL_READY] == 0)	/* only ejected ones left: use them */
+		c = BAL_EJECTED;
+	if (n[c] == 0)
 		return NULL;
-	}
-	if (n == 1)
-		return cand[0];
+	if (n[c] == 1)
+		return bal_nth(pool, c, 0, exclude, now);
 	if (pool->conf->balance == IG_BALANCE_ROUND_ROBIN)
-		return cand[(*seed)++ % n];
-	a = cand[bal_next(seed) % n];
-	do
-		b = cand[bal_next(seed) % n];
-	while (b == a);
+		return bal_nth(pool, c, (*cursor)++ % n[c], exclude, now);
+	ka = bal_next(seed) % n[c];
+	kb = bal_next(seed) % (n[c] - 1);	/* another one */
+	if (kb >= ka)
+		kb++;
+	a = bal_nth(pool, c, ka, exclude, now);
+	b = bal_nth(pool, c, kb, exclude, now);
 	return bal_lighter(b, a) ? b : a;
 }

@@ -227,10 +227,10 @@ ig_bstate_get(const char *name)
 }
 
 bool
-ig_bstate_ready(const struct ig_bstate *b, uint64_t now)
+ig_bstate_ejected(const struct ig_bstate *b, uint64_t now)
 {
-	return !atomic_load_explicit(&b->down, memory_order_relaxed) &&
-	    atomic_load_explicit(&b->ejected_until, memory_order_relaxed) <= now;
+	return atomic_load_explicit(&b->ejected_until, memory_order_relaxed) >
+	    now;
 }
 
 bool
@@ -268,9 +268,12 @@ bool
 ig_bstate_fail(struct ig_bstate *b, uint64_t fails_max, uint64_t now,
     uint64_t eject_ns)
 {
-	if (atomic_fetch_add(&b->fails, 1) + 1 < fails_max)
+	uint64_t n = atomic_fetch_add(&b->fails, 1) + 1;
+
+	/* One of the failures at or past the count ejects (and counts): the
+	 * one that takes the count back to 0. */
+	if (n < fails_max || !atomic_compare_exchange_strong(&b->fails, &n, 0))
 		return false;
-	atomic_store(&b->fails, 0);
 	atomic_store(&b->ejected_until, now + eject_ns);
 	atomic_fetch_add(&b->ejections, 1);
 	return true;

@@ -74,13 +74,13 @@ void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);
  * process: requests in flight to it (least_inflight balancing), active
  * health (pools with `health`: written by the checker on the main
  * thread) and passive ejection (consecutive transport failures seen by
- * the workers). A backend is ready when it is not down by its checks and
- * not ejected.
+ * the workers). A backend is ready when it is not ejected and, in a pool
+ * with health checks, not down by them.
  */
 struct ig_bstate;
 
 struct ig_bstate *ig_bstate_get(const char *name);
-bool		 ig_bstate_ready(const struct ig_bstate *, uint64_t now_ns);
+bool		 ig_bstate_ejected(const struct ig_bstate *, uint64_t now_ns);
 bool		 ig_bstate_down(const struct ig_bstate *);	/* by its checks */
 uint64_t	 ig_bstate_inflight(const struct ig_bstate *);
 void		 ig_bstate_attempt(struct ig_bstate *);	/* inflight + 1 */

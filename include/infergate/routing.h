@@ -60,18 +60,22 @@ size_t		 ig_catalog_npools(const struct ig_catalog *);
 struct ig_pool	*ig_catalog_pool_at(const struct ig_catalog *, size_t);
 
 /*
- * Picks a backend of the pool for a request, skipping the backends whose
- * bit is set in `exclude` (those that already failed it) and those that
- * are not ready (down by their health checks, or ejected). least_inflight
- * (and queue_depth, which needs scrape_metrics) takes the one with fewer
- * requests in flight per weight of two picked at random (power of two
- * choices); round_robin goes round. *seed is a per-worker state the
- * caller keeps, so no lock is taken. When every candidate left is only
+ * Picks a backend of the pool for a request, skipping those whose bit is
+ * set in `exclude` (the first 64 backends can be excluded: those that
+ * already failed this request) and those that are not ready (ejected, or
+ * down by the pool's own health checks). least_inflight (and
+ * queue_depth, which needs scrape_metrics) takes the one with fewer
+ * requests in flight per weight of two drawn at random (power of two
+ * choices, *seed); round_robin goes round (*cursor). Both belong to the
+ * calling worker, so no lock is taken. When every candidate left is only
  * ejected, they are used anyway (a pool is never emptied by passive
  * ejection alone); NULL when none is left, *all_down set when the reason
  * is the health checks.
  */
-struct ig_backend *ig_balancer_pick(const struct ig_pool *, unsigned *seed,
-		    uint64_t exclude, uint64_t now_ns, bool *all_down);
+struct ig_backend *ig_balancer_pick(const struct ig_pool *, unsigned *cursor,
+		    unsigned *seed, uint64_t exclude, uint64_t now_ns,
+		    bool *all_down);
+/* Whether a request to the pool would find a backend not down by checks. */
+bool		 ig_pool_has_backend(const struct ig_pool *);
 
 #endif

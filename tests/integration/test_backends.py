@@ -270,3 +270,60 @@ def test_health_state_survives_reload_and_new_backend_is_checked(
         assert post(g)[0] == 200
     assert sim_stats(loading)["requests"] == 0
     assert up(g, ready.port) == 1
+
+
+def test_checks_count_only_in_their_own_pool(sim, gateway, workdir):
+    # Pool p checks a path the backend does not serve (down for p); pool q
+    # shares the address without checks and keeps using it.
+    s = sim()
+    models = """
+models:
+  - name: m
+    pool: p
+    upstream_model: sim-model
+  - name: mq
+    pool: q
+    upstream_model: sim-model
+"""
+    extra = """
+  q:
+    backends:
+      - address: "127.0.0.1:%d"
+""" % s.port
+    g = gateway(config([s.port], workdir, HEALTH.replace("/v1/models", "/nope")
+                       + "    when_empty: fail\n", models=models,
+                       extra_pools=extra))
+    wait_up(g, s.port, 0)
+    assert post(g)[0] == 503
+    st, _, _ = post(g, dict(CHAT, model="mq"))
+    assert st == 200
+    assert up(g, s.port, pool="q") == 1
+
+
+def test_pool_beyond_64_backends(sim, gateway, workdir):
+    # 64 dead addresses first, two live ones after: picks reach past 64.
+    dead = [free_port() for _ in range(64)]
+    live = [sim(), sim()]
+    g = gateway(config(dead + [s.port for s in live], workdir, HEALTH +
+                       "    when_empty: fail\n"))
+    deadline = time.monotonic() + 10
+    while any(up(g, p) != 0 for p in dead[:3] + dead[-3:]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for _ in range(8):
+        assert post(g)[0] == 200
+    assert sum(sim_stats(s)["requests"] for s in live) == 8
+
+
+def test_backend_gone_behind_a_pooled_connection(sim, gateway, workdir):
+    # The pooled connection is dead (keep-alive race: retried at once on a
+    # fresh one) and the fresh one is refused: one 502, not a retry loop.
+    s = sim()
+    g = gateway(config([s.port], workdir))
+    assert post(g)[0] == 200        # leaves a pooled connection
+    s.stop()
+    s.killed = True
+    st, _, body = post(g)
+    assert st == 502
+    assert json.loads(body)["error"]["code"] == "upstream_error"
+    assert post(g)[0] == 502        # and the gateway carries on

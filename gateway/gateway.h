@@ -265,6 +265,8 @@ struct ig_request {
 	bool		 parked;	/* in worker->parked */
 	bool		 pooled;	/* reached pool_enter */
 	struct ig_bstate *attempt_on;	/* counted in flight to it */
+	const char	*last_error;	/* of the last failed attempt */
+	bool		 last_timeout;
 	struct ig_backend *backend;
 	struct up_conn	*up;
 	uint64_t	 deadline_ns;	/* pools.*.timeouts.request; 0: none */

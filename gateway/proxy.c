@@ -594,8 +594,9 @@ proxy_forward(struct ig_request *r)
 	if (r->backend == NULL) {
 		if (r->attempts == 0 && all_down)
 			pool_no_backend(r);	/* when_empty */
-		else
-			proxy_fail(r, "no other backend is ready", false);
+		else	/* the others are down: the last failure stands */
+			proxy_fail(r, r->last_error != NULL ? r->last_error :
+			    "no backend is ready", r->last_timeout);
 		return;
 	}
 	r->attempt_on = r->backend->state;
@@ -755,6 +756,9 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 
 	uint64_t now = now_ns();
 	bool stale = r->up_reused && !timeout && before_response;
+
+	r->last_error = errstr;		/* static strings (upstream.c, llhttp) */
+	r->last_timeout = timeout;
 
 	WSTAT_ADD(r->worker, ST_UP_ERRORS, 1);
 	log_info("request %s: backend %s: %s", r->id,

@@ -327,3 +327,20 @@ def test_backend_gone_behind_a_pooled_connection(sim, gateway, workdir):
     assert st == 502
     assert json.loads(body)["error"]["code"] == "upstream_error"
     assert post(g)[0] == 502        # and the gateway carries on
+
+
+def test_retry_with_only_down_backends_left_keeps_the_real_error(
+        sim, gateway, workdir):
+    hangs = sim(hang_rate=1)
+    loading = sim(startup_delay=10000)
+    cfg = config([hangs.port, loading.port], workdir, HEALTH + """
+    retries:
+      max_per_request: 1
+""").replace("first_byte: 3s", "first_byte: 400ms")
+    g = gateway(cfg)
+    wait_up(g, loading.port, 0)
+    st, _, body = post(g)
+    # the one try timed out; the other backend is down: 504, not 502
+    assert st == 504
+    assert json.loads(body)["error"]["code"] == "upstream_timeout"
+    assert sim_stats(loading)["requests"] == 0

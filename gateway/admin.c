@@ -226,6 +226,10 @@ admin_pool_metrics(struct evbuffer *b)
 		{ "infergate_pool_fallbacks_total", "counter",
 		  "Requests sent to a fallback model's pool because this one "
 		  "was full." },
+		{ "infergate_pool_retrying", "gauge",
+		  "Requests of the pool that are retrying (retries.budget)." },
+		{ "infergate_pool_retries_refused_total", "counter",
+		  "Retries refused by the pool's retries.budget." },
 	};
 	static const char *const reasons[IG_SHED_NREASONS] = {
 		[IG_SHED_FULL] = "queue_full",
@@ -268,7 +272,9 @@ admin_pool_metrics(struct evbuffer *b)
 					    p->conf->name, lab, v);
 				}
 				continue;
-			default: x = st.fallbacks; break;
+			case 6: x = st.fallbacks; break;
+			case 7: x = st.retrying; break;
+			default: x = st.retries_refused; break;
 			}
 			snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
 			admin_pool_line(b, m[i].name, p->conf->name, "", v);

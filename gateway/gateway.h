@@ -266,6 +266,7 @@ struct ig_request {
 	bool		 pooled;	/* reached pool_enter */
 	struct ig_bstate *attempt_on;	/* counted in flight to it */
 	const char	*last_error;	/* of the last failed attempt */
+	struct ig_cap	*retry_cap;	/* counted in its retry budget */
 	bool		 last_timeout;
 	struct ig_backend *backend;
 	struct up_conn	*up;

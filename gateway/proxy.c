@@ -742,6 +742,23 @@ proxy_untried(const struct ig_request *r)
 }
 
 /*
+ * retries.budget: the first retry of a request counts against its pool's
+ * budget until the request ends (a failing pool cannot double its load
+ * with retries); the keep-alive race's retry is not counted.
+ */
+static bool
+proxy_retry_allowed(struct ig_request *r)
+{
+	if (r->retry_cap != NULL)
+		return true;
+	if (r->cap == NULL || !ig_cap_retry_begin(r->cap,
+	    r->model->pool->conf->retries_budget))
+		return false;
+	r->retry_cap = r->cap;
+	return true;
+}
+
+/*
  * The backend failed. Before any byte of a response the request may be
  * tried again: at once on a fresh connection when a pooled one turned
  * out dead (the keep-alive race), on another backend within the pool's
@@ -783,7 +800,7 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 		if (!stale && r->backend != NULL && r->backend->index < 64)
 			r->tried |= 1ULL << r->backend->index;
 		if (stale || (r->attempts <= pc->retries_max_per_request &&
-		    proxy_untried(r) > 0)) {
+		    proxy_untried(r) > 0 && proxy_retry_allowed(r))) {
 			WSTAT_ADD(r->worker, ST_UP_RETRIES, 1);
 			if (stale)
 				r->attempts--;
@@ -829,6 +846,8 @@ proxy_request_free(struct ig_request *r)
 	if (r->up != NULL)
 		up_cancel(r);
 	proxy_attempt_done(r);
+	if (r->retry_cap != NULL)
+		ig_cap_retry_done(r->retry_cap);
 	pool_leave(r);
 	admit_finish(r);
 	if (r->dispatched || r->logged)

@@ -21,6 +21,8 @@ struct ig_cap {
 	_Atomic uint64_t waiting;	/* the sum of waiting_w */
 	_Atomic uint64_t queued;
 	_Atomic uint64_t fallbacks;
+	_Atomic uint64_t retrying;
+	_Atomic uint64_t retries_refused;
 	_Atomic uint64_t shed[IG_SHED_NREASONS];
 	_Atomic uint64_t waiting_w[IG_CAP_WORKERS];
 	_Atomic uint64_t oldest_w[IG_CAP_WORKERS];
@@ -184,6 +186,29 @@ ig_cap_count_queued(struct ig_cap *c)
 	atomic_fetch_add(&c->queued, 1);
 }
 
+bool
+ig_cap_retry_begin(struct ig_cap *c, double budget)
+{
+	uint64_t allowed = (uint64_t)(budget * (double)atomic_load(&c->inflight));
+	uint64_t n = atomic_load(&c->retrying);
+
+	if (allowed < IG_CAP_RETRY_MIN)
+		allowed = IG_CAP_RETRY_MIN;
+	do {
+		if (n >= allowed) {
+			atomic_fetch_add(&c->retries_refused, 1);
+			return false;
+		}
+	} while (!atomic_compare_exchange_weak(&c->retrying, &n, n + 1));
+	return true;
+}
+
+void
+ig_cap_retry_done(struct ig_cap *c)
+{
+	atomic_fetch_sub(&c->retrying, 1);
+}
+
 void
 ig_cap_count_fallback(struct ig_cap *c)
 {
@@ -200,6 +225,8 @@ ig_cap_stats(const struct ig_cap *c, struct ig_cap_stats *st)
 	st->oldest_ns = ig_cap_oldest(c);
 	st->queued = atomic_load(&c->queued);
 	st->fallbacks = atomic_load(&c->fallbacks);
+	st->retrying = atomic_load(&c->retrying);
+	st->retries_refused = atomic_load(&c->retries_refused);
 	for (i = 0; i < IG_SHED_NREASONS; i++)
 		st->shed[i] = atomic_load(&c->shed[i]);
 }

@@ -55,6 +55,16 @@ uint64_t	 ig_cap_waiting(const struct ig_cap *);
 uint64_t	 ig_cap_waiting_at(const struct ig_cap *, unsigned w);
 uint64_t	 ig_cap_oldest(const struct ig_cap *);
 
+/*
+ * The retry budget: a request may start retrying (once: it stays counted
+ * until ig_cap_retry_done) while the pool's requests retrying are fewer
+ * than BUDGET of those in flight, or than IG_CAP_RETRY_MIN (so that a
+ * quiet pool can still retry); false counts a refusal.
+ */
+#define IG_CAP_RETRY_MIN	3
+bool		 ig_cap_retry_begin(struct ig_cap *, double budget);
+void		 ig_cap_retry_done(struct ig_cap *);
+
 void		 ig_cap_count(struct ig_cap *, enum ig_cap_shed);
 void		 ig_cap_count_queued(struct ig_cap *);
 void		 ig_cap_count_fallback(struct ig_cap *);	/* from this pool */
@@ -65,6 +75,8 @@ struct ig_cap_stats {
 	uint64_t	 oldest_ns;
 	uint64_t	 queued;
 	uint64_t	 fallbacks;
+	uint64_t	 retrying;
+	uint64_t	 retries_refused;
 	uint64_t	 shed[IG_SHED_NREASONS];
 };
 void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);

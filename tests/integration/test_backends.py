@@ -344,3 +344,39 @@ def test_retry_with_only_down_backends_left_keeps_the_real_error(
     assert st == 504
     assert json.loads(body)["error"]["code"] == "upstream_timeout"
     assert sim_stats(loading)["requests"] == 0
+
+
+def _retry_storm(sim, gateway, workdir, budget):
+    slow = sim(ttft=600)
+    dead = free_port()
+    g = gateway(config([dead, slow.port], workdir, """
+    balance: round_robin
+    retries:
+      max_per_request: 1
+      budget: %s
+    ejection:
+      after: 0
+""" % budget))
+    conns = []
+    for _ in range(8):
+        c = Conn(g.port, timeout=10)
+        c.send(request("POST", "/v1/chat/completions", CHAT))
+        conns.append(c)
+    statuses = sorted(c.read_response().status for c in conns)
+    return g, statuses
+
+
+def test_retry_budget_refuses_a_retry_storm(sim, gateway, workdir):
+    # Four of eight go first to the dead backend; the budget (0: the floor
+    # of 3 retrying at once) lets three of them retry, not the fourth.
+    g, statuses = _retry_storm(sim, gateway, workdir, "0")
+    assert statuses == [200] * 7 + [502]
+    m = metrics(g)
+    assert m['infergate_pool_retries_refused_total{pool="p"}'] == 1
+    assert m['infergate_pool_retrying{pool="p"}'] == 0
+
+
+def test_retry_budget_of_whole_pool_lets_all_retry(sim, gateway, workdir):
+    g, statuses = _retry_storm(sim, gateway, workdir, "1")
+    assert statuses == [200] * 8
+    assert metrics(g)['infergate_pool_retries_refused_total{pool="p"}'] == 0

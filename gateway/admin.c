@@ -169,6 +169,9 @@ admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
 		  "row." },
 		{ "infergate_backend_health_check_failures_total", "counter",
 		  "Failed active health checks." },
+		{ "infergate_backend_queue_depth", "gauge",
+		  "Requests waiting in the backend, as its metrics said at the "
+		  "last scrape (scrape_metrics; 0: none)." },
 	};
 	struct ig_bstate_stats st;
 	char lab[256], v[32];
@@ -189,7 +192,8 @@ admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
 				x = i == 0 ? ((!st.down ||
 				    p->conf->health_path == NULL) && !st.ejected) :
 				    i == 1 ? st.inflight : i == 2 ?
-				    st.ejections : st.checks_failed;
+				    st.ejections : i == 3 ? st.checks_failed :
+				    st.depth;
 				snprintf(lab, sizeof(lab), ",backend=\"%s\"",
 				    be->name);
 				snprintf(v, sizeof(v), "%llu",

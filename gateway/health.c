@@ -21,6 +21,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
@@ -37,8 +38,11 @@
 
 #define HC_MAX_BODY	(64 * 1024)	/* a check's answer, at most */
 
+#define HC_MAX_SCRAPE	(4 * 1024 * 1024)	/* a /metrics page, at most */
+
 struct hc_check {
 	LIST_ENTRY(hc_check) entry;
+	bool		 scrape;	/* scrape_metrics, not a health check */
 	struct ig_bstate *b;
 	struct evhttp_connection *conn;
 	uint64_t	 healthy_after;
@@ -68,6 +72,10 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 	LIST_REMOVE(c, entry);
 	LIST_INSERT_HEAD(&hc_finished, c, entry);
 	event_add(hc_reaper, &zero);
+	if (c->scrape) {
+		*ig_bstate_scraping(c->b) = false;
+		return;
+	}
 	*ig_bstate_checking(c->b) = false;
 	if (ig_bstate_check(c->b, ok, c->healthy_after, c->unhealthy_after)) {
 		if (ok) {
@@ -98,12 +106,81 @@ hc_reap(evutil_socket_t fd, short what, void *arg)
 	hc_free_list(&hc_finished);
 }
 
+/*
+ * The requests waiting in a model server, from its Prometheus text: the
+ * sum of vLLM's vllm:num_requests_waiting (every model_name) or TGI's
+ * tgi_queue_size samples; -1 when the page has neither.
+ */
+static int64_t
+hc_queue_depth(const char *p, size_t len)
+{
+	static const char *const names[] = { "vllm:num_requests_waiting",
+		"tgi_queue_size" };
+	const char *end = p + len, *eol, *v;
+	int64_t sum = -1;
+	size_t i, n;
+
+	for (; p < end; p = eol + 1) {
+		if ((eol = memchr(p, '\n', end - p)) == NULL)
+			eol = end;
+		if (*p == '#')
+			continue;
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			n = strlen(names[i]);
+			if ((size_t)(eol - p) > n && memcmp(p, names[i], n) == 0 &&
+			    (p[n] == '{' || p[n] == ' '))
+				break;
+		}
+		if (i == sizeof(names) / sizeof(names[0]))
+			continue;
+		/* the value follows the labels (which may hold spaces) */
+		v = p + n;
+		if (*v == '{' && (v = memchr(v, '}', eol - v)) == NULL)
+			continue;
+		while (++v < eol && *v == ' ')
+			;
+		if (v < eol) {
+			double d = strtod(v, NULL);	/* "3", "3.0", "3e0" */
+
+			if (d > 0 && d < 1e12)
+				sum = (sum < 0 ? 0 : sum) + (int64_t)d;
+			else if (sum < 0)
+				sum = 0;
+		}
+	}
+	return sum;
+}
+
+static void
+hc_scrape_cb(struct hc_check *c, struct evhttp_request *req, int code)
+{
+	struct evbuffer *in;
+	const char *body;
+	int64_t depth = -1;
+
+	if (code >= 200 && code < 300 &&
+	    (in = evhttp_request_get_input_buffer(req)) != NULL &&
+	    (body = (const char *)evbuffer_pullup(in, -1)) != NULL)
+		depth = hc_queue_depth(body, evbuffer_get_length(in));
+	if (depth >= 0)
+		ig_bstate_set_depth(c->b, (uint64_t)depth, now_ns());
+	else
+		log_debug("backend %s: no queue depth from its metrics (%d)",
+		    c->name, code);
+	hc_done(c, depth >= 0, NULL);
+}
+
 static void
 hc_response_cb(struct evhttp_request *req, void *arg)
 {
 	struct hc_check *c = arg;
 	int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
 	char why[64];
+
+	if (c->scrape) {
+		hc_scrape_cb(c, req, code);
+		return;
+	}
 
 	if (code == 0)
 		snprintf(why, sizeof(why), "no answer in time or no connection");
@@ -112,10 +189,10 @@ hc_response_cb(struct evhttp_request *req, void *arg)
 	hc_done(c, code >= 200 && code < 300, why);
 }
 
-/* One check of BE (of pool PC, TLS context CTX or NULL). */
+/* One check of BE (of pool PC, TLS context CTX or NULL), or a scrape. */
 static void
 hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
-    const struct ig_backend *be)
+    const struct ig_backend *be, bool scrape)
 {
 	char addr[NI_MAXHOST], port[NI_MAXSERV];
 	struct bufferevent *bev = NULL;
@@ -129,6 +206,7 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	    != 0 || (c = calloc(1, sizeof(*c))) == NULL)
 		return;
 	c->b = be->state;
+	c->scrape = scrape;
 	c->healthy_after = pc->healthy_after;
 	c->unhealthy_after = pc->unhealthy_after;
 	snprintf(c->name, sizeof(c->name), "%s", be->name);
@@ -150,11 +228,16 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 		free(c);
 		return;
 	}
-	tv.tv_sec = pc->health_timeout_ms / 1000;
-	tv.tv_usec = (pc->health_timeout_ms % 1000) * 1000;
+	/* A scrape has its interval (a health check's timeout is 1 s by
+	 * default) to answer. */
+	tv.tv_sec = (scrape ? pc->scrape_interval_ms : pc->health_timeout_ms) /
+	    1000;
+	tv.tv_usec = ((scrape ? pc->scrape_interval_ms : pc->health_timeout_ms) %
+	    1000) * 1000;
 	evhttp_connection_set_timeout_tv(c->conn, &tv);
 	evhttp_connection_set_retries(c->conn, 0);
-	evhttp_connection_set_max_body_size(c->conn, HC_MAX_BODY);
+	evhttp_connection_set_max_body_size(c->conn, scrape ? HC_MAX_SCRAPE :
+	    HC_MAX_BODY);
 	if ((req = evhttp_request_new(hc_response_cb, c)) == NULL) {
 		evhttp_connection_free(c->conn);
 		free(c);
@@ -167,12 +250,12 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
 	    "close");
 	LIST_INSERT_HEAD(&hc_checks, c, entry);
-	*ig_bstate_checking(c->b) = true;
+	*(scrape ? ig_bstate_scraping(c->b) : ig_bstate_checking(c->b)) = true;
 	/* C may be finished (not freed: see hc_done) when this returns: a
 	 * refused connection can call back from inside. -1 is a socket that
 	 * could not even be made, without a call back. */
 	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET,
-	    pc->health_path) == -1)
+	    scrape ? pc->scrape_path : pc->health_path) == -1)
 		hc_done(c, false, "no socket");
 }
 
@@ -188,16 +271,23 @@ hc_tick(evutil_socket_t fd, short what, void *arg)
 		const struct ig_pool *p = ig_catalog_pool_at(cat, i);
 		const struct ig_pool_conf *pc = p->conf;
 
-		if (pc->health_path == NULL)
-			continue;
 		for (j = 0; j < p->nbackends; j++) {
 			struct ig_bstate *b = p->backends[j].state;
 			uint64_t *next = ig_bstate_next_check(b);
 
-			if (*ig_bstate_checking(b) || now < *next)
-				continue;
-			*next = now + pc->health_interval_ms * 1000000ULL;
-			hc_start(pc, snap->pool_tls[i], &p->backends[j]);
+			if (pc->health_path != NULL && !*ig_bstate_checking(b) &&
+			    now >= *next) {
+				*next = now + pc->health_interval_ms * 1000000ULL;
+				hc_start(pc, snap->pool_tls[i], &p->backends[j],
+				    false);
+			}
+			next = ig_bstate_next_scrape(b);
+			if (pc->scrape_path != NULL && !*ig_bstate_scraping(b) &&
+			    now >= *next) {
+				*next = now + pc->scrape_interval_ms * 1000000ULL;
+				hc_start(pc, snap->pool_tls[i], &p->backends[j],
+				    true);
+			}
 		}
 	}
 	snapshot_unref(snap);
@@ -227,7 +317,8 @@ health_stop(void)
 		event_free(hc_timer);
 	hc_timer = NULL;
 	LIST_FOREACH(c, &hc_checks, entry)
-		*ig_bstate_checking(c->b) = false;
+		*(c->scrape ? ig_bstate_scraping(c->b) :
+		    ig_bstate_checking(c->b)) = false;
 	hc_free_list(&hc_checks);
 	hc_free_list(&hc_finished);
 	if (hc_reaper != NULL)

@@ -21,15 +21,33 @@ bal_next(unsigned *seed)
 	return *seed = x;
 }
 
-/* Whether A carries less than B for its weight (a.inflight/a.w < ...). */
+/*
+ * A backend's load: its requests in flight from this gateway, plus, with
+ * balance: queue_depth, the queue it reported (scrape_metrics) while that
+ * is younger than three scrape intervals.
+ */
+static uint64_t
+bal_load(const struct ig_pool *pool, const struct ig_backend *be,
+    uint64_t now)
+{
+	uint64_t load = ig_bstate_inflight(be->state);
+
+	if (pool->conf->balance == IG_BALANCE_QUEUE_DEPTH &&
+	    pool->conf->scrape_path != NULL)
+		load += ig_bstate_depth(be->state, now,
+		    3 * pool->conf->scrape_interval_ms * 1000000ULL);
+	return load;
+}
+
+/* Whether A carries less than B for its weight (a.load/a.w < ...). */
 static bool
-bal_lighter(const struct ig_backend *a, const struct ig_backend *b)
+bal_lighter(const struct ig_pool *pool, const struct ig_backend *a,
+    const struct ig_backend *b, uint64_t now)
 {
 	uint64_t wa = a->conf->weight ? a->conf->weight : 1;
 	uint64_t wb = b->conf->weight ? b->conf->weight : 1;
 
-	return ig_bstate_inflight(a->state) * wb <
-	    ig_bstate_inflight(b->state) * wa;
+	return bal_load(pool, a, now) * wb < bal_load(pool, b, now) * wa;
 }
 
 enum bal_class { BAL_TRIED, BAL_READY, BAL_EJECTED, BAL_DOWN };
@@ -103,5 +121,5 @@ ig_balancer_pick(const struct ig_pool *pool, unsigned *cursor,
 		kb++;
 	a = bal_nth(pool, c, ka, exclude, now);
 	b = bal_nth(pool, c, kb, exclude, now);
-	return bal_lighter(b, a) ? b : a;
+	return bal_lighter(pool, b, a, now) ? b : a;
 }

@@ -37,11 +37,15 @@ struct ig_bstate {
 	_Atomic uint64_t fails;		/* transport failures in a row */
 	_Atomic uint64_t ejections;
 	_Atomic uint64_t checks_failed;
+	_Atomic uint64_t depth;		/* scraped queue depth */
+	_Atomic uint64_t depth_ns;	/* when; 0: never */
 	/* the checker's own */
 	bool		 checked;	/* has a first result */
 	bool		 checking;
+	bool		 scraping;
 	uint64_t	 run;		/* results in a row opposing the state */
 	uint64_t	 next_check;
+	uint64_t	 next_scrape;
 };
 
 static pthread_mutex_t	 cap_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -345,6 +349,35 @@ ig_bstate_checking(struct ig_bstate *b)
 	return &b->checking;
 }
 
+uint64_t *
+ig_bstate_next_scrape(struct ig_bstate *b)
+{
+	return &b->next_scrape;
+}
+
+bool *
+ig_bstate_scraping(struct ig_bstate *b)
+{
+	return &b->scraping;
+}
+
+void
+ig_bstate_set_depth(struct ig_bstate *b, uint64_t depth, uint64_t now)
+{
+	atomic_store_explicit(&b->depth, depth, memory_order_relaxed);
+	atomic_store_explicit(&b->depth_ns, now, memory_order_relaxed);
+}
+
+uint64_t
+ig_bstate_depth(const struct ig_bstate *b, uint64_t now, uint64_t max_age)
+{
+	uint64_t at = atomic_load_explicit(&b->depth_ns, memory_order_relaxed);
+
+	if (at == 0 || now - at > max_age)
+		return 0;
+	return atomic_load_explicit(&b->depth, memory_order_relaxed);
+}
+
 void
 ig_bstate_stats(const struct ig_bstate *b, uint64_t now,
     struct ig_bstate_stats *st)
@@ -354,4 +387,6 @@ ig_bstate_stats(const struct ig_bstate *b, uint64_t now,
 	st->ejected = atomic_load(&b->ejected_until) > now;
 	st->ejections = atomic_load(&b->ejections);
 	st->checks_failed = atomic_load(&b->checks_failed);
+	st->depth = atomic_load(&b->depth);
+	st->depth_ns = atomic_load(&b->depth_ns);
 }

@@ -117,6 +117,17 @@ bool		 ig_bstate_check(struct ig_bstate *, bool ok,
 /* The checker's bookkeeping, touched by its thread only. */
 uint64_t	*ig_bstate_next_check(struct ig_bstate *);
 bool		*ig_bstate_checking(struct ig_bstate *);
+uint64_t	*ig_bstate_next_scrape(struct ig_bstate *);
+bool		*ig_bstate_scraping(struct ig_bstate *);
+
+/*
+ * The queue depth scraped from the backend (scrape_metrics) at NOW_NS;
+ * ig_bstate_depth gives it while younger than MAX_AGE_NS, else 0.
+ */
+void		 ig_bstate_set_depth(struct ig_bstate *, uint64_t depth,
+		    uint64_t now_ns);
+uint64_t	 ig_bstate_depth(const struct ig_bstate *, uint64_t now_ns,
+		    uint64_t max_age_ns);
 
 struct ig_bstate_stats {
 	uint64_t	 inflight;
@@ -124,6 +135,8 @@ struct ig_bstate_stats {
 	bool		 ejected;
 	uint64_t	 ejections;
 	uint64_t	 checks_failed;
+	uint64_t	 depth;		/* last scraped, 0: none */
+	uint64_t	 depth_ns;	/* when; 0: never */
 };
 void		 ig_bstate_stats(const struct ig_bstate *, uint64_t now_ns,
 		    struct ig_bstate_stats *);

@@ -380,3 +380,34 @@ def test_retry_budget_of_whole_pool_lets_all_retry(sim, gateway, workdir):
     g, statuses = _retry_storm(sim, gateway, workdir, "1")
     assert statuses == [200] * 8
     assert metrics(g)['infergate_pool_retries_refused_total{pool="p"}'] == 0
+
+
+def test_queue_depth_balancing_reads_the_servers_queues(sim, gateway, workdir):
+    # A's queue is full of requests sent to it directly (the gateway has
+    # none in flight there): balance: queue_depth sees it in A's metrics
+    # and sends everything to B; least_inflight could not tell them apart.
+    a = sim(max_concurrent=1, ttft=3000)
+    b = sim(ttft=50)
+    g = gateway(config([a.port, b.port], workdir, """
+    balance: queue_depth
+    scrape_metrics:
+      path: /metrics
+      interval: 100ms
+"""))
+    direct = []
+    for _ in range(4):
+        c = Conn(a.port, timeout=10)
+        c.send(request("POST", "/v1/chat/completions",
+                       dict(CHAT, model="sim-model")))
+        direct.append(c)
+    key = 'infergate_backend_queue_depth{pool="p",backend="127.0.0.1:%d"}'
+    deadline = time.monotonic() + 5
+    while metrics(g).get(key % a.port) != 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for _ in range(8):
+        assert post(g)[0] == 200
+    assert sim_stats(b)["requests"] == 8
+    assert sim_stats(a)["requests"] == 4
+    for c in direct:
+        c.close()

@@ -140,8 +140,14 @@ hc_queue_depth(const char *p, size_t len)
 		while (++v < eol && *v == ' ')
 			;
 		if (v < eol) {
-			double d = strtod(v, NULL);	/* "3", "3.0", "3e0" */
+			char num[32];	/* the page is not NUL-terminated */
+			size_t k = (size_t)(eol - v) < sizeof(num) - 1 ?
+			    (size_t)(eol - v) : sizeof(num) - 1;
+			double d;
 
+			memcpy(num, v, k);
+			num[k] = '\0';
+			d = strtod(num, NULL);	/* "3", "3.0", "3e0" */
 			if (d > 0 && d < 1e12)
 				sum = (sum < 0 ? 0 : sum) + (int64_t)d;
 			else if (sum < 0)

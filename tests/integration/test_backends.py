@@ -411,3 +411,43 @@ def test_queue_depth_balancing_reads_the_servers_queues(sim, gateway, workdir):
     assert sim_stats(a)["requests"] == 4
     for c in direct:
         c.close()
+
+
+def test_scrape_reads_odd_metric_pages(gateway, workdir):
+    # Labels with spaces and braces, a page without a final newline, a
+    # broken line: the depth is the sum of the well-formed samples.
+    import http.server
+    import threading
+    page = ('# HELP vllm:num_requests_waiting x\n'
+            'vllm:num_requests_waiting{model_name="a b"} 2.0\n'
+            'vllm:num_requests_waiting_other 50\n'
+            'vllm:num_requests_waiting{broken 9\n'
+            'vllm:num_requests_waiting{model_name="c"} 5').encode()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        g = gateway(config([port], workdir, """
+    balance: queue_depth
+    scrape_metrics:
+      interval: 100ms
+"""))
+        key = ('infergate_backend_queue_depth{pool="p",backend='
+               '"127.0.0.1:%d"}' % port)
+        deadline = time.monotonic() + 5
+        while metrics(g).get(key) != 7:
+            assert time.monotonic() < deadline, metrics(g).get(key)
+            time.sleep(0.05)
+    finally:
+        srv.shutdown()

@@ -234,6 +234,9 @@ admin_pool_metrics(struct evbuffer *b)
 		  "Requests of the pool that are retrying (retries.budget)." },
 		{ "infergate_pool_retries_refused_total", "counter",
 		  "Retries refused by the pool's retries.budget." },
+		{ "infergate_pool_parked", "gauge",
+		  "Requests waiting for a backend to come up (when_empty: "
+		  "queue)." },
 	};
 	static const char *const reasons[IG_SHED_NREASONS] = {
 		[IG_SHED_FULL] = "queue_full",
@@ -278,7 +281,8 @@ admin_pool_metrics(struct evbuffer *b)
 				continue;
 			case 6: x = st.fallbacks; break;
 			case 7: x = st.retrying; break;
-			default: x = st.retries_refused; break;
+			case 8: x = st.retries_refused; break;
+			default: x = st.parked; break;
 			}
 			snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
 			admin_pool_line(b, m[i].name, p->conf->name, "", v);

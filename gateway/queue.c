@@ -374,15 +374,21 @@ pool_no_backend(struct ig_request *r)
 
 	switch (pc->when_empty) {
 	case IG_EMPTY_QUEUE:
+		/* queue.max_waiting bounds the parked too */
 		if (pc->queue_max_wait_ms == 0 ||
-		    (r->qtimer = evtimer_new(r->worker->base, pool_timeout_cb,
-		    r)) == NULL)
+		    !ig_cap_park(r->model->pool->cap, pc->queue_max_waiting))
 			break;
+		if ((r->qtimer = evtimer_new(r->worker->base, pool_timeout_cb,
+		    r)) == NULL) {
+			ig_cap_unpark(r->model->pool->cap);
+			break;
+		}
 		tv.tv_sec = pc->queue_max_wait_ms / 1000;
 		tv.tv_usec = (pc->queue_max_wait_ms % 1000) * 1000;
 		if (evtimer_add(r->qtimer, &tv) == -1) {
 			event_free(r->qtimer);
 			r->qtimer = NULL;
+			ig_cap_unpark(r->model->pool->cap);
 			break;
 		}
 		r->t_queued = now_ns();
@@ -404,6 +410,7 @@ pool_unpark(struct ig_request *r)
 {
 	TAILQ_REMOVE(&r->worker->parked, r, qentry);
 	r->parked = false;
+	ig_cap_unpark(r->model->pool->cap);
 	r->queue_ns += now_ns() - r->t_queued;
 	if (r->qtimer != NULL) {
 		event_free(r->qtimer);

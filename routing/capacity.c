@@ -23,6 +23,7 @@ struct ig_cap {
 	_Atomic uint64_t fallbacks;
 	_Atomic uint64_t retrying;
 	_Atomic uint64_t retries_refused;
+	_Atomic uint64_t parked;
 	_Atomic uint64_t shed[IG_SHED_NREASONS];
 	_Atomic uint64_t waiting_w[IG_CAP_WORKERS];
 	_Atomic uint64_t oldest_w[IG_CAP_WORKERS];
@@ -207,6 +208,24 @@ ig_cap_retry_begin(struct ig_cap *c, double budget)
 	return true;
 }
 
+bool
+ig_cap_park(struct ig_cap *c, uint64_t max)
+{
+	uint64_t n = atomic_load(&c->parked);
+
+	do {
+		if (n >= max)
+			return false;
+	} while (!atomic_compare_exchange_weak(&c->parked, &n, n + 1));
+	return true;
+}
+
+void
+ig_cap_unpark(struct ig_cap *c)
+{
+	atomic_fetch_sub(&c->parked, 1);
+}
+
 void
 ig_cap_retry_done(struct ig_cap *c)
 {
@@ -231,6 +250,7 @@ ig_cap_stats(const struct ig_cap *c, struct ig_cap_stats *st)
 	st->fallbacks = atomic_load(&c->fallbacks);
 	st->retrying = atomic_load(&c->retrying);
 	st->retries_refused = atomic_load(&c->retries_refused);
+	st->parked = atomic_load(&c->parked);
 	for (i = 0; i < IG_SHED_NREASONS; i++)
 		st->shed[i] = atomic_load(&c->shed[i]);
 }

@@ -65,6 +65,10 @@ uint64_t	 ig_cap_oldest(const struct ig_cap *);
 bool		 ig_cap_retry_begin(struct ig_cap *, double budget);
 void		 ig_cap_retry_done(struct ig_cap *);
 
+/* Requests parked for a backend (when_empty: queue), over all workers. */
+bool		 ig_cap_park(struct ig_cap *, uint64_t max);	/* < MAX: +1 */
+void		 ig_cap_unpark(struct ig_cap *);
+
 void		 ig_cap_count(struct ig_cap *, enum ig_cap_shed);
 void		 ig_cap_count_queued(struct ig_cap *);
 void		 ig_cap_count_fallback(struct ig_cap *);	/* from this pool */
@@ -77,6 +81,7 @@ struct ig_cap_stats {
 	uint64_t	 fallbacks;
 	uint64_t	 retrying;
 	uint64_t	 retries_refused;
+	uint64_t	 parked;
 	uint64_t	 shed[IG_SHED_NREASONS];
 };
 void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);

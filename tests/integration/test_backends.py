@@ -451,3 +451,31 @@ def test_scrape_reads_odd_metric_pages(gateway, workdir):
             time.sleep(0.05)
     finally:
         srv.shutdown()
+
+
+def test_parked_requests_are_bounded_and_shown(sim, gateway, workdir):
+    s = sim(startup_delay=10000)
+    g = gateway(config([s.port], workdir, HEALTH + """
+    when_empty: queue
+    queue:
+      max_waiting: 1
+      max_wait: 2s
+"""))
+    wait_up(g, s.port, 0)
+    first = Conn(g.port, timeout=10)
+    first.send(request("POST", "/v1/chat/completions", CHAT))
+    key = 'infergate_pool_parked{pool="p"}'
+    deadline = time.monotonic() + 5
+    while metrics(g).get(key) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # the second finds the place taken: 503 at once, not a 2 s wait
+    t0 = time.monotonic()
+    st, _, body = post(g)
+    assert st == 503 and time.monotonic() - t0 < 0.5
+    assert json.loads(body)["error"]["code"] == "no_backend"
+    first.close()
+    deadline = time.monotonic() + 5
+    while metrics(g).get(key) != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

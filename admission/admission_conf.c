@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infergate/admission.h"
 #include "infergate/admission_conf.h"
 #include "infergate/conf_yaml.h"
 #include "infergate/config.h"
@@ -268,7 +269,6 @@ check_tenant_models(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
 static int
 check_tenant(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
 {
-	static const char *const names[] = { "low", "normal", "high" };
 	struct ig_tenant_conf *t = obj;
 	const struct cy_node *mp = cy_get(n, "max_priority");
 
@@ -278,8 +278,8 @@ check_tenant(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
 		t->max_priority = t->priority;
 	else if (t->max_priority < t->priority)
 		return cy_err_key(ctx, mp, "max_priority", "\"%s\" is lower "
-		    "than priority \"%s\"", names[t->max_priority],
-		    names[t->priority]);
+		    "than priority \"%s\"", ig_priority_name(t->max_priority),
+		    ig_priority_name(t->priority));
 	return 0;
 }
 

@@ -14,6 +14,17 @@
 #include "infergate/fmt.h"
 
 const char *
+ig_priority_name(enum ig_priority p)
+{
+	switch (p) {
+	case IG_PRIO_LOW:	return "low";
+	case IG_PRIO_NORMAL:	return "normal";
+	case IG_PRIO_HIGH:	return "high";
+	}
+	return "unknown";
+}
+
+const char *
 ig_limit_name(enum ig_limit l)
 {
 	switch (l) {

@@ -100,9 +100,7 @@ access_log_request(const struct ig_request *r)
 	if (r->pooled)
 		off += snprintf(buf + off, sizeof(buf) - off,
 		    ",\"priority\":\"%s\",\"queue_ms\":%.3f",
-		    r->priority == IG_PRIO_HIGH ? "high" :
-		    r->priority == IG_PRIO_LOW ? "low" : "normal",
-		    r->queue_ns / 1e6);
+		    ig_priority_name(r->priority), r->queue_ns / 1e6);
 	if (r->fell_back_from != NULL) {
 		off += snprintf(buf + off, sizeof(buf) - off,
 		    ",\"fallback_from\":");

@@ -54,12 +54,28 @@ admin_text(struct evhttp_request *req, int code, const char *reason,
 		evbuffer_free(b);
 }
 
+/* A metric family: what its # HELP and # TYPE lines say. */
+struct admin_family {
+	const char	*name;
+	const char	*type;
+	const char	*help;
+};
+
+static void
+admin_head(struct evbuffer *b, const struct admin_family *f)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name,
+	    f->help, f->name, f->type);
+}
+
 static void
 admin_metric(struct evbuffer *b, const char *name, const char *type,
     const char *help, uint64_t v)
 {
-	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name,
-	    help, name, type, name, (unsigned long long)v);
+	const struct admin_family f = { name, type, help };
+
+	admin_head(b, &f);
+	evbuffer_add_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
 /* Admission: refusals by limit, shadow "would refuse", tokens, store. */
@@ -151,14 +167,22 @@ admin_pool_line(struct evbuffer *b, const char *name, const char *pool,
 	evbuffer_add_printf(b, "%s} %s\n", labels, v);
 }
 
+static void
+admin_pool_u64(struct evbuffer *b, const char *name, const char *pool,
+    const char *labels, uint64_t x)
+{
+	char v[24];
+
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
+	admin_pool_line(b, name, pool, labels, v);
+}
+
 /* Per backend of the current config's pools (capacity.h's ig_bstate). */
 static void
 admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
     uint64_t now)
 {
-	static const struct {
-		const char *name, *type, *help;
-	} m[] = {
+	static const struct admin_family m[] = {
 		{ "infergate_backend_up", "gauge",
 		  "1 when the backend takes requests: not down by its health "
 		  "checks, not ejected." },
@@ -174,12 +198,11 @@ admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
 		  "last scrape (scrape_metrics; 0: none)." },
 	};
 	struct ig_bstate_stats st;
-	char lab[256], v[32];
+	char lab[256];
 	size_t i, j, k;
 
 	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
-		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n",
-		    m[i].name, m[i].help, m[i].name, m[i].type);
+		admin_head(b, &m[i]);
 		for (j = 0; j < ig_catalog_npools(cat); j++) {
 			const struct ig_pool *p = ig_catalog_pool_at(cat, j);
 
@@ -196,10 +219,8 @@ admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
 				    st.depth;
 				snprintf(lab, sizeof(lab), ",backend=\"%s\"",
 				    be->name);
-				snprintf(v, sizeof(v), "%llu",
-				    (unsigned long long)x);
-				admin_pool_line(b, m[i].name, p->conf->name,
-				    lab, v);
+				admin_pool_u64(b, m[i].name, p->conf->name, lab,
+				    x);
 			}
 		}
 	}
@@ -212,9 +233,7 @@ admin_backend_metrics(struct evbuffer *b, const struct ig_catalog *cat,
 static void
 admin_pool_metrics(struct evbuffer *b)
 {
-	static const struct {
-		const char *name, *type, *help;
-	} m[] = {
+	static const struct admin_family m[] = {
 		{ "infergate_pool_inflight", "gauge",
 		  "Requests holding a slot of the pool." },
 		{ "infergate_pool_max_inflight", "gauge",
@@ -247,12 +266,11 @@ admin_pool_metrics(struct evbuffer *b)
 	const struct ig_catalog *cat = snap->catalog;
 	struct ig_cap_stats st;
 	uint64_t now = now_ns();
-	char v[64], lab[48];
+	char v[32], lab[48];
 	size_t i, j, k;
 
 	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
-		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n",
-		    m[i].name, m[i].help, m[i].name, m[i].type);
+		admin_head(b, &m[i]);
 		for (j = 0; j < ig_catalog_npools(cat); j++) {
 			const struct ig_pool *p = ig_catalog_pool_at(cat, j);
 			uint64_t x = 0;
@@ -273,10 +291,8 @@ admin_pool_metrics(struct evbuffer *b)
 				for (k = 0; k < IG_SHED_NREASONS; k++) {
 					snprintf(lab, sizeof(lab),
 					    ",reason=\"%s\"", reasons[k]);
-					snprintf(v, sizeof(v), "%llu",
-					    (unsigned long long)st.shed[k]);
-					admin_pool_line(b, m[i].name,
-					    p->conf->name, lab, v);
+					admin_pool_u64(b, m[i].name,
+					    p->conf->name, lab, st.shed[k]);
 				}
 				continue;
 			case 6: x = st.fallbacks; break;
@@ -284,8 +300,7 @@ admin_pool_metrics(struct evbuffer *b)
 			case 8: x = st.retries_refused; break;
 			default: x = st.parked; break;
 			}
-			snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
-			admin_pool_line(b, m[i].name, p->conf->name, "", v);
+			admin_pool_u64(b, m[i].name, p->conf->name, "", x);
 		}
 	}
 	admin_backend_metrics(b, cat, now);

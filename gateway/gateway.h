@@ -373,8 +373,8 @@ void		 pool_wake_all(void);	/* a backend came up */
 /* health.c: active health checks, on the main thread's base */
 int		 health_start(struct event_base *);
 void		 health_stop(void);
-/* proxy.c: a parked request's backend came up: try again. */
-void		 proxy_forward_again(struct ig_request *);
+/* proxy.c: to a backend of the request's pool (a parked one, again). */
+void		 proxy_forward(struct ig_request *);
 void		 proxy_send_error(struct ig_request *, int status, const char *type,
 		    const char *code, const char *param, const char *fmt, ...)
 		    __attribute__((format(printf, 6, 7)));

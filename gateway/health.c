@@ -4,7 +4,8 @@
  * health.interval a GET of health.path on a connection of its own
  * (`Connection: close`, TLS when the pool has it), answered 2xx (a body of
  * 64 KiB at most) or failed; health.timeout bounds each step (connect,
- * each read), as libevent's connection timeout does. Results go to the backend's shared state
+ * each read), as libevent's connection timeout does; the scrapes of
+ * scrape_metrics go the same way. Results go to the backend's shared state
  * (capacity.h): the first result decides at once (a backend starts
  * ready, so that a start or a reload never empties a pool before its
  * first check), later ones after healthy_after / unhealthy_after in a
@@ -44,6 +45,7 @@ struct hc_check {
 	LIST_ENTRY(hc_check) entry;
 	bool		 scrape;	/* scrape_metrics, not a health check */
 	struct ig_bstate *b;
+	struct ig_probe	*probe;		/* b's, of this kind */
 	struct evhttp_connection *conn;
 	uint64_t	 healthy_after;
 	uint64_t	 unhealthy_after;
@@ -72,11 +74,9 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 	LIST_REMOVE(c, entry);
 	LIST_INSERT_HEAD(&hc_finished, c, entry);
 	event_add(hc_reaper, &zero);
-	if (c->scrape) {
-		*ig_bstate_scraping(c->b) = false;
+	c->probe->busy = false;
+	if (c->scrape)
 		return;
-	}
-	*ig_bstate_checking(c->b) = false;
 	if (ig_bstate_check(c->b, ok, c->healthy_after, c->unhealthy_after)) {
 		if (ok) {
 			log_info("backend %s: up (health check)", c->name);
@@ -195,11 +195,16 @@ hc_response_cb(struct evhttp_request *req, void *arg)
 	hc_done(c, code >= 200 && code < 300, why);
 }
 
-/* One check of BE (of pool PC, TLS context CTX or NULL), or a scrape. */
+/*
+ * One probe of BE (of pool PC, TLS context CTX or NULL): a health check
+ * of PATH, or a scrape. TIMEOUT_MS bounds each step.
+ */
 static void
 hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
-    const struct ig_backend *be, bool scrape)
+    const struct ig_backend *be, enum ig_probe_kind kind, const char *path,
+    uint64_t timeout_ms)
 {
+	bool scrape = kind == IG_PROBE_SCRAPE;
 	char addr[NI_MAXHOST], port[NI_MAXSERV];
 	struct bufferevent *bev = NULL;
 	struct evhttp_request *req;
@@ -212,6 +217,7 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	    != 0 || (c = calloc(1, sizeof(*c))) == NULL)
 		return;
 	c->b = be->state;
+	c->probe = ig_bstate_probe(be->state, kind);
 	c->scrape = scrape;
 	c->healthy_after = pc->healthy_after;
 	c->unhealthy_after = pc->unhealthy_after;
@@ -234,12 +240,8 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 		free(c);
 		return;
 	}
-	/* A scrape has its interval (a health check's timeout is 1 s by
-	 * default) to answer. */
-	tv.tv_sec = (scrape ? pc->scrape_interval_ms : pc->health_timeout_ms) /
-	    1000;
-	tv.tv_usec = ((scrape ? pc->scrape_interval_ms : pc->health_timeout_ms) %
-	    1000) * 1000;
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	evhttp_connection_set_timeout_tv(c->conn, &tv);
 	evhttp_connection_set_retries(c->conn, 0);
 	evhttp_connection_set_max_body_size(c->conn, scrape ? HC_MAX_SCRAPE :
@@ -256,12 +258,11 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
 	    "close");
 	LIST_INSERT_HEAD(&hc_checks, c, entry);
-	*(scrape ? ig_bstate_scraping(c->b) : ig_bstate_checking(c->b)) = true;
+	c->probe->busy = true;
 	/* C may be finished (not freed: see hc_done) when this returns: a
 	 * refused connection can call back from inside. -1 is a socket that
 	 * could not even be made, without a call back. */
-	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET,
-	    scrape ? pc->scrape_path : pc->health_path) == -1)
+	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET, path) == -1)
 		hc_done(c, false, "no socket");
 }
 
@@ -272,29 +273,36 @@ hc_tick(evutil_socket_t fd, short what, void *arg)
 	const struct ig_catalog *cat = snap->catalog;
 	uint64_t now = now_ns();
 	size_t i, j;
+	enum ig_probe_kind k;
 
 	for (i = 0; i < ig_catalog_npools(cat); i++) {
 		const struct ig_pool *p = ig_catalog_pool_at(cat, i);
 		const struct ig_pool_conf *pc = p->conf;
 
-		for (j = 0; j < p->nbackends; j++) {
-			struct ig_bstate *b = p->backends[j].state;
-			uint64_t *next = ig_bstate_next_check(b);
+		/* A scrape has its interval to answer (a check's timeout is
+		 * 1 s by default, a /metrics page may take longer). */
+		const struct {
+			const char	*path;
+			uint64_t	 interval_ms, timeout_ms;
+		} kinds[IG_PROBE_NKINDS] = {
+			[IG_PROBE_HEALTH] = { pc->health_path,
+			    pc->health_interval_ms, pc->health_timeout_ms },
+			[IG_PROBE_SCRAPE] = { pc->scrape_path,
+			    pc->scrape_interval_ms, pc->scrape_interval_ms },
+		};
 
-			if (pc->health_path != NULL && !*ig_bstate_checking(b) &&
-			    now >= *next) {
-				*next = now + pc->health_interval_ms * 1000000ULL;
+		for (j = 0; j < p->nbackends; j++)
+			for (k = 0; k < IG_PROBE_NKINDS; k++) {
+				struct ig_probe *pr = ig_bstate_probe(
+				    p->backends[j].state, k);
+
+				if (kinds[k].path == NULL || pr->busy ||
+				    now < pr->next)
+					continue;
+				pr->next = now + kinds[k].interval_ms * 1000000ULL;
 				hc_start(pc, snap->pool_tls[i], &p->backends[j],
-				    false);
+				    k, kinds[k].path, kinds[k].timeout_ms);
 			}
-			next = ig_bstate_next_scrape(b);
-			if (pc->scrape_path != NULL && !*ig_bstate_scraping(b) &&
-			    now >= *next) {
-				*next = now + pc->scrape_interval_ms * 1000000ULL;
-				hc_start(pc, snap->pool_tls[i], &p->backends[j],
-				    true);
-			}
-		}
 	}
 	snapshot_unref(snap);
 }
@@ -317,14 +325,9 @@ health_start(struct event_base *base)
 void
 health_stop(void)
 {
-	struct hc_check *c;
-
 	if (hc_timer != NULL)
 		event_free(hc_timer);
 	hc_timer = NULL;
-	LIST_FOREACH(c, &hc_checks, entry)
-		*(c->scrape ? ig_bstate_scraping(c->b) :
-		    ig_bstate_checking(c->b)) = false;
 	hc_free_list(&hc_checks);
 	hc_free_list(&hc_finished);
 	if (hc_reaper != NULL)

@@ -33,7 +33,6 @@
 #include "infergate/log.h"
 #include "gateway.h"
 
-static void	 proxy_forward(struct ig_request *);
 static void	 proxy_on_headers(struct ig_request *, int,
 		    const struct ig_header *, size_t);
 static void	 proxy_on_body(struct ig_request *, const char *, size_t);
@@ -287,8 +286,6 @@ proxy_name_in(const struct ig_header *h, const struct proxy_name *set,
 static int
 proxy_priority(struct ig_request *r)
 {
-	static const struct proxy_name names[] = { PN("low"), PN("normal"),
-		PN("high") };
 	const struct ig_header *h = hs_find_header(r, "x-infergate-priority");
 	size_t i;
 
@@ -296,8 +293,8 @@ proxy_priority(struct ig_request *r)
 	if (h == NULL)
 		return 0;
 	for (i = 0; i <= IG_PRIO_HIGH; i++)
-		if (h->valuelen == names[i].len &&
-		    gw_caseeq(h->value, names[i].name, names[i].len))
+		if (h->valuelen == strlen(ig_priority_name(i)) &&
+		    gw_caseeq(h->value, ig_priority_name(i), h->valuelen))
 			break;
 	if (i > IG_PRIO_HIGH) {
 		proxy_send_error(r, 400, "invalid_request_error",
@@ -572,15 +569,11 @@ proxy_attempt_done(struct ig_request *r)
 	}
 }
 
-/* A parked request (no backend was ready): its pool has one now. */
+/*
+ * Builds the upstream request and sends it to the next backend to try
+ * (also for a parked request whose pool has a backend again).
+ */
 void
-proxy_forward_again(struct ig_request *r)
-{
-	proxy_forward(r);
-}
-
-/* Builds the upstream request and sends it to the next backend to try. */
-static void
 proxy_forward(struct ig_request *r)
 {
 	const struct ig_pool *pool = r->model->pool;
@@ -770,21 +763,19 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
     bool before_response)
 {
 	const struct ig_pool_conf *pc = r->model->pool->conf;
-
 	uint64_t now = now_ns();
 	bool stale = r->up_reused && !timeout && before_response;
+	bool in_time = r->deadline_ns == 0 || now < r->deadline_ns;
 
 	r->last_error = errstr;		/* static strings (upstream.c, llhttp) */
 	r->last_timeout = timeout;
-
 	WSTAT_ADD(r->worker, ST_UP_ERRORS, 1);
 	log_info("request %s: backend %s: %s", r->id,
 	    r->backend ? r->backend->name : "-", errstr);
 	/* Passive ejection: the backend's failures, not the keep-alive race
 	 * nor the request's own deadline. */
-	if (r->backend != NULL && before_response && !stale &&
-	    pc->eject_after > 0 && (r->deadline_ns == 0 || now < r->deadline_ns) &&
-	    ig_bstate_fail(r->backend->state, pc->eject_after, now,
+	if (r->backend != NULL && before_response && !stale && in_time &&
+	    pc->eject_after > 0 && ig_bstate_fail(r->backend->state, pc->eject_after, now,
 	    pc->eject_ms * 1000000ULL))
 		log_warn("backend %s: ejected for %llu ms after %llu failures "
 		    "in a row (last: %s)", r->backend->name,
@@ -794,9 +785,7 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 		proxy_request_free(r);
 		return;
 	}
-	if (before_response && !r->resp_started &&
-	    (r->deadline_ns == 0 || now < r->deadline_ns)) {
-
+	if (before_response && !r->resp_started && in_time) {
 		if (!stale && r->backend != NULL && r->backend->index < 64)
 			r->tried |= 1ULL << r->backend->index;
 		if (stale || (r->attempts <= pc->retries_max_per_request &&

@@ -88,7 +88,7 @@ pool_worker_free(struct ig_worker *w)
 }
 
 static struct pool_queue *
-pool_queue_of(struct ig_worker *w, struct ig_cap *cap, bool create)
+pool_queue_of(struct ig_worker *w, struct ig_cap *cap)
 {
 	struct pool_queue *pq;
 	int i;
@@ -96,7 +96,7 @@ pool_queue_of(struct ig_worker *w, struct ig_cap *cap, bool create)
 	for (pq = w->queues; pq != NULL; pq = pq->next)
 		if (pq->cap == cap)
 			return pq;
-	if (!create || (pq = calloc(1, sizeof(*pq))) == NULL)
+	if ((pq = calloc(1, sizeof(*pq))) == NULL)
 		return NULL;
 	pq->cap = cap;
 	for (i = 0; i <= IG_PRIO_HIGH; i++)
@@ -122,6 +122,36 @@ pool_publish(struct ig_worker *w, struct pool_queue *pq)
 	ig_cap_set_waiting(pq->cap, w->id, pq->n, oldest);
 }
 
+/* A wait of at most queue.max_wait starts (in a queue, or parked). */
+static int
+pool_wait_start(struct ig_request *r)
+{
+	uint64_t ms = r->model->pool->conf->queue_max_wait_ms;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if ((r->qtimer = evtimer_new(r->worker->base, pool_timeout_cb, r)) ==
+	    NULL || evtimer_add(r->qtimer, &tv) == -1) {
+		if (r->qtimer != NULL)
+			event_free(r->qtimer);
+		r->qtimer = NULL;
+		return -1;
+	}
+	r->t_queued = now_ns();
+	return 0;
+}
+
+/* The wait ends: its timer, and its time (0 when it ended at once). */
+static uint64_t
+pool_wait_end(struct ig_request *r)
+{
+	uint64_t waited = now_ns() - r->t_queued;
+
+	event_free(r->qtimer);
+	r->qtimer = NULL;
+	r->queue_ns += waited;
+	return waited;
+}
+
 static void
 pool_unqueue(struct ig_request *r)
 {
@@ -130,14 +160,8 @@ pool_unqueue(struct ig_request *r)
 	TAILQ_REMOVE(&pq->q[r->priority], r, qentry);
 	pq->n--;
 	r->queue = NULL;
-	if (r->qtimer != NULL) {
-		event_free(r->qtimer);
-		r->qtimer = NULL;
-	}
-	if (now_ns() > r->t_queued) {	/* not granted in the same event */
-		r->queue_ns += now_ns() - r->t_queued;
+	if (pool_wait_end(r) > 0)	/* not granted in the same event */
 		ig_cap_count_queued(pq->cap);
-	}
 	pool_publish(r->worker, pq);
 }
 
@@ -152,7 +176,6 @@ pool_go(struct ig_request *r, const struct ig_model *m)
 	r->model = m;
 	proxy_dispatch(r);
 }
-
 
 /*
  * The first fallback of the request's model whose pool has a free slot
@@ -253,7 +276,6 @@ pool_enter(struct ig_request *r)
 	struct ig_worker *w = r->worker;
 	struct pool_queue *pq;
 	struct ig_request *victim = NULL;
-	struct timeval tv;
 
 	r->pooled = true;
 	/* Nobody waits: the slot is the newcomer's if there is one. Else it
@@ -263,7 +285,7 @@ pool_enter(struct ig_request *r)
 		return;
 	}
 	if (pc->queue_max_waiting == 0 || pc->queue_max_wait_ms == 0 ||
-	    (pq = pool_queue_of(w, pool->cap, true)) == NULL) {
+	    (pq = pool_queue_of(w, pool->cap)) == NULL) {
 		if (!pool_fallback(r))
 			pool_shed(r, IG_SHED_FULL);
 		return;
@@ -276,17 +298,10 @@ pool_enter(struct ig_request *r)
 			pool_shed(r, IG_SHED_FULL);
 		return;
 	}
-	tv.tv_sec = pc->queue_max_wait_ms / 1000;
-	tv.tv_usec = (pc->queue_max_wait_ms % 1000) * 1000;
-	if ((r->qtimer = evtimer_new(w->base, pool_timeout_cb, r)) == NULL ||
-	    evtimer_add(r->qtimer, &tv) == -1) {
-		if (r->qtimer != NULL)
-			event_free(r->qtimer);
-		r->qtimer = NULL;
+	if (pool_wait_start(r) == -1) {
 		pool_shed(r, IG_SHED_FULL);
 		return;
 	}
-	r->t_queued = now_ns();
 	r->queue = pq;
 	TAILQ_INSERT_TAIL(&pq->q[r->priority], r, qentry);
 	pq->n++;
@@ -316,11 +331,21 @@ pool_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		pool_shed(r, IG_SHED_TIMEOUT);
 }
 
+/* W looks at its queues and parked requests (pool_kick_cb). */
+static void
+pool_kick(struct ig_worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->kick_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+		log_error("worker %u: cannot wake it up: %s", w->id,
+		    strerror(errno));
+}
+
 /* Wakes the workers that have requests waiting for CAP. */
 static void
 pool_wake(struct ig_worker *self, struct ig_cap *cap)
 {
-	uint64_t one = 1;
 	size_t i, n = workers_count();
 
 	for (i = 0; i < n; i++) {
@@ -330,10 +355,8 @@ pool_wake(struct ig_worker *self, struct ig_cap *cap)
 			continue;
 		if (w == self)
 			event_active(w->grant, EV_WRITE, 1);
-		else if (write(w->kick_fd, &one, sizeof(one)) == -1 &&
-		    errno != EAGAIN)
-			log_error("worker %u: cannot wake it up: %s", w->id,
-			    strerror(errno));
+		else
+			pool_kick(w);
 	}
 }
 
@@ -370,7 +393,6 @@ void
 pool_no_backend(struct ig_request *r)
 {
 	const struct ig_pool_conf *pc = r->model->pool->conf;
-	struct timeval tv;
 
 	switch (pc->when_empty) {
 	case IG_EMPTY_QUEUE:
@@ -378,20 +400,10 @@ pool_no_backend(struct ig_request *r)
 		if (pc->queue_max_wait_ms == 0 ||
 		    !ig_cap_park(r->model->pool->cap, pc->queue_max_waiting))
 			break;
-		if ((r->qtimer = evtimer_new(r->worker->base, pool_timeout_cb,
-		    r)) == NULL) {
+		if (pool_wait_start(r) == -1) {
 			ig_cap_unpark(r->model->pool->cap);
 			break;
 		}
-		tv.tv_sec = pc->queue_max_wait_ms / 1000;
-		tv.tv_usec = (pc->queue_max_wait_ms % 1000) * 1000;
-		if (evtimer_add(r->qtimer, &tv) == -1) {
-			event_free(r->qtimer);
-			r->qtimer = NULL;
-			ig_cap_unpark(r->model->pool->cap);
-			break;
-		}
-		r->t_queued = now_ns();
 		r->parked = true;
 		TAILQ_INSERT_TAIL(&r->worker->parked, r, qentry);
 		return;
@@ -411,11 +423,7 @@ pool_unpark(struct ig_request *r)
 	TAILQ_REMOVE(&r->worker->parked, r, qentry);
 	r->parked = false;
 	ig_cap_unpark(r->model->pool->cap);
-	r->queue_ns += now_ns() - r->t_queued;
-	if (r->qtimer != NULL) {
-		event_free(r->qtimer);
-		r->qtimer = NULL;
-	}
+	pool_wait_end(r);
 }
 
 static void
@@ -444,7 +452,7 @@ pool_unpark_ready(struct ig_worker *w)
 	/* Sent from a list of their own: each may be answered and freed. */
 	while ((r = TAILQ_FIRST(&ready)) != NULL) {
 		TAILQ_REMOVE(&ready, r, qentry);
-		proxy_forward_again(r);
+		proxy_forward(r);
 	}
 }
 
@@ -452,14 +460,10 @@ pool_unpark_ready(struct ig_worker *w)
 void
 pool_wake_all(void)
 {
-	uint64_t one = 1;
 	size_t i, n = workers_count();
 
 	for (i = 0; i < n; i++)
-		if (write(worker_at(i)->kick_fd, &one, sizeof(one)) == -1 &&
-		    errno != EAGAIN)
-			log_error("worker %zu: cannot wake it up: %s", i,
-			    strerror(errno));
+		pool_kick(worker_at(i));
 }
 
 /*

@@ -11,9 +11,14 @@
 
 #include "infergate/capacity.h"
 
-struct ig_cap {
-	struct ig_cap	*next;
+/* What both registries' entries start with: the list and the name. */
+struct cap_entry {
+	struct cap_entry *next;
 	char		*name;
+};
+
+struct ig_cap {
+	struct cap_entry e;		/* first: see cap_get */
 	_Atomic uint64_t max;
 	/* The compare-and-swap target, on a cache line of its own. */
 	_Alignas(64) _Atomic uint64_t inflight;
@@ -30,8 +35,7 @@ struct ig_cap {
 };
 
 struct ig_bstate {
-	struct ig_bstate *next;
-	char		*name;
+	struct cap_entry e;		/* first: see cap_get */
 	_Atomic uint64_t inflight;
 	_Atomic bool	 down;		/* by its checks */
 	_Atomic uint64_t ejected_until;	/* ns; 0: never ejected */
@@ -42,59 +46,85 @@ struct ig_bstate {
 	_Atomic uint64_t depth_ns;	/* when; 0: never */
 	/* the checker's own */
 	bool		 checked;	/* has a first result */
-	bool		 checking;
-	bool		 scraping;
 	uint64_t	 run;		/* results in a row opposing the state */
-	uint64_t	 next_check;
-	uint64_t	 next_scrape;
+	struct ig_probe	 probes[IG_PROBE_NKINDS];
 };
 
 static pthread_mutex_t	 cap_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ig_cap	*caps;
-static struct ig_bstate	*bstates;
+static struct cap_entry	*caps;
+static struct cap_entry	*bstates;
+
+/*
+ * The entry named NAME of the registry *HEAD, made (zeroed, SIZE bytes,
+ * cache-line aligned) the first time; NULL: no memory.
+ */
+static void *
+cap_get(struct cap_entry **head, const char *name, size_t size)
+{
+	struct cap_entry *e;
+
+	pthread_mutex_lock(&cap_lock);
+	for (e = *head; e != NULL; e = e->next)
+		if (strcmp(e->name, name) == 0)
+			break;
+	if (e == NULL && (e = aligned_alloc(64, (size + 63) & ~63UL)) != NULL) {
+		memset(e, 0, size);
+		if ((e->name = strdup(name)) == NULL) {
+			free(e);
+			e = NULL;
+		} else {
+			e->next = *head;
+			*head = e;
+		}
+	}
+	pthread_mutex_unlock(&cap_lock);
+	return e;
+}
+
+static void
+cap_free_list(struct cap_entry **head)
+{
+	struct cap_entry *e;
+
+	while ((e = *head) != NULL) {
+		*head = e->next;
+		free(e->name);
+		free(e);
+	}
+}
 
 struct ig_cap *
 ig_cap_get(const char *name)
 {
-	struct ig_cap *c;
+	return cap_get(&caps, name, sizeof(struct ig_cap));
+}
 
-	pthread_mutex_lock(&cap_lock);
-	for (c = caps; c != NULL; c = c->next)
-		if (strcmp(c->name, name) == 0)
-			break;
-	if (c == NULL && (c = aligned_alloc(64, (sizeof(*c) + 63) & ~63UL))
-	    != NULL) {
-		memset(c, 0, sizeof(*c));
-		if ((c->name = strdup(name)) == NULL) {
-			free(c);
-			c = NULL;
-		} else {
-			c->next = caps;
-			caps = c;
-		}
-	}
-	pthread_mutex_unlock(&cap_lock);
-	return c;
+struct ig_bstate *
+ig_bstate_get(const char *name)
+{
+	return cap_get(&bstates, name, sizeof(struct ig_bstate));
 }
 
 void
 ig_cap_free_all(void)
 {
-	struct ig_cap *c;
-	struct ig_bstate *b;
-
 	pthread_mutex_lock(&cap_lock);
-	while ((c = caps) != NULL) {
-		caps = c->next;
-		free(c->name);
-		free(c);
-	}
-	while ((b = bstates) != NULL) {
-		bstates = b->next;
-		free(b->name);
-		free(b);
-	}
+	cap_free_list(&caps);
+	cap_free_list(&bstates);
 	pthread_mutex_unlock(&cap_lock);
+}
+
+/* *N + 1 when *N is below LIMIT; false (unchanged) when it is not. */
+static bool
+cap_inc_below(_Atomic uint64_t *n, uint64_t limit)
+{
+	uint64_t v = atomic_load(n);
+
+	do {
+		if (v >= limit)
+			return false;
+	} while (!atomic_compare_exchange_weak(n, &v, v + 1));
+	return true;
 }
 
 void
@@ -106,18 +136,13 @@ ig_cap_set_max(struct ig_cap *c, uint64_t max)
 bool
 ig_cap_try_acquire(struct ig_cap *c)
 {
-	uint64_t n, max = atomic_load_explicit(&c->max, memory_order_relaxed);
+	uint64_t max = atomic_load_explicit(&c->max, memory_order_relaxed);
 
 	if (max == 0) {
 		atomic_fetch_add(&c->inflight, 1);
 		return true;
 	}
-	n = atomic_load(&c->inflight);
-	do {
-		if (n >= max)
-			return false;
-	} while (!atomic_compare_exchange_weak(&c->inflight, &n, n + 1));
-	return true;
+	return cap_inc_below(&c->inflight, max);
 }
 
 /*
@@ -130,12 +155,6 @@ ig_cap_release(struct ig_cap *c)
 {
 	atomic_fetch_sub(&c->inflight, 1);
 	return atomic_load(&c->waiting) > 0;
-}
-
-uint64_t
-ig_cap_inflight(const struct ig_cap *c)
-{
-	return atomic_load(&c->inflight);
 }
 
 void
@@ -166,8 +185,8 @@ ig_cap_waiting_at(const struct ig_cap *c, unsigned w)
 	return w < IG_CAP_WORKERS ? atomic_load(&c->waiting_w[w]) : 0;
 }
 
-uint64_t
-ig_cap_oldest(const struct ig_cap *c)
+static uint64_t
+cap_oldest(const struct ig_cap *c)
 {
 	uint64_t o, oldest = 0;
 	size_t	 i;
@@ -195,29 +214,19 @@ bool
 ig_cap_retry_begin(struct ig_cap *c, double budget)
 {
 	uint64_t allowed = (uint64_t)(budget * (double)atomic_load(&c->inflight));
-	uint64_t n = atomic_load(&c->retrying);
 
 	if (allowed < IG_CAP_RETRY_MIN)
 		allowed = IG_CAP_RETRY_MIN;
-	do {
-		if (n >= allowed) {
-			atomic_fetch_add(&c->retries_refused, 1);
-			return false;
-		}
-	} while (!atomic_compare_exchange_weak(&c->retrying, &n, n + 1));
-	return true;
+	if (cap_inc_below(&c->retrying, allowed))
+		return true;
+	atomic_fetch_add(&c->retries_refused, 1);
+	return false;
 }
 
 bool
 ig_cap_park(struct ig_cap *c, uint64_t max)
 {
-	uint64_t n = atomic_load(&c->parked);
-
-	do {
-		if (n >= max)
-			return false;
-	} while (!atomic_compare_exchange_weak(&c->parked, &n, n + 1));
-	return true;
+	return cap_inc_below(&c->parked, max);
 }
 
 void
@@ -245,7 +254,7 @@ ig_cap_stats(const struct ig_cap *c, struct ig_cap_stats *st)
 
 	st->inflight = atomic_load(&c->inflight);
 	st->waiting = atomic_load(&c->waiting);
-	st->oldest_ns = ig_cap_oldest(c);
+	st->oldest_ns = cap_oldest(c);
 	st->queued = atomic_load(&c->queued);
 	st->fallbacks = atomic_load(&c->fallbacks);
 	st->retrying = atomic_load(&c->retrying);
@@ -253,28 +262,6 @@ ig_cap_stats(const struct ig_cap *c, struct ig_cap_stats *st)
 	st->parked = atomic_load(&c->parked);
 	for (i = 0; i < IG_SHED_NREASONS; i++)
 		st->shed[i] = atomic_load(&c->shed[i]);
-}
-
-struct ig_bstate *
-ig_bstate_get(const char *name)
-{
-	struct ig_bstate *b;
-
-	pthread_mutex_lock(&cap_lock);
-	for (b = bstates; b != NULL; b = b->next)
-		if (strcmp(b->name, name) == 0)
-			break;
-	if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
-		if ((b->name = strdup(name)) == NULL) {
-			free(b);
-			b = NULL;
-		} else {
-			b->next = bstates;
-			bstates = b;
-		}
-	}
-	pthread_mutex_unlock(&cap_lock);
-	return b;
 }
 
 bool
@@ -357,28 +344,10 @@ ig_bstate_check(struct ig_bstate *b, bool ok, uint64_t healthy_after,
 	return true;
 }
 
-uint64_t *
-ig_bstate_next_check(struct ig_bstate *b)
+struct ig_probe *
+ig_bstate_probe(struct ig_bstate *b, enum ig_probe_kind k)
 {
-	return &b->next_check;
-}
-
-bool *
-ig_bstate_checking(struct ig_bstate *b)
-{
-	return &b->checking;
-}
-
-uint64_t *
-ig_bstate_next_scrape(struct ig_bstate *b)
-{
-	return &b->next_scrape;
-}
-
-bool *
-ig_bstate_scraping(struct ig_bstate *b)
-{
-	return &b->scraping;
+	return &b->probes[k];
 }
 
 void

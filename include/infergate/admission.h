@@ -326,6 +326,8 @@ enum ig_limit {
 
 /* "max_input_tokens", ..., "store": for logs and metric labels. */
 const char	*ig_limit_name(enum ig_limit);
+/* "low", "normal", "high": the config's words, the header's, the log's. */
+const char	*ig_priority_name(enum ig_priority);
 
 /* Values of the x-ratelimit-* headers (OpenAI's), at admission. */
 struct ig_ratelimit {

@@ -42,7 +42,6 @@ void		 ig_cap_set_max(struct ig_cap *, uint64_t max);
  */
 bool		 ig_cap_try_acquire(struct ig_cap *);
 bool		 ig_cap_release(struct ig_cap *);
-uint64_t	 ig_cap_inflight(const struct ig_cap *);
 
 /*
  * Worker W's queue: its length and its oldest waiter's arrival (ns,
@@ -53,7 +52,6 @@ void		 ig_cap_set_waiting(struct ig_cap *, unsigned w, uint64_t n,
 		    uint64_t oldest_ns);
 uint64_t	 ig_cap_waiting(const struct ig_cap *);
 uint64_t	 ig_cap_waiting_at(const struct ig_cap *, unsigned w);
-uint64_t	 ig_cap_oldest(const struct ig_cap *);
 
 /*
  * The retry budget: a request may start retrying (once: it stays counted
@@ -119,11 +117,17 @@ bool		 ig_bstate_fail(struct ig_bstate *, uint64_t fails_max,
  */
 bool		 ig_bstate_check(struct ig_bstate *, bool ok,
 		    uint64_t healthy_after, uint64_t unhealthy_after);
-/* The checker's bookkeeping, touched by its thread only. */
-uint64_t	*ig_bstate_next_check(struct ig_bstate *);
-bool		*ig_bstate_checking(struct ig_bstate *);
-uint64_t	*ig_bstate_next_scrape(struct ig_bstate *);
-bool		*ig_bstate_scraping(struct ig_bstate *);
+/*
+ * The checker's bookkeeping per kind of probe (health check, metrics
+ * scrape), touched by its thread only: one in flight at a time, the next
+ * due at `next` (now_ns()).
+ */
+enum ig_probe_kind { IG_PROBE_HEALTH, IG_PROBE_SCRAPE, IG_PROBE_NKINDS };
+struct ig_probe {
+	bool		 busy;
+	uint64_t	 next;
+};
+struct ig_probe	*ig_bstate_probe(struct ig_bstate *, enum ig_probe_kind);
 
 /*
  * The queue depth scraped from the backend (scrape_metrics) at NOW_NS;

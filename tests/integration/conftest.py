@@ -188,6 +188,36 @@ def sim(procs, workdir):
     return start
 
 
+def metrics(g):
+    """The gateway's /metrics as {series: value}."""
+    st, _, body = http("GET", g.admin_url + "/metrics")
+    assert st == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def wait_metric(g, name, value, timeout=5.0):
+    """Polls /metrics until series NAME is VALUE; returns the metrics."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = metrics(g)
+        if m.get(name) == value:
+            return m
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: %r, not %r" % (name, m.get(name), value))
+        time.sleep(0.01)
+
+
+def access_lines(workdir):
+    """The JSON lines of WORKDIR/access.log."""
+    with open(os.path.join(workdir, "access.log")) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
 def sim_stats(s):
     st, _, body = http("GET", s.url + "/sim/stats")
     assert st == 200

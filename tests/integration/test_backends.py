@@ -1,12 +1,14 @@
 """Backends: active health checks, passive ejection, least_inflight
 balancing, when_empty."""
 import json
-import os
 import signal
 import time
 
-from conftest import http, sim_stats, free_port
+from conftest import (access_lines, free_port, http, metrics, sim_stats,
+                      wait_metric)
 from rawhttp import Conn, request
+from test_capacity import FALLBACK_MODELS, pool_yaml
+from test_proxy import gw_config
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
         "max_tokens": 5}
@@ -14,34 +16,8 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
 
 def config(ports, workdir, pool_extra="", workers=1, models=None,
            extra_pools=""):
-    backends = "\n".join('      - address: "127.0.0.1:%d"' % p for p in ports)
-    models = models or """
-models:
-  - name: m
-    pool: p
-    upstream_model: sim-model
-"""
-    return """
-listen:
-  - address: "127.0.0.1:{port}"
-admin:
-  address: "127.0.0.1:{admin_port}"
-workers: %d
-log:
-  level: info
-  access_log: "%s"
-pools:
-  p:
-    backends:
-%s
-    timeouts:
-      connect: 500ms
-      first_byte: 3s
-%s
-%s
-%s
-""" % (workers, os.path.join(workdir, "access.log"), backends, pool_extra,
-       extra_pools, models)
+    return gw_config(ports, workdir, pool_extra=pool_extra + extra_pools,
+                     workers=workers, models=models)
 
 
 HEALTH = """
@@ -54,17 +30,6 @@ HEALTH = """
 """
 
 
-def metrics(g):
-    st, _, body = http("GET", g.admin_url + "/metrics")
-    assert st == 200
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
-
-
 def up(g, port, pool="p"):
     return metrics(g).get('infergate_backend_up{pool="%s",backend='
                           '"127.0.0.1:%d"}' % (pool, port))
@@ -75,11 +40,6 @@ def wait_up(g, port, value, timeout=5.0, pool="p"):
     while up(g, port, pool) != value:
         assert time.monotonic() < deadline, "backend %d up != %r" % (port, value)
         time.sleep(0.02)
-
-
-def access_lines(workdir):
-    with open(os.path.join(workdir, "access.log")) as f:
-        return [json.loads(l) for l in f if l.strip()]
 
 
 def post(g, body=CHAT, timeout=10):
@@ -228,23 +188,9 @@ def test_when_empty_queue_gives_up_after_max_wait(sim, gateway, workdir):
 def test_when_empty_fallback(sim, gateway, workdir):
     down = sim(startup_delay=10000)
     other = sim(model="other-model")
-    models = """
-models:
-  - name: m
-    pool: p
-    upstream_model: sim-model
-    fallback: [m2]
-  - name: m2
-    pool: p2
-    upstream_model: other-model
-"""
-    extra = """
-  p2:
-    backends:
-      - address: "127.0.0.1:%d"
-""" % other.port
     g = gateway(config([down.port], workdir, HEALTH + "    when_empty: fallback\n",
-                       models=models, extra_pools=extra))
+                       models=FALLBACK_MODELS,
+                       extra_pools=pool_yaml("p2", other.port)))
     wait_up(g, down.port, 0)
     st, _, _ = post(g)
     assert st == 200
@@ -285,14 +231,9 @@ models:
     pool: q
     upstream_model: sim-model
 """
-    extra = """
-  q:
-    backends:
-      - address: "127.0.0.1:%d"
-""" % s.port
     g = gateway(config([s.port], workdir, HEALTH.replace("/v1/models", "/nope")
                        + "    when_empty: fail\n", models=models,
-                       extra_pools=extra))
+                       extra_pools=pool_yaml("q", s.port)))
     wait_up(g, s.port, 0)
     assert post(g)[0] == 503
     st, _, _ = post(g, dict(CHAT, model="mq"))
@@ -336,7 +277,7 @@ def test_retry_with_only_down_backends_left_keeps_the_real_error(
     cfg = config([hangs.port, loading.port], workdir, HEALTH + """
     retries:
       max_per_request: 1
-""").replace("first_byte: 3s", "first_byte: 400ms")
+""").replace("first_byte: 2s", "first_byte: 400ms")
     g = gateway(cfg)
     wait_up(g, loading.port, 0)
     st, _, body = post(g)
@@ -401,10 +342,7 @@ def test_queue_depth_balancing_reads_the_servers_queues(sim, gateway, workdir):
                        dict(CHAT, model="sim-model")))
         direct.append(c)
     key = 'infergate_backend_queue_depth{pool="p",backend="127.0.0.1:%d"}'
-    deadline = time.monotonic() + 5
-    while metrics(g).get(key % a.port) != 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_metric(g, key % a.port, 3)
     for _ in range(8):
         assert post(g)[0] == 200
     assert sim_stats(b)["requests"] == 8
@@ -445,10 +383,7 @@ def test_scrape_reads_odd_metric_pages(gateway, workdir):
 """))
         key = ('infergate_backend_queue_depth{pool="p",backend='
                '"127.0.0.1:%d"}' % port)
-        deadline = time.monotonic() + 5
-        while metrics(g).get(key) != 7:
-            assert time.monotonic() < deadline, metrics(g).get(key)
-            time.sleep(0.05)
+        wait_metric(g, key, 7)
     finally:
         srv.shutdown()
 
@@ -465,17 +400,11 @@ def test_parked_requests_are_bounded_and_shown(sim, gateway, workdir):
     first = Conn(g.port, timeout=10)
     first.send(request("POST", "/v1/chat/completions", CHAT))
     key = 'infergate_pool_parked{pool="p"}'
-    deadline = time.monotonic() + 5
-    while metrics(g).get(key) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_metric(g, key, 1)
     # the second finds the place taken: 503 at once, not a 2 s wait
     t0 = time.monotonic()
     st, _, body = post(g)
     assert st == 503 and time.monotonic() - t0 < 0.5
     assert json.loads(body)["error"]["code"] == "no_backend"
     first.close()
-    deadline = time.monotonic() + 5
-    while metrics(g).get(key) != 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_metric(g, key, 0)

@@ -1,13 +1,12 @@
 """Pool capacity: max_inflight, the bounded priority queue, fallback."""
-import json
-import os
 import signal
 import time
 
 import pytest
 
-from conftest import http, sim_stats
+from conftest import access_lines, metrics, sim_stats, wait_metric
 from rawhttp import Conn, request
+from test_proxy import gw_config
 
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
@@ -17,70 +16,18 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
 def config(backends, workdir, max_inflight=1, max_waiting=4,
            max_wait="5s", workers=1, extra_pools="", models=None,
            tenants=""):
-    models = models or """
-models:
-  - name: m
-    pool: p
-    upstream_model: sim-model
-"""
-    return """
-listen:
-  - address: "127.0.0.1:{port}"
-admin:
-  address: "127.0.0.1:{admin_port}"
-workers: %d
-log:
-  level: info
-  access_log: "%s"
-pools:
-  p:
-    backends:
-      - address: "127.0.0.1:%d"
-    max_inflight: %d
+    return gw_config(backends, workdir, extra=tenants, workers=workers,
+                     models=models, pool_extra="""    max_inflight: %d
     queue:
       max_waiting: %d
       max_wait: %s
-    timeouts:
-      first_byte: 5s
-      request: 20s
-%s
-%s
-%s
-""" % (workers, os.path.join(workdir, "access.log"), backends[0],
-       max_inflight, max_waiting, max_wait, extra_pools, models, tenants)
-
-
-def metrics(g):
-    st, _, body = http("GET", g.admin_url + "/metrics")
-    assert st == 200
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
-
-
-def wait_metric(g, name, value, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        m = metrics(g)
-        if m.get(name) == value:
-            return m
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: %r, not %r" % (name, m.get(name), value))
-        time.sleep(0.01)
+""" % (max_inflight, max_waiting, max_wait) + extra_pools)
 
 
 def send(g, body=CHAT, headers=None):
     c = Conn(g.port, timeout=10)
     c.send(request("POST", "/v1/chat/completions", body, headers))
     return c
-
-
-def access_lines(workdir):
-    with open(os.path.join(workdir, "access.log")) as f:
-        return [json.loads(l) for l in f if l.strip()]
 
 
 INFL = 'infergate_pool_inflight{pool="p"}'
@@ -208,15 +155,8 @@ def test_client_gone_while_queued_leaves_the_queue(sim, gateway, workdir):
     assert any(l["outcome"] == "client_abort" for l in access_lines(workdir))
 
 
-def test_fallback_when_pool_full(sim, gateway, workdir):
-    s1 = sim(ttft=400)
-    s2 = sim(model="other-model")
-    extra = """
-  p2:
-    backends:
-      - address: "127.0.0.1:%d"
-""" % s2.port
-    models = """
+# m (pool p) falls back to m2 (pool p2, served as "other-model").
+FALLBACK_MODELS = """
 models:
   - name: m
     pool: p
@@ -226,8 +166,20 @@ models:
     pool: p2
     upstream_model: other-model
 """
-    g = gateway(config([s1.port], workdir, max_waiting=0, extra_pools=extra,
-                       models=models))
+
+
+def pool_yaml(name, port):
+    """One more pool (for extra_pools) with one backend."""
+    return '\n  %s:\n    backends:\n      - address: "127.0.0.1:%d"\n' % (
+        name, port)
+
+
+def test_fallback_when_pool_full(sim, gateway, workdir):
+    s1 = sim(ttft=400)
+    s2 = sim(model="other-model")
+    g = gateway(config([s1.port], workdir, max_waiting=0,
+                       extra_pools=pool_yaml("p2", s2.port),
+                       models=FALLBACK_MODELS))
     a = send(g)
     wait_metric(g, INFL, 1)
     r = send(g).read_response()

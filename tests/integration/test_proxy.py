@@ -7,7 +7,7 @@ import time
 import pytest
 
 import conftest
-from conftest import http, sim_stats, free_port
+from conftest import http, sim_stats, free_port, access_lines
 from rawhttp import Conn, request, sse_events
 
 
@@ -64,12 +64,6 @@ def setup(sim, gateway, workdir):
         g = gateway(gw_config([s.port], workdir, **kw))
         return s, g
     return start
-
-
-def access_lines(workdir):
-    path = os.path.join(workdir, "access.log")
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
 
 
 def test_chat_non_streaming(setup, workdir):

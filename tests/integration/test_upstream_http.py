@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from conftest import http
-from test_proxy import CHAT, gw_config, sse_events
+from test_proxy import CHAT, gw_config
 
 BODY = json.dumps({"id": "x", "object": "chat.completion", "created": 1,
                    "model": "m", "choices": [],

@@ -70,7 +70,7 @@ bal_class(const struct ig_pool *pool, size_t i, uint64_t exclude,
 	return ig_bstate_ejected(b, now) ? BAL_EJECTED : BAL_READY;
 }
 
-/* The K-th (from 0) backend of class C. */
+/* The K-th (from 0) backend of class C; NULL when there are fewer now. */
 static struct ig_backend *
 bal_nth(const struct ig_pool *pool, enum bal_class c, size_t k,
     uint64_t exclude, uint64_t now)
@@ -121,5 +121,9 @@ ig_balancer_pick(const struct ig_pool *pool, unsigned *cursor,
 		kb++;
 	a = bal_nth(pool, c, ka, exclude, now);
 	b = bal_nth(pool, c, kb, exclude, now);
+	/* Another worker (an ejection) or the checker may have moved one
+	 * out of the class since the count: either can be missing. */
+	if (a == NULL || b == NULL)
+		return a != NULL ? a : b;
 	return bal_lighter(pool, b, a, now) ? b : a;
 }

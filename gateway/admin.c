@@ -304,6 +304,7 @@ admin_pool_metrics(struct evbuffer *b)
 		}
 	}
 	admin_backend_metrics(b, cat, now);
+	resolver_metrics(b);
 	snapshot_unref(snap);
 }
 

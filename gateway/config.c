@@ -5,6 +5,7 @@
  * limits, shutdown_grace); routing/routing_conf.c and
  * admission/admission_conf.c own the rest.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +212,74 @@ static const struct cy_key limits_keys[] = {
 	{ .name = NULL }
 };
 
+/*
+ * A name server: an IPv4 or IPv6 address with an optional port
+ * ("10.96.0.10", "10.96.0.10:53", "[fd00::a]:53"), as evdns takes it.
+ */
+static bool
+nameserver_ok(const char *s)
+{
+	char host[64];
+	const char *port = NULL, *end;
+	unsigned char buf[sizeof(struct in6_addr)];
+	size_t hl;
+	long p;
+
+	if (*s == '[') {
+		if ((end = strchr(s, ']')) == NULL || (end[1] != '\0' &&
+		    end[1] != ':'))
+			return false;
+		hl = end - s - 1;
+		s++;
+		port = end[1] == ':' ? end + 2 : NULL;
+	} else if ((end = strchr(s, ':')) != NULL && strchr(end + 1, ':') == NULL) {
+		hl = end - s;
+		port = end + 1;
+	} else
+		hl = strlen(s);
+	if (hl == 0 || hl >= sizeof(host))
+		return false;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (port != NULL) {
+		if (!isdigit((unsigned char)*port) || strlen(port) > 5)
+			return false;
+		p = strtol(port, NULL, 10);
+		if (p < 1 || p > 65535 || strspn(port, "0123456789") != strlen(port))
+			return false;
+	}
+	return inet_pton(AF_INET, host, buf) == 1 ||
+	    inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static int
+check_nameservers(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
+{
+	const struct ig_resolver_conf *rc = &((struct ig_config *)obj)->resolver;
+	size_t i;
+
+	for (i = 0; i < rc->nnameservers; i++)
+		if (!nameserver_ok(rc->nameservers[i]))
+			return cy_err(ctx, n != NULL && n->kind == CY_SEQ &&
+			    i < n->n ? n->items[i] : n, "\"%s\" is not "
+			    "an IP address with an optional port (the name "
+			    "servers are not themselves resolved)",
+			    rc->nameservers[i]);
+	return 0;
+}
+
+static const struct cy_key resolver_keys[] = {
+	{ .name = "nameservers", .type = CY_STRLIST,
+	  .off = offsetof(struct ig_config, resolver.nameservers),
+	  .count_off = offsetof(struct ig_config, resolver.nnameservers),
+	  .check = check_nameservers },
+	{ .name = "timeout", .type = CY_DURATION, .def = "2s", .min = 100,
+	  .max = 60 * MS_S, .off = offsetof(struct ig_config, resolver.timeout_ms) },
+	{ .name = "attempts", .type = CY_UINT, .def = "2", .min = 1, .max = 10,
+	  .off = offsetof(struct ig_config, resolver.attempts) },
+	{ .name = NULL }
+};
+
 static const struct cy_key top_keys[] = {
 	{ .name = "listen", .type = CY_LIST, .flags = CY_REQUIRED, .min = 1,
 	  .off = offsetof(struct ig_config, listen),
@@ -223,6 +292,7 @@ static const struct cy_key top_keys[] = {
 	{ .name = "shutdown_grace", .type = CY_DURATION, .def = "60s",
 	  .off = offsetof(struct ig_config, shutdown_grace_ms),
 	  .max = UINT64_MAX },
+	{ .name = "resolver", .type = CY_TABLE, .sub = resolver_keys },
 	{ .name = "store", .type = CY_EXTERNAL },	/* admission_conf.c */
 	{ .name = "tenants", .type = CY_EXTERNAL },
 	{ .name = "tenant_files", .type = CY_EXTERNAL },

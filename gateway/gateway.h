@@ -97,10 +97,13 @@ struct ig_snapshot {
 	struct ig_catalog *catalog;
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
 	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
+	struct ig_snapshot *origin;	/* derived: owns pool_tls and auth */
 };
 
 struct ig_snapshot *snapshot_create(struct ig_config *conf, char **err);
+struct ig_snapshot *snapshot_derive(struct ig_snapshot *, char **err);
 struct ig_snapshot *snapshot_current(void);	/* returns a reference */
+struct ig_snapshot *snapshot_peek(void);	/* the thread's, no reference */
 void		 snapshot_publish(struct ig_snapshot *);	/* takes the ref */
 struct ig_snapshot *snapshot_ref(struct ig_snapshot *);
 void		 snapshot_unref(struct ig_snapshot *);
@@ -269,6 +272,11 @@ struct ig_request {
 	struct ig_cap	*retry_cap;	/* counted in its retry budget */
 	bool		 last_timeout;
 	struct ig_backend *backend;
+	/* Where the attempt's backend is from: the pool as the published
+	 * snapshot has it (proxy_pool_now); bsnap NULL: the request's own. */
+	struct ig_snapshot *bsnap;
+	const struct ig_pool *bpool;
+	struct ssl_ctx_st *btls;	/* the pool's TLS context; NULL: plain */
 	struct up_conn	*up;
 	uint64_t	 deadline_ns;	/* pools.*.timeouts.request; 0: none */
 	uint64_t	 tried;		/* backends that failed this request */
@@ -370,11 +378,25 @@ void		 pool_leave(struct ig_request *);	/* being freed */
 void		 pool_no_backend(struct ig_request *);	/* when_empty */
 void		 pool_wake_all(void);	/* a backend came up */
 
+/* resolver.c: DNS backends, on the main thread's base */
+struct ig_addr;
+int		 resolver_start(struct event_base *, void (*changed)(void),
+		    void (*warm)(void));
+size_t		 resolver_prepare(const struct ig_config *);
+void		 resolver_published(void);
+void		 resolver_abandon(void);
+void		 resolver_wait(void);
+size_t		 resolver_lookup(const char *host, uint64_t port,
+		    const struct ig_addr **, void *arg);
+void		 resolver_metrics(struct evbuffer *);
+void		 resolver_stop(void);
+
 /* health.c: active health checks, on the main thread's base */
 int		 health_start(struct event_base *);
 void		 health_stop(void);
 /* proxy.c: to a backend of the request's pool (a parked one, again). */
 void		 proxy_forward(struct ig_request *);
+const struct ig_pool *proxy_pool_now(struct ig_request *);
 void		 proxy_send_error(struct ig_request *, int status, const char *type,
 		    const char *code, const char *param, const char *fmt, ...)
 		    __attribute__((format(printf, 6, 7)));

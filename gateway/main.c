@@ -101,9 +101,27 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 	gateway_drain(why);
 }
 
+/* A reload whose new DNS names have not answered yet (resolver.c). */
+static struct ig_snapshot *warm_snap;
+static uint64_t	 warm_t0;
+
+static void
+reload_published(struct ig_snapshot *snap, uint64_t t0)
+{
+	if (snap->conf->log.level != (enum ig_log_level)ig_log_level_cur)
+		ig_log_level_cur = snap->conf->log.level;
+	snapshot_publish(snap);
+	resolver_published();
+	admin_reloads_ok++;
+	log_info("configuration reloaded from %s in %.1f ms", config_path,
+	    (now_ns() - t0) / 1e6);
+}
+
 /*
  * SIGHUP: load and validate the config off to the side; publish it only
- * if it is valid. Requests in flight keep the snapshot they started with.
+ * if it is valid, and once the DNS names it adds have answered (see
+ * resolver.c; a newer SIGHUP meanwhile replaces it). Requests in flight
+ * keep the snapshot they started with.
  */
 static void
 signal_reload_cb(evutil_socket_t sig, short what, void *arg)
@@ -112,21 +130,69 @@ signal_reload_cb(evutil_socket_t sig, short what, void *arg)
 	struct ig_snapshot *snap;
 	char *err = NULL;
 	uint64_t t0 = now_ns();
+	size_t pending = 0;
 
-	if ((conf = ig_config_load(config_path, &err)) == NULL ||
-	    (snap = snapshot_create(conf, &err)) == NULL) {
+	if ((conf = ig_config_load(config_path, &err)) != NULL)
+		pending = resolver_prepare(conf);
+	if (conf == NULL || (snap = snapshot_create(conf, &err)) == NULL) {
 		log_error("reload refused, keeping the running config: %s",
 		    err ? err : "out of memory");
 		free(err);
 		admin_reloads_failed++;
+		if (conf != NULL && warm_snap != NULL)	/* it goes on warming */
+			resolver_prepare(warm_snap->conf);
+		else if (conf != NULL)
+			resolver_abandon();
 		return;
 	}
-	if (snap->conf->log.level != (enum ig_log_level)ig_log_level_cur)
-		ig_log_level_cur = snap->conf->log.level;
-	snapshot_publish(snap);
-	admin_reloads_ok++;
-	log_info("configuration reloaded from %s in %.1f ms", config_path,
-	    (now_ns() - t0) / 1e6);
+	if (warm_snap != NULL)
+		snapshot_unref(warm_snap);	/* replaced by this one */
+	warm_snap = NULL;
+	if (pending == 0) {
+		reload_published(snap, t0);
+		return;
+	}
+	log_info("reload: waiting for %zu DNS name%s to answer", pending,
+	    pending == 1 ? "" : "s");
+	warm_snap = snap;
+	warm_t0 = t0;
+}
+
+/* The warming reload's names have answered: its catalog with them. */
+static void
+dns_warm(void)
+{
+	struct ig_snapshot *snap;
+	char *err = NULL;
+
+	if (warm_snap == NULL)	/* the start's: main() publishes it */
+		return;
+	if ((snap = snapshot_derive(warm_snap, &err)) == NULL) {
+		log_error("reload refused, keeping the running config: %s",
+		    err ? err : "out of memory");
+		free(err);
+		admin_reloads_failed++;
+		resolver_abandon();
+	} else
+		reload_published(snap, warm_t0);
+	snapshot_unref(warm_snap);
+	warm_snap = NULL;
+}
+
+/* A DNS name of the published config changed: its catalog again. */
+static void
+dns_changed(void)
+{
+	struct ig_snapshot *cur = snapshot_current(), *snap;
+	char *err = NULL;
+
+	if ((snap = snapshot_derive(cur, &err)) == NULL) {
+		log_error("dns: cannot rebuild the routing catalog: %s",
+		    err ? err : "out of memory");
+		free(err);
+	} else
+		snapshot_publish(snap);
+	snapshot_unref(cur);
 }
 
 static void
@@ -139,11 +205,11 @@ int
 main(int argc, char *argv[])
 {
 	struct ig_config *conf;
-	struct ig_snapshot *snap;
+	struct ig_snapshot *snap = NULL;
 	struct event *ev[4] = { NULL };
 	char *err = NULL;
 	int ch, test_only = 0, i, rc = 1;
-	uint64_t grace;
+	uint64_t grace = 0;
 
 	while ((ch = getopt(argc, argv, "c:tkvh")) != -1) {
 		switch (ch) {
@@ -192,17 +258,23 @@ main(int argc, char *argv[])
 		ig_config_unref(conf);
 		return 1;
 	}
+	if ((main_base = event_base_new()) == NULL ||
+	    resolver_start(main_base, dns_changed, dns_warm) == -1) {
+		log_error("cannot create the event base");
+		ig_config_unref(conf);
+		goto done;
+	}
+	/* The DNS backends' first answers, before anything is served. */
+	if (resolver_prepare(conf) > 0)
+		resolver_wait();
 	if ((snap = snapshot_create(conf, &err)) == NULL) {
 		log_error("%s", err ? err : "out of memory");
 		free(err);
-		return 1;
-	}
-	snapshot_publish(snapshot_ref(snap));
-	grace = snap->conf->shutdown_grace_ms;
-	if ((main_base = event_base_new()) == NULL) {
-		log_error("cannot create the event base");
 		goto done;
 	}
+	snapshot_publish(snapshot_ref(snap));
+	resolver_published();
+	grace = snap->conf->shutdown_grace_ms;
 	if (admin_start(main_base, snap->conf->admin_address, &err) == -1 ||
 	    workers_start(snap, &err) == -1 || health_start(main_base) == -1) {
 		log_error("%s", err ? err : "out of memory");
@@ -236,6 +308,9 @@ done:
 	for (i = 0; i < 4; i++)
 		if (ev[i] != NULL)
 			event_free(ev[i]);
+	if (warm_snap != NULL)
+		snapshot_unref(warm_snap);
+	resolver_stop();
 	if (snap != NULL)
 		snapshot_unref(snap);
 	snapshot_thread_done();

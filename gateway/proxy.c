@@ -569,6 +569,65 @@ proxy_attempt_done(struct ig_request *r)
 	}
 }
 
+/* TRIED (bits of FROM's backends) as bits of TO's with the same names. */
+static uint64_t
+proxy_tried_in(const struct ig_pool *from, const struct ig_pool *to,
+    uint64_t tried)
+{
+	uint64_t out = 0;
+	size_t i, j;
+
+	for (i = 0; i < from->nbackends && i < 64; i++) {
+		if ((tried & (1ULL << i)) == 0)
+			continue;
+		for (j = 0; j < to->nbackends && j < 64; j++)
+			if (strcmp(from->backends[i].name,
+			    to->backends[j].name) == 0)
+				out |= 1ULL << j;
+	}
+	return out;
+}
+
+/* The attempt's pool is the request's own again. */
+static void
+proxy_pool_own(struct ig_request *r)
+{
+	if (r->bsnap != NULL)
+		snapshot_unref(r->bsnap);
+	r->bsnap = NULL;
+	r->bpool = NULL;
+}
+
+/*
+ * The request's pool as the published snapshot has it now, for the next
+ * attempt: a DNS change or a reload since the request came in gives it
+ * the pool's backends of now (a parked request finds the addresses a
+ * scaled-up Service gained; a retry skips those it lost). The attempt
+ * keeps that snapshot (r->bsnap) while it uses them; r->backend must be
+ * picked again after this. A pool the config no longer has is the
+ * request's own.
+ */
+const struct ig_pool *
+proxy_pool_now(struct ig_request *r)
+{
+	struct ig_snapshot *cur = snapshot_peek();
+	const struct ig_pool *was = r->bsnap ? r->bpool : r->model->pool, *p;
+
+	if (cur == r->bsnap || (cur == r->snap && r->bsnap == NULL))
+		return was;
+	p = cur == r->snap ? NULL :
+	    ig_catalog_pool_named(cur->catalog, r->model->pool->conf->name);
+	proxy_pool_own(r);
+	if (p != NULL) {
+		r->bsnap = snapshot_ref(cur);
+		r->bpool = p;
+	}
+	if (r->tried != 0)	/* the backends that failed it, by name */
+		r->tried = proxy_tried_in(was, r->bsnap ? r->bpool :
+		    r->model->pool, r->tried);
+	return r->bsnap ? r->bpool : r->model->pool;
+}
+
 /*
  * Builds the upstream request and sends it to the next backend to try
  * (also for a parked request whose pool has a backend again).
@@ -576,7 +635,7 @@ proxy_attempt_done(struct ig_request *r)
 void
 proxy_forward(struct ig_request *r)
 {
-	const struct ig_pool *pool = r->model->pool;
+	const struct ig_pool *pool = proxy_pool_now(r);
 	const struct ig_pool_conf *pc = pool->conf;
 	struct evbuffer *buf;
 	bool all_down;
@@ -592,6 +651,7 @@ proxy_forward(struct ig_request *r)
 			    "no backend is ready", r->last_timeout);
 		return;
 	}
+	r->btls = (r->bsnap != NULL ? r->bsnap : r->snap)->pool_tls[pool->index];
 	r->attempt_on = r->backend->state;
 	ig_bstate_attempt(r->attempt_on);
 	r->attempts++;
@@ -847,6 +907,7 @@ proxy_request_free(struct ig_request *r)
 	worker_evbuffer_put(r->worker, r->body);
 	worker_evbuffer_put(r->worker, r->resp);
 	free(r->resp_head);
+	proxy_pool_own(r);
 	snapshot_unref(r->snap);
 	worker_block_put(r->worker, WB_REQUEST, r, sizeof(*r));
 }

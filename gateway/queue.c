@@ -444,7 +444,7 @@ pool_unpark_ready(struct ig_worker *w)
 	TAILQ_INIT(&ready);
 	for (r = TAILQ_FIRST(&w->parked); r != NULL; r = next) {
 		next = TAILQ_NEXT(r, qentry);
-		if (!ig_pool_has_backend(r->model->pool))
+		if (!ig_pool_has_backend(proxy_pool_now(r)))
 			continue;
 		pool_unpark(r);
 		TAILQ_INSERT_TAIL(&ready, r, qentry);

@@ -1,6 +1,9 @@
 /*
  * Snapshots: a loaded config and everything built from it (the routing
- * catalog, later the tenants' key table), reference-counted as one. The
+ * catalog, the pools' TLS contexts, the tenants' key table),
+ * reference-counted as one. A snapshot derived when DNS changed a pool's
+ * addresses has a catalog of its own and shares the rest with the one it
+ * was derived from (its origin). The
  * current snapshot is published by the main thread; each thread caches a
  * reference and takes the lock only when the generation moved, so the
  * request path does one atomic load and one atomic increment.
@@ -35,7 +38,8 @@ snapshot_create(struct ig_config *conf, char **err)
 	}
 	atomic_init(&s->refcnt, 1);
 	s->conf = conf;
-	if ((s->catalog = ig_catalog_create(conf, err)) == NULL) {
+	if ((s->catalog = ig_catalog_create(conf, resolver_lookup, NULL,
+	    err)) == NULL) {
 		snapshot_unref(s);
 		return NULL;
 	}
@@ -58,6 +62,34 @@ snapshot_create(struct ig_config *conf, char **err)
 	return s;
 }
 
+/*
+ * A snapshot of BASE's config with the routing catalog built again, from
+ * the DNS backends' addresses as they are now; it shares BASE's TLS
+ * contexts and key table (through a reference to the snapshot that owns
+ * them). NULL when out of memory.
+ */
+struct ig_snapshot *
+snapshot_derive(struct ig_snapshot *base, char **err)
+{
+	struct ig_snapshot *s, *origin = base->origin ? base->origin : base;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		*err = strdup("out of memory");
+		return NULL;
+	}
+	atomic_init(&s->refcnt, 1);
+	s->conf = ig_config_ref(base->conf);
+	s->origin = snapshot_ref(origin);
+	s->pool_tls = origin->pool_tls;
+	s->auth = origin->auth;
+	if ((s->catalog = ig_catalog_create(s->conf, resolver_lookup, NULL,
+	    err)) == NULL) {
+		snapshot_unref(s);
+		return NULL;
+	}
+	return s;
+}
+
 struct ig_snapshot *
 snapshot_ref(struct ig_snapshot *s)
 {
@@ -71,11 +103,16 @@ snapshot_unref(struct ig_snapshot *s)
 	if (s == NULL ||
 	    atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1)
 		return;
-	for (size_t i = 0; s->pool_tls != NULL && i < s->conf->npools; i++)
-		SSL_CTX_free(s->pool_tls[i]);
-	free(s->pool_tls);
 	ig_catalog_free(s->catalog);
-	ig_auth_free(s->auth);
+	if (s->origin != NULL)	/* derived: the rest is the origin's */
+		snapshot_unref(s->origin);
+	else {
+		for (size_t i = 0; s->pool_tls != NULL && i < s->conf->npools;
+		    i++)
+			SSL_CTX_free(s->pool_tls[i]);
+		free(s->pool_tls);
+		ig_auth_free(s->auth);
+	}
 	ig_config_unref(s->conf);
 	free(s);
 }
@@ -104,6 +141,19 @@ snapshot_publish(struct ig_snapshot *s)
 	if (old != NULL)
 		snapshot_unref(old);
 	pool_wake_all();
+}
+
+/*
+ * The calling thread's current snapshot, without a reference: valid until
+ * the thread next calls snapshot_current() or snapshot_peek().
+ */
+struct ig_snapshot *
+snapshot_peek(void)
+{
+	struct ig_snapshot *s = snapshot_current();
+
+	snapshot_unref(s);	/* the thread's cache still holds one */
+	return s;
 }
 
 /* The current snapshot, with a reference for the caller. */

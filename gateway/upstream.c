@@ -590,7 +590,7 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	struct ig_worker *w = r->worker;
 	struct up_backend *home;
 	struct up_conn *c;
-	struct ssl_ctx_st *tls = r->snap->pool_tls[r->model->pool->index];
+	struct ssl_ctx_st *tls = r->btls;
 	char key[176];
 
 	/* A failure before a connection is in hand is not the keep-alive

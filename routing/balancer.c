@@ -106,7 +106,10 @@ ig_balancer_pick(const struct ig_pool *pool, unsigned *cursor,
 
 	for (i = 0; i < pool->nbackends; i++)
 		n[bal_class(pool, i, exclude, now)]++;
-	*all_down = n[BAL_READY] == 0 && n[BAL_EJECTED] == 0 && n[BAL_DOWN] > 0;
+	/* All down by checks, or none at all (a DNS name with no address
+	 * yet): when_empty applies. */
+	*all_down = n[BAL_READY] == 0 && n[BAL_EJECTED] == 0 &&
+	    (n[BAL_DOWN] > 0 || pool->nbackends == 0);
 	if (n[BAL_READY] == 0)	/* only ejected ones left: use them */
 		c = BAL_EJECTED;
 	if (n[c] == 0)

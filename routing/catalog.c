@@ -1,7 +1,9 @@
 /*
  * The model catalog: client model names -> model (pool, upstream name),
- * pools -> backends with resolved addresses. Built once per config load.
+ * pools -> backends with resolved addresses. Built once per config load,
+ * and again (from the same config) when a DNS backend's addresses change.
  */
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -60,6 +62,7 @@ catalog_split_address(const char *address, char *host, size_t hostlen,
 	return 0;
 }
 
+/* A static backend: "host:port", numeric or by getaddrinfo, at load. */
 static int
 catalog_resolve(struct ig_backend *b, char **err)
 {
@@ -67,18 +70,12 @@ catalog_resolve(struct ig_backend *b, char **err)
 	char host[112], port[16];
 	int rc;
 
-	if (b->conf->address != NULL) {
-		if (catalog_split_address(b->conf->address, host, sizeof(host),
-		    port, sizeof(port)) == -1) {
-			if (asprintf(err, "backend %s: bad address",
-			    b->conf->address) == -1)
-				*err = NULL;
-			return -1;
-		}
-	} else {
-		snprintf(host, sizeof(host), "%s", b->conf->dns);
-		snprintf(port, sizeof(port), "%llu",
-		    (unsigned long long)b->conf->port);
+	if (catalog_split_address(b->conf->address, host, sizeof(host),
+	    port, sizeof(port)) == -1) {
+		if (asprintf(err, "backend %s: bad address",
+		    b->conf->address) == -1)
+			*err = NULL;
+		return -1;
 	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -100,8 +97,69 @@ catalog_resolve(struct ig_backend *b, char **err)
 	return 0;
 }
 
+/*
+ * One address of a DNS backend: named by the address (the key of its
+ * runtime state: each address is a backend of its own), the Host header
+ * the name's.
+ */
+static void
+catalog_dns_backend(struct ig_backend *b, const struct ig_addr *a)
+{
+	char ip[INET6_ADDRSTRLEN];
+	const void *in;
+
+	memcpy(&b->addr, &a->ss, a->len);
+	b->addrlen = a->len;
+	in = a->ss.ss_family == AF_INET6 ?
+	    (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr :
+	    (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+	if (inet_ntop(a->ss.ss_family, in, ip, sizeof(ip)) == NULL)
+		snprintf(ip, sizeof(ip), "?");
+	snprintf(b->name, sizeof(b->name), a->ss.ss_family == AF_INET6 ?
+	    "[%s]:%llu" : "%s:%llu", ip, (unsigned long long)b->conf->port);
+	snprintf(b->host, sizeof(b->host), "%s:%llu", b->conf->dns,
+	    (unsigned long long)b->conf->port);
+}
+
+/* The pool's backends: a static one each, a DNS one per address it has. */
+static int
+catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
+    char **err)
+{
+	const struct ig_addr *addrs;
+	size_t i, k, n, total = 0;
+
+	for (i = 0; i < p->conf->nbackends; i++)
+		total += p->conf->backends[i].dns == NULL ? 1 :
+		    lookup == NULL ? 0 : lookup(p->conf->backends[i].dns,
+		    p->conf->backends[i].port, &addrs, arg);
+	if ((p->backends = calloc(total + 1, sizeof(*p->backends))) == NULL)
+		return -1;
+	for (i = 0; i < p->conf->nbackends; i++) {
+		const struct ig_backend_conf *bc = &p->conf->backends[i];
+
+		n = bc->dns == NULL ? 1 : lookup == NULL ? 0 :
+		    lookup(bc->dns, bc->port, &addrs, arg);
+		for (k = 0; k < n && p->nbackends < total; k++) {
+			struct ig_backend *b = &p->backends[p->nbackends];
+
+			b->conf = bc;
+			b->index = p->nbackends;
+			if (bc->dns != NULL)
+				catalog_dns_backend(b, &addrs[k]);
+			else if (catalog_resolve(b, err) == -1)
+				return -1;
+			if ((b->state = ig_bstate_get(b->name)) == NULL)
+				return -1;
+			p->nbackends++;
+		}
+	}
+	return 0;
+}
+
 struct ig_catalog *
-ig_catalog_create(const struct ig_config *conf, char **err)
+ig_catalog_create(const struct ig_config *conf, ig_dns_lookup_fn lookup,
+    void *arg, char **err)
 {
 	struct ig_catalog *cat;
 	size_t i, j;
@@ -119,18 +177,10 @@ ig_catalog_create(const struct ig_config *conf, char **err)
 		p->index = i;
 		if ((p->cap = ig_cap_get(p->conf->name)) == NULL)
 			goto nomem;
-		p->nbackends = p->conf->nbackends;
-		p->backends = calloc(p->nbackends + 1, sizeof(*p->backends));
-		if (p->backends == NULL)
-			goto nomem;
-		for (j = 0; j < p->nbackends; j++) {
-			p->backends[j].conf = &p->conf->backends[j];
-			p->backends[j].index = j;
-			if (catalog_resolve(&p->backends[j], err) == -1)
+		if (catalog_pool_backends(p, lookup, arg, err) == -1) {
+			if (*err != NULL)
 				goto fail;
-			if ((p->backends[j].state =
-			    ig_bstate_get(p->backends[j].name)) == NULL)
-				goto nomem;
+			goto nomem;
 		}
 	}
 	cat->nmodels = conf->nmodels;
@@ -210,6 +260,18 @@ size_t
 ig_catalog_npools(const struct ig_catalog *cat)
 {
 	return cat->npools;
+}
+
+/* The pool named NAME, or NULL (a handful of pools: a linear search). */
+struct ig_pool *
+ig_catalog_pool_named(const struct ig_catalog *cat, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cat->npools; i++)
+		if (strcmp(cat->pools[i].conf->name, name) == 0)
+			return &cat->pools[i];
+	return NULL;
 }
 
 struct ig_pool *

@@ -166,6 +166,14 @@ struct ig_model_conf {
 
 /* --- the whole ------------------------------------------------------- */
 
+/* How DNS backends are resolved (gateway/resolver.c). */
+struct ig_resolver_conf {
+	char		**nameservers;	/* "ip" or "ip:port"; none: resolv.conf's */
+	size_t		 nnameservers;
+	uint64_t	 timeout_ms;	/* per query attempt */
+	uint64_t	 attempts;
+};
+
 struct ig_config {
 	int		 refcnt;	/* atomic; see ig_config_ref() */
 	char		*path;
@@ -176,6 +184,7 @@ struct ig_config {
 	struct ig_log_conf log;
 	struct ig_limits_conf limits;
 	uint64_t	 shutdown_grace_ms;
+	struct ig_resolver_conf resolver;
 	struct ig_store_conf store;
 	struct ig_pool_conf *pools;
 	size_t		 npools;

@@ -42,13 +42,28 @@ struct ig_model {
 	size_t		 namelen;
 };
 
+/* One address a DNS name gave (port included). */
+struct ig_addr {
+	struct sockaddr_storage ss;
+	socklen_t	 len;
+};
+
+/*
+ * The addresses DNS gave HOST for PORT so far: sets *addrs, returns how
+ * many (0: none yet, or the name has none).
+ */
+typedef size_t (*ig_dns_lookup_fn)(const char *host, uint64_t port,
+		    const struct ig_addr **addrs, void *arg);
+
 /*
  * Builds the catalog of a config: resolves static backend addresses
- * (numeric or by getaddrinfo, once, at load). Returns NULL with *err set
- * (malloc'd) on failure. The catalog points into the config, which must
- * outlive it.
+ * (numeric or by getaddrinfo, once, at load); a DNS backend is one
+ * backend per address LOOKUP gives for it (none when LOOKUP is NULL).
+ * Returns NULL with *err set (malloc'd) on failure. The catalog points
+ * into the config, which must outlive it.
  */
-struct ig_catalog *ig_catalog_create(const struct ig_config *, char **err);
+struct ig_catalog *ig_catalog_create(const struct ig_config *,
+		    ig_dns_lookup_fn lookup, void *arg, char **err);
 void		 ig_catalog_free(struct ig_catalog *);
 
 /* The model a client named, or NULL. */
@@ -58,6 +73,7 @@ size_t		 ig_catalog_nmodels(const struct ig_catalog *);
 const struct ig_model *ig_catalog_model_at(const struct ig_catalog *, size_t);
 size_t		 ig_catalog_npools(const struct ig_catalog *);
 struct ig_pool	*ig_catalog_pool_at(const struct ig_catalog *, size_t);
+struct ig_pool	*ig_catalog_pool_named(const struct ig_catalog *, const char *);
 
 /*
  * Picks a backend of the pool for a request, skipping those whose bit is

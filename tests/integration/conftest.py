@@ -49,14 +49,14 @@ def free_port():
             return port
 
 
-def wait_port(port, timeout=10.0, proc=None):
+def wait_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("process exited with %s before listening on %d"
                                % (proc.returncode, port))
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
@@ -170,7 +170,8 @@ def procs(workdir):
 def sim(procs, workdir):
     """sim(model="m", ttft_ms=0, itl_ms=0, stamp=True, ...) -> a running
     simulator. Keyword arguments become --flags (underscores to dashes);
-    True gives a flag without a value."""
+    True gives a flag without a value; address="127.0.0.2" listens there
+    (any 127/8 address is the loopback's)."""
     counter = [0]
 
     def start(**flags):
@@ -181,9 +182,10 @@ def sim(procs, workdir):
         counter[0] += 1
         p = Proc(argv, "sim%d" % counter[0], workdir)
         procs.append(p)
-        wait_port(port, proc=p.p)
+        host = flags.get("address", "127.0.0.1")
+        wait_port(port, proc=p.p, host=host)
         p.port = port
-        p.url = "http://127.0.0.1:%d" % port
+        p.url = "http://%s:%d" % (host, port)
         return p
     return start
 

@@ -1,0 +1,264 @@
+"""DNS backends (dns, port, resolve_every; the resolver section): every
+address a name gives is a backend, re-resolved as it goes, against a DNS
+server the test controls (dnsserver.py). The simulators listen on other
+loopback addresses (127.0.0.2, 127.0.0.3, ...) on one port, as the pods of
+a headless Service do."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import GATEWAY, free_port, http, metrics, sim_stats, wait_metric
+from dnsserver import DNSServer
+from test_proxy import gw_config
+
+NAME = "pool.ig.test"
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 5}
+
+
+@pytest.fixture
+def dns():
+    d = DNSServer()
+    yield d
+    d.stop()
+
+
+def dns_config(dns, port, workdir, pool_extra="", extra="", every="100ms",
+               models=None, timeout="200ms"):
+    """gw_config with pool p's one backend the name NAME (port PORT)."""
+    cfg = gw_config([1], workdir, workers=2, models=models, extra="""
+resolver:
+  nameservers: ["127.0.0.1:%d"]
+  timeout: %s
+  attempts: 1
+%s""" % (dns.port, timeout, extra), pool_extra=pool_extra)
+    return cfg.replace('      - address: "127.0.0.1:1"',
+                       "      - dns: %s\n        port: %d\n"
+                       "        resolve_every: %s" % (NAME, port, every))
+
+
+def sims(sim, port, *hosts, **flags):
+    return [sim(address=h, port=port, **flags) for h in hosts]
+
+
+def post(g, body=CHAT, timeout=10):
+    return http("POST", g.url + "/v1/chat/completions", body, timeout=timeout)
+
+
+def label(port):
+    return 'name="%s:%d"' % (NAME, port)
+
+
+def wait_addresses(g, port, n, timeout=5.0):
+    return wait_metric(g, "infergate_dns_addresses{%s}" % label(port), n,
+                       timeout=timeout)
+
+
+def test_every_address_is_a_backend(sim, gateway, workdir, dns):
+    port = free_port()
+    a, b = sims(sim, port, "127.0.0.2", "127.0.0.3")
+    dns.set(NAME, ["127.0.0.2", "127.0.0.3"])
+    g = gateway(dns_config(dns, port, workdir))
+    for _ in range(20):
+        st, _, body = post(g)
+        assert st == 200, body
+    assert sim_stats(a)["requests"] > 0 and sim_stats(b)["requests"] > 0
+    m = metrics(g)
+    assert m["infergate_dns_addresses{%s}" % label(port)] == 2
+    for h in ("127.0.0.2", "127.0.0.3"):
+        assert m['infergate_backend_up{pool="p",backend="%s:%d"}'
+                 % (h, port)] == 1
+    assert m['infergate_dns_resolutions_total{%s,result="ok"}'
+             % label(port)] >= 1
+
+
+def test_the_access_log_names_the_address(sim, gateway, workdir, dns):
+    port = free_port()
+    sims(sim, port, "127.0.0.2")
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir))
+    assert post(g)[0] == 200
+    with open(os.path.join(workdir, "access.log")) as f:
+        line = json.loads(f.readline())
+    assert line["backend"] == "127.0.0.2:%d" % port
+
+
+def test_a_change_moves_new_requests_and_keeps_streams(sim, gateway, workdir,
+                                                       dns):
+    port = free_port()
+    a, b = sims(sim, port, "127.0.0.2", "127.0.0.3", itl=100)
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir))
+    got = {}
+
+    def stream():
+        got["r"] = http("POST", g.url + "/v1/chat/completions",
+                        dict(CHAT, stream=True, max_tokens=12), timeout=15)
+    t = threading.Thread(target=stream)
+    t.start()
+    deadline = time.monotonic() + 5
+    while sim_stats(a)["requests"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # the first answer was a change too (from no address)
+    assert metrics(g)['infergate_dns_changes_total{%s}' % label(port)] == 1
+    dns.set(NAME, ["127.0.0.3"])       # the pod moved
+    wait_metric(g, 'infergate_dns_changes_total{%s}' % label(port), 2)
+    m = metrics(g)
+    assert 'infergate_backend_up{pool="p",backend="127.0.0.2:%d"}' % port \
+        not in m
+    assert m['infergate_backend_up{pool="p",backend="127.0.0.3:%d"}' % port] == 1
+    for _ in range(10):
+        assert post(g)[0] == 200
+    assert sim_stats(a)["requests"] == 1
+    assert sim_stats(b)["requests"] == 10
+    t.join(timeout=15)
+    st, _, body = got["r"]
+    assert st == 200
+    assert body.rstrip().endswith(b"data: [DONE]")
+    assert body.count(b'"content"') >= 12   # every token came through
+
+
+def test_a_dns_failure_keeps_the_last_addresses(sim, gateway, workdir, dns):
+    port = free_port()
+    a, = sims(sim, port, "127.0.0.2")
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir))
+    for mode in ("drop", "servfail"):
+        dns.mode = mode
+        before = metrics(g).get('infergate_dns_resolutions_total{%s,'
+                                'result="failed"}' % label(port), 0)
+        deadline = time.monotonic() + 5
+        while metrics(g)['infergate_dns_resolutions_total{%s,result='
+                         '"failed"}' % label(port)] < before + 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert metrics(g)["infergate_dns_addresses{%s}" % label(port)] == 1
+        assert post(g)[0] == 200
+    dns.mode = "answer"
+    # stopping with a query in flight is clean (conftest checks the exit)
+    dns.mode = "drop"
+    time.sleep(0.15)
+
+
+def test_no_such_name_empties_the_pool(sim, gateway, workdir, dns):
+    port = free_port()
+    a, = sims(sim, port, "127.0.0.2")
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir, pool_extra="""
+    when_empty: fail
+"""))
+    assert post(g)[0] == 200
+    dns.set(NAME, None)                 # scaled to zero: NXDOMAIN
+    wait_addresses(g, port, 0)
+    st, h, body = post(g)
+    assert st == 503
+    assert json.loads(body)["error"]["code"] == "no_backend"
+    assert h.get("retry-after") == "1"
+    assert metrics(g)['infergate_dns_resolutions_total{%s,result="empty"}'
+                      % label(port)] >= 1
+    dns.set(NAME, ["127.0.0.2"])
+    wait_addresses(g, port, 1)
+    assert post(g)[0] == 200
+
+
+def test_a_parked_request_goes_on_when_the_name_gains_an_address(
+        sim, gateway, workdir, dns):
+    # scale from zero: when_empty: queue holds the request until a pod is
+    # there, and it goes to the address the name gained meanwhile
+    port = free_port()
+    a, = sims(sim, port, "127.0.0.2")
+    g = gateway(dns_config(dns, port, workdir, pool_extra="""
+    when_empty: queue
+    queue:
+      max_waiting: 10
+      max_wait: 8s
+"""))
+    assert metrics(g)["infergate_dns_addresses{%s}" % label(port)] == 0
+    got = {}
+    t = threading.Thread(target=lambda: got.update(r=post(g, timeout=12)))
+    t0 = time.monotonic()
+    t.start()
+    wait_metric(g, 'infergate_pool_parked{pool="p"}', 1)
+    dns.set(NAME, ["127.0.0.2"])
+    t.join(timeout=12)
+    assert got["r"][0] == 200, got["r"]
+    assert time.monotonic() - t0 < 6
+    assert sim_stats(a)["requests"] == 1
+
+
+def test_the_start_waits_for_the_first_answer(sim, gateway, workdir, dns):
+    port = free_port()
+    a, = sims(sim, port, "127.0.0.2")
+    dns.set(NAME, ["127.0.0.2"])
+    dns.delay = 0.3     # A, then AAAA: 0.6 s in all
+    g = gateway(dns_config(dns, port, workdir, every="10s", timeout="2s",
+                           pool_extra="""
+    when_empty: fail
+"""))
+    # ready means routable: no request finds the pool empty
+    assert post(g)[0] == 200
+
+
+def test_a_reload_waits_for_the_names_it_adds(sim, gateway, workdir, dns):
+    port = free_port()
+    a, = sims(sim, port, "127.0.0.2")
+    other = sim(model="sim-model")
+    models = """
+models:
+  - name: m
+    pool: p
+    upstream_model: sim-model
+"""
+    dns.set(NAME, None)
+    cfg = gw_config([other.port], workdir, workers=2, models=models, extra="""
+resolver:
+  nameservers: ["127.0.0.1:%d"]
+  timeout: 200ms
+  attempts: 1
+""" % dns.port)
+    g = gateway(cfg)
+    assert post(g)[0] == 200
+    assert sim_stats(a)["requests"] == 0
+    # the reload names the DNS backend instead; its answer comes late
+    dns.set(NAME, ["127.0.0.2"])
+    dns.delay = 0.3
+    new = dns_config(dns, port, workdir, every="10s", models=models,
+                     timeout="2s", pool_extra="""
+    when_empty: fail
+""")
+    path = os.path.join(workdir, "gw1.yaml")
+    with open(path, "w") as f:
+        f.write(new.replace("{port}", str(g.port))
+                .replace("{admin_port}", str(g.admin_port)))
+    ok = metrics(g)["infergate_reloads_total"]
+    g.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while True:
+        st, _, body = post(g)
+        assert st == 200, body          # never an empty pool
+        if sim_stats(a)["requests"] > 0:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert metrics(g)["infergate_reloads_total"] == ok + 1
+
+
+def test_resolver_section_is_checked(workdir):
+    cfg = os.path.join(workdir, "bad.yaml")
+    with open(cfg, "w") as f:
+        f.write(gw_config([1], workdir).replace("{port}", "1").replace(
+            "{admin_port}", "2") + """
+resolver:
+  nameservers: ["dns.example:53"]
+""")
+    p = subprocess.run([GATEWAY, "-t", "-c", cfg], capture_output=True,
+                       timeout=10)
+    assert p.returncode == 1
+    assert b"resolver.nameservers" in p.stderr or b"nameservers" in p.stderr
+    assert b"not an IP address" in p.stderr

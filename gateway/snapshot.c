@@ -144,21 +144,12 @@ snapshot_publish(struct ig_snapshot *s)
 }
 
 /*
- * The calling thread's current snapshot, without a reference: valid until
- * the thread next calls snapshot_current() or snapshot_peek().
+ * The calling thread's current snapshot, without a reference (the
+ * thread's cache holds one): valid until the thread next calls
+ * snapshot_current() or snapshot_peek().
  */
 struct ig_snapshot *
 snapshot_peek(void)
-{
-	struct ig_snapshot *s = snapshot_current();
-
-	snapshot_unref(s);	/* the thread's cache still holds one */
-	return s;
-}
-
-/* The current snapshot, with a reference for the caller. */
-struct ig_snapshot *
-snapshot_current(void)
 {
 	struct ig_snapshot *s = snap_cached;
 
@@ -171,7 +162,14 @@ snapshot_current(void)
 			snapshot_unref(snap_cached);
 		snap_cached = s;
 	}
-	return snapshot_ref(s);
+	return s;
+}
+
+/* The current snapshot, with a reference for the caller. */
+struct ig_snapshot *
+snapshot_current(void)
+{
+	return snapshot_ref(snapshot_peek());
 }
 
 /* Drops this thread's cached reference (at thread exit). */

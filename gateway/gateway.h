@@ -97,7 +97,7 @@ struct ig_snapshot {
 	struct ig_catalog *catalog;
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
 	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
-	struct ig_snapshot *origin;	/* derived: owns pool_tls and auth */
+	struct snap_shared *shared;	/* owns pool_tls and auth */
 };
 
 struct ig_snapshot *snapshot_create(struct ig_config *conf, char **err);

@@ -14,7 +14,9 @@
  *
  * The tick walks the current snapshot, so a reload that adds or drops
  * backends changes what is checked at the next tick; a backend keeps its
- * state across reloads (it is keyed by "host:port").
+ * state across reloads (it is keyed by "host:port"). A check in flight
+ * holds a reference to the backend's state, which a reload or a DNS
+ * change may drop meanwhile.
  */
 #include <netdb.h>
 #include <stdlib.h>
@@ -87,6 +89,16 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 	}
 }
 
+/* The one teardown of a check (not on a list). */
+static void
+hc_check_free(struct hc_check *c)
+{
+	if (c->conn != NULL)
+		evhttp_connection_free(c->conn);
+	ig_bstate_put(c->b);
+	free(c);
+}
+
 static void
 hc_free_list(struct hc_list *l)
 {
@@ -94,9 +106,7 @@ hc_free_list(struct hc_list *l)
 
 	while ((c = LIST_FIRST(l)) != NULL) {
 		LIST_REMOVE(c, entry);
-		if (c->conn != NULL)
-			evhttp_connection_free(c->conn);
-		free(c);
+		hc_check_free(c);
 	}
 }
 
@@ -216,7 +226,8 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	    sizeof(addr), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV)
 	    != 0 || (c = calloc(1, sizeof(*c))) == NULL)
 		return;
-	c->b = be->state;
+	/* held while the check is out: DNS may drop the address meanwhile */
+	c->b = ig_bstate_ref(be->state);
 	c->probe = ig_bstate_probe(be->state, kind);
 	c->scrape = scrape;
 	c->healthy_after = pc->healthy_after;
@@ -228,7 +239,7 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 		if ((ssl = tls_client_ssl(ctx, pc, be)) == NULL ||
 		    (bev = bufferevent_openssl_socket_new(hc_base, -1, ssl,
 		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
-			free(c);
+			hc_check_free(c);
 			return;
 		}
 	}
@@ -237,7 +248,7 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	if (c->conn == NULL) {
 		if (bev != NULL)
 			bufferevent_free(bev);
-		free(c);
+		hc_check_free(c);
 		return;
 	}
 	tv.tv_sec = timeout_ms / 1000;
@@ -247,8 +258,7 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	evhttp_connection_set_max_body_size(c->conn, scrape ? HC_MAX_SCRAPE :
 	    HC_MAX_BODY);
 	if ((req = evhttp_request_new(hc_response_cb, c)) == NULL) {
-		evhttp_connection_free(c->conn);
-		free(c);
+		hc_check_free(c);
 		return;
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Host",

@@ -101,6 +101,18 @@ signal_stop_cb(evutil_socket_t sig, short what, void *arg)
 	gateway_drain(why);
 }
 
+static bool
+conf_has_dns(const struct ig_config *conf)
+{
+	size_t i, j;
+
+	for (i = 0; i < conf->npools; i++)
+		for (j = 0; j < conf->pools[i].nbackends; j++)
+			if (conf->pools[i].backends[j].dns != NULL)
+				return true;
+	return false;
+}
+
 /* A reload whose new DNS names have not answered yet (resolver.c). */
 static struct ig_snapshot *warm_snap;
 static uint64_t	 warm_t0;
@@ -119,7 +131,8 @@ reload_published(struct ig_snapshot *snap, uint64_t t0)
 
 /*
  * SIGHUP: load and validate the config off to the side; publish it only
- * if it is valid, and once the DNS names it adds have answered (see
+ * if it is valid (a refused one touches nothing, its resolver section
+ * included), and once the DNS names it adds have answered (see
  * resolver.c; a newer SIGHUP meanwhile replaces it). Requests in flight
  * keep the snapshot they started with.
  */
@@ -127,35 +140,38 @@ static void
 signal_reload_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct ig_config *conf;
-	struct ig_snapshot *snap;
+	struct ig_snapshot *snap, *fresh;
 	char *err = NULL;
 	uint64_t t0 = now_ns();
-	size_t pending = 0;
+	size_t pending;
 
-	if ((conf = ig_config_load(config_path, &err)) != NULL)
-		pending = resolver_prepare(conf);
-	if (conf == NULL || (snap = snapshot_create(conf, &err)) == NULL) {
+	if ((conf = ig_config_load(config_path, &err)) == NULL ||
+	    (snap = snapshot_create(conf, &err)) == NULL) {
 		log_error("reload refused, keeping the running config: %s",
 		    err ? err : "out of memory");
 		free(err);
 		admin_reloads_failed++;
-		if (conf != NULL && warm_snap != NULL)	/* it goes on warming */
-			resolver_prepare(warm_snap->conf);
-		else if (conf != NULL)
-			resolver_abandon();
 		return;
 	}
 	if (warm_snap != NULL)
 		snapshot_unref(warm_snap);	/* replaced by this one */
 	warm_snap = NULL;
-	if (pending == 0) {
-		reload_published(snap, t0);
+	if ((pending = resolver_prepare(snap->conf)) > 0) {
+		log_info("reload: waiting for %zu DNS name%s to answer", pending,
+		    pending == 1 ? "" : "s");
+		warm_snap = snap;
+		warm_t0 = t0;
 		return;
 	}
-	log_info("reload: waiting for %zu DNS name%s to answer", pending,
-	    pending == 1 ? "" : "s");
-	warm_snap = snap;
-	warm_t0 = t0;
+	/* Built before its names were prepared: again, with their sets
+	 * (an answer known at once, a name the old config had). */
+	if (conf_has_dns(snap->conf) &&
+	    (fresh = snapshot_derive(snap, &err)) != NULL) {
+		snapshot_unref(snap);
+		snap = fresh;
+	}
+	free(err);
+	reload_published(snap, t0);
 }
 
 /* The warming reload's names have answered: its catalog with them. */
@@ -251,6 +267,7 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);	/* until its handler is set (start-up) */
 	evthread_use_pthreads();
 	if (ig_log_open(&conf->log, &err) == -1) {
 		fprintf(stderr, "infergate: %s\n", err ? err : "cannot open logs");
@@ -310,6 +327,11 @@ done:
 			event_free(ev[i]);
 	if (warm_snap != NULL)
 		snapshot_unref(warm_snap);
+	warm_snap = NULL;
+	/* What the checks freed above left to the loop (bufferevents'
+	 * deferred callbacks and finalizers) runs before the base goes. */
+	if (main_base != NULL)
+		event_base_loop(main_base, EVLOOP_NONBLOCK);
 	resolver_stop();
 	if (snap != NULL)
 		snapshot_unref(snap);

@@ -607,25 +607,45 @@ proxy_pool_own(struct ig_request *r)
  * picked again after this. A pool the config no longer has is the
  * request's own.
  */
+/* The pool CUR has for the request: its own when CUR is its snapshot. */
+static const struct ig_pool *
+proxy_pool_in(const struct ig_request *r, struct ig_snapshot *cur)
+{
+	const struct ig_pool *own = r->model->pool, *p;
+
+	if (cur == r->snap)
+		return own;
+	p = ig_catalog_pool_named(cur->catalog, own->conf->name);
+	return p != NULL ? p : own;
+}
+
 const struct ig_pool *
 proxy_pool_now(struct ig_request *r)
 {
-	struct ig_snapshot *cur = snapshot_peek();
-	const struct ig_pool *was = r->bsnap ? r->bpool : r->model->pool, *p;
+	struct ig_snapshot *cur = snapshot_peek(), *old;
+	const struct ig_pool *own = r->model->pool, *was, *p;
 
+	/* A fallback moved the request to another model's pool. */
+	if (r->bsnap != NULL && strcmp(r->bpool->conf->name,
+	    own->conf->name) != 0) {
+		proxy_pool_own(r);
+		r->tried = 0;
+	}
+	was = r->bsnap != NULL ? r->bpool : own;
 	if (cur == r->bsnap || (cur == r->snap && r->bsnap == NULL))
 		return was;
-	p = cur == r->snap ? NULL :
-	    ig_catalog_pool_named(cur->catalog, r->model->pool->conf->name);
-	proxy_pool_own(r);
-	if (p != NULL) {
-		r->bsnap = snapshot_ref(cur);
-		r->bpool = p;
-	}
-	if (r->tried != 0)	/* the backends that failed it, by name */
-		r->tried = proxy_tried_in(was, r->bsnap ? r->bpool :
-		    r->model->pool, r->tried);
-	return r->bsnap ? r->bpool : r->model->pool;
+	p = proxy_pool_in(r, cur);
+	/* The new pool first: WAS lives in the old snapshot until the
+	 * backends that failed the request are carried over by name. */
+	old = r->bsnap;
+	r->bsnap = p != own ? snapshot_ref(cur) : NULL;
+	r->bpool = p != own ? p : NULL;
+	if (r->tried != 0)
+		r->tried = proxy_tried_in(was, p, r->tried);
+	r->backend = NULL;	/* it was the old snapshot's */
+	if (old != NULL)
+		snapshot_unref(old);
+	return p;
 }
 
 /*
@@ -635,12 +655,16 @@ proxy_pool_now(struct ig_request *r)
 void
 proxy_forward(struct ig_request *r)
 {
-	const struct ig_pool *pool = proxy_pool_now(r);
-	const struct ig_pool_conf *pc = pool->conf;
+	const struct ig_pool *pool;
+	const struct ig_pool_conf *pc;
 	struct evbuffer *buf;
 	bool all_down;
 
+	/* Before the pool of now: the last attempt's backend state may go
+	 * with the snapshot it held. */
 	proxy_attempt_done(r);
+	pool = proxy_pool_now(r);
+	pc = pool->conf;
 	r->backend = ig_balancer_pick(pool, &r->worker->rr_cursor,
 	    &r->worker->p2c_seed, r->tried, now_ns(), &all_down);
 	if (r->backend == NULL) {
@@ -784,14 +808,28 @@ proxy_on_complete(struct ig_request *r)
 	hs_response_end(r->conn);
 }
 
-/* Backends of the pool this request has not failed on yet. */
+/* The pool the current attempt's backend is from (see proxy_pool_now). */
+static const struct ig_pool *
+proxy_attempt_pool(const struct ig_request *r)
+{
+	return r->bsnap != NULL ? r->bpool : r->model->pool;
+}
+
+/*
+ * Backends this request has not failed on yet, of the pool a retry
+ * would pick from (the published one's: see proxy_pool_now).
+ */
 static size_t
 proxy_untried(const struct ig_request *r)
 {
-	const struct ig_pool *pool = r->model->pool;
-	size_t n = pool->nbackends > 64 ? 64 : pool->nbackends;
+	const struct ig_pool *was = proxy_attempt_pool(r);
+	const struct ig_pool *now = proxy_pool_in(r, snapshot_peek());
+	uint64_t bits = now == was ? r->tried :
+	    proxy_tried_in(was, now, r->tried);
+	size_t n = now->nbackends > 64 ? 64 : now->nbackends;
+	size_t tried = (size_t)__builtin_popcountll(bits);
 
-	return n - (size_t)__builtin_popcountll(r->tried);
+	return tried < n ? n - tried : 0;
 }
 
 /*
@@ -822,7 +860,8 @@ static void
 proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
     bool before_response)
 {
-	const struct ig_pool_conf *pc = r->model->pool->conf;
+	/* the attempt's settings: its pool may be a newer config's */
+	const struct ig_pool_conf *pc = proxy_attempt_pool(r)->conf;
 	uint64_t now = now_ns();
 	bool stale = r->up_reused && !timeout && before_response;
 	bool in_time = r->deadline_ns == 0 || now < r->deadline_ns;

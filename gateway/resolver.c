@@ -42,6 +42,7 @@
 #include "gateway.h"
 
 #define RS_MAX_ADDRS	256	/* per name; more are ignored */
+#define RS_EVDNS_MAX	32	/* what libevent 2.1 keeps of an A answer */
 
 enum rs_result { RS_OK, RS_EMPTY, RS_FAILED, RS_NRESULTS };
 
@@ -64,6 +65,7 @@ struct rs_name {
 	bool		 in_warm;	/* named by the config warming */
 	bool		 dead;		/* forgotten: freed by its callback */
 	struct evdns_getaddrinfo_request *req;
+	struct evdns_request *classify;	/* see rs_classify_cb */
 	struct event	*timer;
 	uint64_t	 results[RS_NRESULTS];
 	uint64_t	 changes;
@@ -102,9 +104,12 @@ rs_name_free(struct rs_name *nm)
 static void
 rs_forget(struct rs_name *nm)
 {
-	if (nm->req != NULL) {
+	if (nm->req != NULL || nm->classify != NULL) {
 		nm->dead = true;
-		evdns_getaddrinfo_cancel(nm->req);
+		if (nm->req != NULL)
+			evdns_getaddrinfo_cancel(nm->req);
+		else
+			evdns_cancel_request(rs_dns, nm->classify);
 		return;
 	}
 	rs_name_free(nm);
@@ -210,63 +215,115 @@ rs_set(struct rs_name *nm, struct ig_addr *addrs, size_t n)
 	return true;
 }
 
+/*
+ * A lookup of NM is over: WHAT, with the set ADDRS (N, taken) for RS_OK
+ * and RS_EMPTY; WHY says what went wrong otherwise.
+ */
 static void
-rs_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
+rs_outcome(struct rs_name *nm, enum rs_result what, struct ig_addr *addrs,
+    size_t n, const char *why)
 {
-	struct rs_name *nm = arg;
-	struct ig_addr *addrs = NULL;
-	enum rs_result what;
-	ssize_t n = 0;
 	size_t before = nm->naddrs;
 
-	nm->req = NULL;
 	nm->querying = false;
-	if (nm->dead || result == EVUTIL_EAI_CANCEL) {
-		if (res != NULL)
-			evutil_freeaddrinfo(res);
-		if (nm->dead)
-			rs_name_free(nm);
-		return;
-	}
-	if (result == 0 && (n = rs_collect(nm, res, &addrs)) == -1)
-		result = EVUTIL_EAI_MEMORY;
-	if (res != NULL)
-		evutil_freeaddrinfo(res);
-	if (result == 0 && n > 0)
-		what = RS_OK;
-	else if (result == 0 || result == EVUTIL_EAI_NONAME ||
-	    result == EVUTIL_EAI_NODATA)
-		what = RS_EMPTY;
-	else
-		what = RS_FAILED;
 	nm->results[what]++;
 	if (what == RS_FAILED) {
 		free(addrs);
 		if (!nm->failing)
 			log_warn("dns %s: %s; keeping its %zu address%s",
-			    nm->label, evutil_gai_strerror(result), nm->naddrs,
+			    nm->label, why, nm->naddrs,
 			    nm->naddrs == 1 ? "" : "es");
 		nm->failing = true;
 	} else {
 		if (nm->failing)
 			log_info("dns %s: answering again", nm->label);
 		nm->failing = false;
-		if (rs_set(nm, addrs, (size_t)n)) {
+		if (rs_set(nm, addrs, n)) {
 			nm->changes++;
 			nm->changed = true;
 			if (nm->naddrs == 0)
 				log_warn("dns %s: no address (%s); was %zu",
-				    nm->label, result == 0 ? "no record" :
-				    evutil_gai_strerror(result), before);
+				    nm->label, why, before);
 			else
 				log_info("dns %s: %zu address%s (was %zu)",
 				    nm->label, nm->naddrs,
 				    nm->naddrs == 1 ? "" : "es", before);
+			if (nm->naddrs >= RS_EVDNS_MAX)
+				log_warn("dns %s: %zu addresses, as many as the "
+				    "resolver takes of a name: more may be left "
+				    "out", nm->label, nm->naddrs);
 		}
 	}
 	nm->answered = true;
 	rs_timer_arm(nm);
 	event_active(rs_notify_ev, EV_TIMEOUT, 1);
+}
+
+/*
+ * The A lookup that tells a failed getaddrinfo apart: libevent 2.1's
+ * reports a name with no address (NODATA) as EAI_FAIL, like a timeout or
+ * SERVFAIL; NODATA or NXDOMAIN here empties the set, anything else keeps
+ * it.
+ */
+static void
+rs_classify_cb(int result, char type, int count, int ttl, void *addresses,
+    void *arg)
+{
+	struct rs_name *nm = arg;
+
+	nm->classify = NULL;
+	if (nm->dead) {
+		rs_name_free(nm);
+		return;
+	}
+	if (result == DNS_ERR_CANCEL)
+		return;
+	if (result == DNS_ERR_NODATA || result == DNS_ERR_NOTEXIST)
+		rs_outcome(nm, RS_EMPTY, NULL, 0, evdns_err_to_string(result));
+	else
+		rs_outcome(nm, RS_FAILED, NULL, 0, result == DNS_ERR_NONE ?
+		    "answers disagree" : evdns_err_to_string(result));
+}
+
+static void
+rs_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+	struct rs_name *nm = arg;
+	struct ig_addr *addrs = NULL;
+	ssize_t n = 0;
+
+	nm->req = NULL;
+	if (nm->dead || result == EVUTIL_EAI_CANCEL) {
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		if (nm->dead)
+			rs_name_free(nm);
+		else
+			nm->querying = false;
+		return;
+	}
+	if (result == 0 && (n = rs_collect(nm, res, &addrs)) == -1)
+		result = EVUTIL_EAI_MEMORY;
+	if (res != NULL)
+		evutil_freeaddrinfo(res);
+	if (result == EVUTIL_EAI_FAIL) {
+		/* NODATA, or a real failure: ask again, for A only */
+		nm->classify = evdns_base_resolve_ipv4(rs_dns, nm->host, 0,
+		    rs_classify_cb, nm);
+		if (nm->classify == NULL)
+			rs_outcome(nm, RS_FAILED, NULL, 0,
+			    evutil_gai_strerror(result));
+		return;
+	}
+	if (result == 0 && n > 0)
+		rs_outcome(nm, RS_OK, addrs, (size_t)n, NULL);
+	else if (result == 0 || result == EVUTIL_EAI_NONAME ||
+	    result == EVUTIL_EAI_NODATA)
+		rs_outcome(nm, RS_EMPTY, addrs, 0, result == 0 ? "no record" :
+		    evutil_gai_strerror(result));
+	else
+		rs_outcome(nm, RS_FAILED, addrs, 0,
+		    evutil_gai_strerror(result));
 }
 
 static void
@@ -376,7 +433,9 @@ rs_configure(const struct ig_resolver_conf *rc)
 {
 	char *text = rs_conf_text(rc), v[32];
 	size_t i;
-	int flags = DNS_OPTION_SEARCH | DNS_OPTION_MISC | DNS_OPTION_HOSTSFILE;
+	/* /etc/hosts once: evdns adds to its table, never clears it */
+	int flags = DNS_OPTION_SEARCH | DNS_OPTION_MISC |
+	    (rs_applied == NULL ? DNS_OPTION_HOSTSFILE : 0);
 
 	if (text != NULL && rs_applied != NULL && strcmp(text, rs_applied) == 0) {
 		free(text);
@@ -608,6 +667,15 @@ resolver_stop(void)
 {
 	struct rs_name *nm, *next;
 	int spins;
+
+	/* nothing is published or rebuilt from here on */
+	if (rs_notify_ev != NULL)
+		event_del(rs_notify_ev);
+	if (rs_guard_ev != NULL)
+		event_del(rs_guard_ev);
+	rs_warming = false;
+	TAILQ_FOREACH(nm, &rs_names, entry)
+		nm->in_cur = nm->in_warm = false;
 
 	for (nm = TAILQ_FIRST(&rs_names); nm != NULL; nm = next) {
 		next = TAILQ_NEXT(nm, entry);

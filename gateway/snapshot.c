@@ -2,8 +2,8 @@
  * Snapshots: a loaded config and everything built from it (the routing
  * catalog, the pools' TLS contexts, the tenants' key table),
  * reference-counted as one. A snapshot derived when DNS changed a pool's
- * addresses has a catalog of its own and shares the rest with the one it
- * was derived from (its origin). The
+ * addresses has a catalog of its own and shares the rest (struct
+ * snap_shared) with the one it was derived from. The
  * current snapshot is published by the main thread; each thread caches a
  * reference and takes the lock only when the generation moved, so the
  * request path does one atomic load and one atomic increment.
@@ -24,70 +24,107 @@ static struct ig_snapshot *snap_cur;
 static _Atomic uint64_t	 snap_gen;
 static __thread struct ig_snapshot *snap_cached;
 
-/* Builds a snapshot from a loaded config (whose reference it takes). */
-struct ig_snapshot *
-snapshot_create(struct ig_config *conf, char **err)
+/*
+ * What a derived snapshot shares with the one it was derived from: the
+ * pools' TLS contexts and the tenants' key table, freed with the last
+ * snapshot that uses them (not with the first snapshot, whose catalog
+ * would otherwise keep every address it had).
+ */
+struct snap_shared {
+	atomic_int	 refcnt;
+	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
+	size_t		 npools;
+	struct ig_auth	*auth;
+};
+
+static void
+snap_shared_unref(struct snap_shared *sh)
+{
+	size_t i;
+
+	if (sh == NULL ||
+	    atomic_fetch_sub_explicit(&sh->refcnt, 1, memory_order_acq_rel) != 1)
+		return;
+	for (i = 0; sh->pool_tls != NULL && i < sh->npools; i++)
+		SSL_CTX_free(sh->pool_tls[i]);
+	free(sh->pool_tls);
+	ig_auth_free(sh->auth);
+	free(sh);
+}
+
+/*
+ * A snapshot of CONF (whose reference it takes) with SH (taken too), its
+ * catalog derived from BASE's (NULL: built).
+ */
+static struct ig_snapshot *
+snap_new(struct ig_config *conf, struct snap_shared *sh,
+    const struct ig_snapshot *base, char **err)
 {
 	struct ig_snapshot *s;
-	size_t i;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		*err = strdup("out of memory");
 		ig_config_unref(conf);
+		snap_shared_unref(sh);
 		return NULL;
 	}
 	atomic_init(&s->refcnt, 1);
 	s->conf = conf;
-	if ((s->catalog = ig_catalog_create(conf, resolver_lookup, NULL,
-	    err)) == NULL) {
-		snapshot_unref(s);
-		return NULL;
-	}
-	if ((s->pool_tls = calloc(conf->npools + 1, sizeof(*s->pool_tls))) == NULL) {
-		*err = strdup("out of memory");
-		snapshot_unref(s);
-		return NULL;
-	}
-	for (i = 0; i < conf->npools; i++)
-		if (conf->pools[i].tls_enabled && (s->pool_tls[i] =
-		    tls_client_ctx(&conf->pools[i], err)) == NULL) {
-			snapshot_unref(s);
-			return NULL;
-		}
-	if (conf->ntenants > 0 && (s->auth = ig_auth_create(conf->tenants,
-	    conf->ntenants, err)) == NULL) {
+	s->shared = sh;
+	s->pool_tls = sh->pool_tls;
+	s->auth = sh->auth;
+	if ((s->catalog = ig_catalog_derive(conf, base ? base->catalog : NULL,
+	    resolver_lookup, NULL, err)) == NULL) {
 		snapshot_unref(s);
 		return NULL;
 	}
 	return s;
 }
 
+/* Builds a snapshot from a loaded config (whose reference it takes). */
+struct ig_snapshot *
+snapshot_create(struct ig_config *conf, char **err)
+{
+	struct snap_shared *sh;
+	size_t i;
+
+	if ((sh = calloc(1, sizeof(*sh))) == NULL ||
+	    (sh->pool_tls = calloc(conf->npools + 1, sizeof(*sh->pool_tls))) ==
+	    NULL) {
+		*err = strdup("out of memory");
+		goto fail;
+	}
+	atomic_init(&sh->refcnt, 1);
+	sh->npools = conf->npools;
+	for (i = 0; i < conf->npools; i++)
+		if (conf->pools[i].tls_enabled && (sh->pool_tls[i] =
+		    tls_client_ctx(&conf->pools[i], err)) == NULL)
+			goto fail;
+	if (conf->ntenants > 0 && (sh->auth = ig_auth_create(conf->tenants,
+	    conf->ntenants, err)) == NULL)
+		goto fail;
+	return snap_new(conf, sh, NULL, err);
+fail:
+	if (sh != NULL && sh->pool_tls == NULL) {
+		free(sh);
+		sh = NULL;
+	}
+	snap_shared_unref(sh);
+	ig_config_unref(conf);
+	return NULL;
+}
+
 /*
  * A snapshot of BASE's config with the routing catalog built again, from
  * the DNS backends' addresses as they are now; it shares BASE's TLS
- * contexts and key table (through a reference to the snapshot that owns
- * them). NULL when out of memory.
+ * contexts and key table. NULL when out of memory.
  */
 struct ig_snapshot *
 snapshot_derive(struct ig_snapshot *base, char **err)
 {
-	struct ig_snapshot *s, *origin = base->origin ? base->origin : base;
-
-	if ((s = calloc(1, sizeof(*s))) == NULL) {
-		*err = strdup("out of memory");
-		return NULL;
-	}
-	atomic_init(&s->refcnt, 1);
-	s->conf = ig_config_ref(base->conf);
-	s->origin = snapshot_ref(origin);
-	s->pool_tls = origin->pool_tls;
-	s->auth = origin->auth;
-	if ((s->catalog = ig_catalog_create(s->conf, resolver_lookup, NULL,
-	    err)) == NULL) {
-		snapshot_unref(s);
-		return NULL;
-	}
-	return s;
+	atomic_fetch_add_explicit(&base->shared->refcnt, 1,
+	    memory_order_relaxed);
+	return snap_new(ig_config_ref(base->conf), base->shared, base, err);
 }
 
 struct ig_snapshot *
@@ -104,15 +141,7 @@ snapshot_unref(struct ig_snapshot *s)
 	    atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1)
 		return;
 	ig_catalog_free(s->catalog);
-	if (s->origin != NULL)	/* derived: the rest is the origin's */
-		snapshot_unref(s->origin);
-	else {
-		for (size_t i = 0; s->pool_tls != NULL && i < s->conf->npools;
-		    i++)
-			SSL_CTX_free(s->pool_tls[i]);
-		free(s->pool_tls);
-		ig_auth_free(s->auth);
-	}
+	snap_shared_unref(s->shared);
 	ig_config_unref(s->conf);
 	free(s);
 }

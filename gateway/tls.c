@@ -82,7 +82,7 @@ tls_client_ssl(SSL_CTX *ctx, const struct ig_pool_conf *pc,
     const struct ig_backend *be)
 {
 	const char *name = pc->tls_server_name;
-	char host[160];
+	char host[272];
 	SSL *ssl;
 
 	if (name == NULL) {	/* the backend's host, without the port */

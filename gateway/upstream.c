@@ -71,17 +71,23 @@ struct up_conn {
 
 TAILQ_HEAD(up_conn_list, up_conn);
 
+/*
+ * A backend address's connections on this worker: made on first use,
+ * freed with its last connection, so that the list stays as short as the
+ * addresses in use (DNS backends come and go with their pods).
+ */
 struct up_backend {
-	char		 name[176];
+	char		 name[448];
 	struct up_conn_list idle;
 	size_t		 nidle;
-	struct up_backend *next;
+	size_t		 nconns;	/* idle or in use */
+	LIST_ENTRY(up_backend) entry;
 	struct up_pool	*pool;
 };
 
 struct up_pool {
 	struct ig_worker *w;
-	struct up_backend *backends;
+	LIST_HEAD(, up_backend) backends;
 };
 
 static const llhttp_settings_t up_settings;
@@ -104,9 +110,21 @@ up_pools_create(struct ig_worker *w)
 {
 	struct up_pool *p = calloc(1, sizeof(*p));
 
-	if (p != NULL)
+	if (p != NULL) {
 		p->w = w;
+		LIST_INIT(&p->backends);
+	}
 	return p;
+}
+
+/* Frees B once it has no connection left. */
+static void
+up_backend_unused(struct up_backend *b)
+{
+	if (b->nconns > 0 || b->nidle > 0)
+		return;
+	LIST_REMOVE(b, entry);
+	free(b);
 }
 
 #define UP_HDR_BLOCK	(UP_MAX_HEADERS * sizeof(struct ig_header) + \
@@ -136,21 +154,28 @@ up_conn_free(struct up_conn *c)
 	if (c->timer != NULL)
 		event_free(c->timer);
 	io_release(&c->io);
+	if (c->home != NULL) {
+		c->home->nconns--;
+		up_backend_unused(c->home);
+	}
 	free(c);
 }
 
 void
 up_pools_free(struct up_pool *p)
 {
-	struct up_backend *b, *next;
+	struct up_backend *b;
 	struct up_conn *c;
 
 	if (p == NULL)
 		return;
-	for (b = p->backends; b != NULL; b = next) {
-		next = b->next;
-		while ((c = TAILQ_FIRST(&b->idle)) != NULL)
+	while ((b = LIST_FIRST(&p->backends)) != NULL) {
+		while ((c = TAILQ_FIRST(&b->idle)) != NULL) {
+			TAILQ_REMOVE(&b->idle, c, entry);
+			c->home = NULL;
 			up_conn_free(c);
+		}
+		LIST_REMOVE(b, entry);
 		free(b);
 	}
 	free(p);
@@ -161,7 +186,7 @@ up_backend_get(struct up_pool *p, const char *name)
 {
 	struct up_backend *b;
 
-	for (b = p->backends; b != NULL; b = b->next)
+	LIST_FOREACH(b, &p->backends, entry)
 		if (strcmp(b->name, name) == 0)
 			return b;
 	if ((b = calloc(1, sizeof(*b))) == NULL)
@@ -169,8 +194,7 @@ up_backend_get(struct up_pool *p, const char *name)
 	snprintf(b->name, sizeof(b->name), "%s", name);
 	TAILQ_INIT(&b->idle);
 	b->pool = p;
-	b->next = p->backends;
-	p->backends = b;
+	LIST_INSERT_HEAD(&p->backends, b, entry);
 	return b;
 }
 
@@ -568,6 +592,7 @@ up_connect(struct ig_worker *w, struct up_backend *home,
 		goto fail;
 	}
 	c->home = home;
+	home->nconns++;
 	c->connected = rc == 0;
 	up_parser_init(c);
 	return c;
@@ -591,14 +616,16 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	struct up_backend *home;
 	struct up_conn *c;
 	struct ssl_ctx_st *tls = r->btls;
-	char key[176];
+	char key[448];
 
 	/* A failure before a connection is in hand is not the keep-alive
 	 * race of a pooled one (proxy_on_error retries that at once). */
 	r->up_reused = false;
-	/* TLS and plain connections to one address are different pools. */
+	/* TLS and plain connections to one address are different pools, and
+	 * TLS ones for different names (SNI, the certificate checked). */
 	if (tls != NULL) {
-		snprintf(key, sizeof(key), "tls:%s", be->name);
+		snprintf(key, sizeof(key), "tls:%s@%s", pc->tls_server_name ?
+		    pc->tls_server_name : be->host, be->name);
 		home = up_backend_get(w->upstreams, key);
 	} else
 		home = up_backend_get(w->upstreams, be->name);
@@ -611,8 +638,10 @@ up_open(struct ig_request *r, struct ig_backend *be,
 		r->up_reused = true;
 		WSTAT_ADD(w, ST_UP_REUSE, 1);
 	} else {
-		if ((c = up_connect(w, home, be, tls, pc)) == NULL)
+		if ((c = up_connect(w, home, be, tls, pc)) == NULL) {
+			up_backend_unused(home);
 			return NULL;
+		}
 		WSTAT_ADD(w, ST_UP_CONNECT, 1);
 	}
 	c->req = r;

@@ -2,7 +2,9 @@
  * Pool capacity shared by the worker threads (see capacity.h). One entry
  * per pool name ever configured, never freed before exit: a pool dropped
  * by a reload may still have requests in flight on the old snapshot, and
- * a pool added back later finds its count again.
+ * a pool added back later finds its count again. Backends' entries are
+ * counted by the catalogs (and health checks) that hold them, and freed
+ * with the last: DNS backends come and go with their pods' addresses.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,6 +17,7 @@
 struct cap_entry {
 	struct cap_entry *next;
 	char		*name;
+	uint64_t	 refs;		/* bstates only; under cap_lock */
 };
 
 struct ig_cap {
@@ -102,7 +105,41 @@ ig_cap_get(const char *name)
 struct ig_bstate *
 ig_bstate_get(const char *name)
 {
-	return cap_get(&bstates, name, sizeof(struct ig_bstate));
+	struct ig_bstate *b = cap_get(&bstates, name, sizeof(struct ig_bstate));
+
+	if (b != NULL)
+		ig_bstate_ref(b);
+	return b;
+}
+
+struct ig_bstate *
+ig_bstate_ref(struct ig_bstate *b)
+{
+	pthread_mutex_lock(&cap_lock);
+	b->e.refs++;
+	pthread_mutex_unlock(&cap_lock);
+	return b;
+}
+
+/* Drops a reference; the last one frees B (NULL: nothing). */
+void
+ig_bstate_put(struct ig_bstate *b)
+{
+	struct cap_entry **pp;
+
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&cap_lock);
+	if (--b->e.refs == 0) {
+		for (pp = &bstates; *pp != NULL; pp = &(*pp)->next)
+			if (*pp == &b->e) {
+				*pp = b->e.next;
+				break;
+			}
+		free(b->e.name);
+		free(b);
+	}
+	pthread_mutex_unlock(&cap_lock);
 }
 
 void

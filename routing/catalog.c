@@ -93,7 +93,7 @@ catalog_resolve(struct ig_backend *b, char **err)
 		snprintf(b->host, sizeof(b->host), "[%s]:%s", host, port);
 	else
 		snprintf(b->host, sizeof(b->host), "%s:%s", host, port);
-	snprintf(b->name, sizeof(b->name), "%s", b->host);
+	memcpy(b->name, b->host, sizeof(b->name) - 1);	/* host is < 112 + 18 */
 	return 0;
 }
 
@@ -121,11 +121,28 @@ catalog_dns_backend(struct ig_backend *b, const struct ig_addr *a)
 	    (unsigned long long)b->conf->port);
 }
 
-/* The pool's backends: a static one each, a DNS one per address it has. */
+/* BASE's backend of the same config entry (a static one), or NULL. */
+static const struct ig_backend *
+catalog_static_of(const struct ig_pool *base, const struct ig_backend_conf *bc)
+{
+	size_t i;
+
+	for (i = 0; base != NULL && i < base->nbackends; i++)
+		if (base->backends[i].conf == bc)
+			return &base->backends[i];
+	return NULL;
+}
+
+/*
+ * The pool's backends: a static one each (its address from BASE, the
+ * same pool of the catalog this one is derived from, when there is one:
+ * static names are resolved once, at load), a DNS one per address it has.
+ */
 static int
 catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
-    char **err)
+    const struct ig_pool *base, char **err)
 {
+	const struct ig_backend *b0;
 	const struct ig_addr *addrs;
 	size_t i, k, n, total = 0;
 
@@ -147,7 +164,12 @@ catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
 			b->index = p->nbackends;
 			if (bc->dns != NULL)
 				catalog_dns_backend(b, &addrs[k]);
-			else if (catalog_resolve(b, err) == -1)
+			else if ((b0 = catalog_static_of(base, bc)) != NULL) {
+				b->addr = b0->addr;
+				b->addrlen = b0->addrlen;
+				memcpy(b->name, b0->name, sizeof(b->name));
+				memcpy(b->host, b0->host, sizeof(b->host));
+			} else if (catalog_resolve(b, err) == -1)
 				return -1;
 			if ((b->state = ig_bstate_get(b->name)) == NULL)
 				return -1;
@@ -160,6 +182,13 @@ catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
 struct ig_catalog *
 ig_catalog_create(const struct ig_config *conf, ig_dns_lookup_fn lookup,
     void *arg, char **err)
+{
+	return ig_catalog_derive(conf, NULL, lookup, arg, err);
+}
+
+struct ig_catalog *
+ig_catalog_derive(const struct ig_config *conf, const struct ig_catalog *base,
+    ig_dns_lookup_fn lookup, void *arg, char **err)
 {
 	struct ig_catalog *cat;
 	size_t i, j;
@@ -177,7 +206,8 @@ ig_catalog_create(const struct ig_config *conf, ig_dns_lookup_fn lookup,
 		p->index = i;
 		if ((p->cap = ig_cap_get(p->conf->name)) == NULL)
 			goto nomem;
-		if (catalog_pool_backends(p, lookup, arg, err) == -1) {
+		if (catalog_pool_backends(p, lookup, arg, base != NULL &&
+		    i < base->npools ? &base->pools[i] : NULL, err) == -1) {
 			if (*err != NULL)
 				goto fail;
 			goto nomem;
@@ -218,12 +248,15 @@ fail:
 void
 ig_catalog_free(struct ig_catalog *cat)
 {
-	size_t i;
+	size_t i, j;
 
 	if (cat == NULL)
 		return;
-	for (i = 0; cat->pools != NULL && i < cat->npools; i++)
+	for (i = 0; cat->pools != NULL && i < cat->npools; i++) {
+		for (j = 0; j < cat->pools[i].nbackends; j++)
+			ig_bstate_put(cat->pools[i].backends[j].state);
 		free(cat->pools[i].backends);
+	}
 	free(cat->pools);
 	free(cat->models);
 	free(cat->table);

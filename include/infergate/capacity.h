@@ -85,8 +85,10 @@ struct ig_cap_stats {
 void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);
 
 /*
- * A backend's shared state, by its "host:port", for the life of the
- * process: requests in flight to it (least_inflight balancing), active
+ * A backend's shared state, by its "host:port", while a catalog (or a
+ * health check in flight) holds it: ig_bstate_get takes a reference,
+ * ig_bstate_put drops one and the last frees it. It holds requests in
+ * flight to it (least_inflight balancing), active
  * health (pools with `health`: written by the checker on the main
  * thread) and passive ejection (consecutive transport failures seen by
  * the workers). A backend is ready when it is not ejected and, in a pool
@@ -95,6 +97,8 @@ void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);
 struct ig_bstate;
 
 struct ig_bstate *ig_bstate_get(const char *name);
+struct ig_bstate *ig_bstate_ref(struct ig_bstate *);
+void		 ig_bstate_put(struct ig_bstate *);
 bool		 ig_bstate_ejected(const struct ig_bstate *, uint64_t now_ns);
 bool		 ig_bstate_down(const struct ig_bstate *);	/* by its checks */
 uint64_t	 ig_bstate_inflight(const struct ig_bstate *);

@@ -20,7 +20,7 @@ struct ig_backend {
 	const struct ig_backend_conf *conf;
 	struct ig_bstate *state;	/* shared by name, see capacity.h */
 	char		 name[160];	/* "host:port", the key of runtime state */
-	char		 host[160];	/* for the Host header */
+	char		 host[272];	/* for the Host header: a DNS name's */
 	struct sockaddr_storage addr;
 	socklen_t	 addrlen;
 	unsigned	 index;		/* in its pool */
@@ -64,6 +64,13 @@ typedef size_t (*ig_dns_lookup_fn)(const char *host, uint64_t port,
  */
 struct ig_catalog *ig_catalog_create(const struct ig_config *,
 		    ig_dns_lookup_fn lookup, void *arg, char **err);
+/*
+ * The same from the config of BASE (built from it): the DNS backends'
+ * addresses from LOOKUP as they are now, the static ones BASE's.
+ */
+struct ig_catalog *ig_catalog_derive(const struct ig_config *,
+		    const struct ig_catalog *base, ig_dns_lookup_fn lookup,
+		    void *arg, char **err);
 void		 ig_catalog_free(struct ig_catalog *);
 
 /* The model a client named, or NULL. */

@@ -7,7 +7,9 @@ for byte (evdns randomizes the case of the name and checks it).
     dns = DNSServer()            # dns.port
     dns.set("pool.ig.test", ["127.0.0.2", "127.0.0.3"])
     dns.set("pool.ig.test", None)      # NXDOMAIN
+    dns.set("pool.ig.test", [])        # the name exists, no address: NODATA
     dns.mode = "drop"            # "answer" | "drop" (no reply) | "servfail"
+                                 # | "drop_a" (no reply to A queries)
     dns.delay = 0.3              # seconds before each reply
     dns.queries("pool.ig.test")  # A queries seen for the name
     dns.stop()
@@ -90,7 +92,7 @@ class DNSServer:
                 self.counts[name] = self.counts.get(name, 0) + 1
             mode = self.mode
             addrs = self.records.get(name)
-        if mode == "drop":
+        if mode == "drop" or (mode == "drop_a" and qtype == QTYPE_A):
             return None
         rcode, answers = 0, []
         if mode == "servfail":

@@ -6,6 +6,7 @@ a headless Service do."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import GATEWAY, free_port, http, metrics, sim_stats, wait_metric
 from dnsserver import DNSServer
+from test_capacity import FALLBACK_MODELS
 from test_proxy import gw_config
 
 NAME = "pool.ig.test"
@@ -29,9 +31,9 @@ def dns():
 
 
 def dns_config(dns, port, workdir, pool_extra="", extra="", every="100ms",
-               models=None, timeout="200ms"):
+               models=None, timeout="200ms", workers=2):
     """gw_config with pool p's one backend the name NAME (port PORT)."""
-    cfg = gw_config([1], workdir, workers=2, models=models, extra="""
+    cfg = gw_config([1], workdir, workers=workers, models=models, extra="""
 resolver:
   nameservers: ["127.0.0.1:%d"]
   timeout: %s
@@ -140,10 +142,46 @@ def test_a_dns_failure_keeps_the_last_addresses(sim, gateway, workdir, dns):
             time.sleep(0.05)
         assert metrics(g)["infergate_dns_addresses{%s}" % label(port)] == 1
         assert post(g)[0] == 200
-    dns.mode = "answer"
     # stopping with a query in flight is clean (conftest checks the exit)
     dns.mode = "drop"
     time.sleep(0.15)
+
+
+def test_a_lost_a_answer_is_a_failure_not_an_empty_name(sim, gateway,
+                                                         workdir, dns):
+    # AAAA says "no data" but A never answers: that is a failure (the
+    # set stays), not a name without addresses
+    port = free_port()
+    sims(sim, port, "127.0.0.2")
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir))
+    dns.mode = "drop_a"
+    deadline = time.monotonic() + 5
+    while metrics(g)['infergate_dns_resolutions_total{%s,result="failed"}'
+                     % label(port)] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    m = metrics(g)
+    assert m["infergate_dns_addresses{%s}" % label(port)] == 1
+    assert m['infergate_dns_resolutions_total{%s,result="empty"}'
+             % label(port)] == 0
+    assert post(g)[0] == 200
+
+
+def test_a_name_without_addresses_empties_the_pool(sim, gateway, workdir,
+                                                    dns):
+    # NOERROR with no record (NODATA): libevent's getaddrinfo calls it a
+    # failure; the gateway asks again to tell it apart
+    port = free_port()
+    sims(sim, port, "127.0.0.2")
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir, pool_extra="""
+    when_empty: fail
+"""))
+    assert post(g)[0] == 200
+    dns.set(NAME, [])
+    wait_addresses(g, port, 0)
+    assert post(g)[0] == 503
 
 
 def test_no_such_name_empties_the_pool(sim, gateway, workdir, dns):
@@ -190,6 +228,164 @@ def test_a_parked_request_goes_on_when_the_name_gains_an_address(
     assert got["r"][0] == 200, got["r"]
     assert time.monotonic() - t0 < 6
     assert sim_stats(a)["requests"] == 1
+
+
+def test_an_address_back_after_leaving_starts_afresh(sim, gateway, workdir,
+                                                      dns):
+    # a pod's address that left and came back is a new pod: its old
+    # ejection is forgotten with the last catalog that held it
+    port = free_port()
+    b, = sims(sim, port, "127.0.0.3")
+    dead = "127.0.0.4"                  # nothing listens there
+    dns.set(NAME, ["127.0.0.3", dead])
+    g = gateway(dns_config(dns, port, workdir, workers=1, pool_extra="""
+    retries:
+      max_per_request: 1
+    ejection:
+      after: 1
+      duration: 60s
+"""))
+    series = '{pool="p",backend="%s:%d"}' % (dead, port)
+    deadline = time.monotonic() + 5
+    while metrics(g).get("infergate_backend_ejections_total" + series) != 1:
+        assert time.monotonic() < deadline
+        assert post(g)[0] == 200
+    assert metrics(g)["infergate_backend_up" + series] == 0
+    dns.set(NAME, ["127.0.0.3"])
+    wait_metric(g, "infergate_dns_changes_total{%s}" % label(port), 2)
+    assert post(g)[0] == 200            # the worker lets the old catalog go
+    dns.set(NAME, ["127.0.0.3", dead])
+    m = wait_metric(g, "infergate_dns_changes_total{%s}" % label(port), 3)
+    assert m["infergate_backend_up" + series] == 1
+    assert m["infergate_backend_ejections_total" + series] == 0
+
+
+def test_a_retry_after_a_change_goes_to_an_untried_address(
+        sim, gateway, workdir, dns):
+    # the first attempt was on a snapshot that a DNS change replaced while
+    # it ran; the retry picks from the new one, not the failed address
+    port = free_port()
+    b, = sims(sim, port, "127.0.0.3")
+    dead = "127.0.0.4"
+    hang, = sims(sim, port, dead, hang_rate=1)
+    g = gateway(dns_config(dns, port, workdir, workers=1, pool_extra="""
+    when_empty: queue
+    queue:
+      max_waiting: 10
+      max_wait: 8s
+    retries:
+      max_per_request: 2
+      budget: 1
+""").replace("first_byte: 2s", "first_byte: 1s"))
+    got = {}
+    t = threading.Thread(target=lambda: got.update(r=post(g, timeout=15)))
+    t.start()
+    wait_metric(g, 'infergate_pool_parked{pool="p"}', 1)
+    dns.set(NAME, [dead])               # unparked onto the hanging one
+    deadline = time.monotonic() + 5
+    while sim_stats(hang)["requests"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    dns.set(NAME, [dead, "127.0.0.3"])  # a change while it waits
+    wait_addresses(g, port, 2)
+    t.join(timeout=15)
+    assert got["r"][0] == 200, got["r"]
+    assert sim_stats(b)["requests"] == 1
+    assert sim_stats(hang)["requests"] == 1
+
+
+def test_a_fallback_after_a_change_uses_its_own_pool(sim, gateway, workdir,
+                                                      dns):
+    port = free_port()
+    other = sim(model="other-model")
+    dns.set(NAME, None)                 # p: no address
+    dns.set("other.ig.test", ["127.0.0.5"])
+    g = gateway(dns_config(dns, port, workdir, models=FALLBACK_MODELS,
+                           workers=1,
+                           pool_extra="""
+    when_empty: fallback
+  p2:
+    backends:
+      - address: "127.0.0.1:%d"
+  p3:
+    backends:
+      - dns: other.ig.test
+        port: 9
+        resolve_every: 100ms
+""" % other.port))
+    assert post(g)[0] == 200
+    # a request whose head came before a publish, its body after
+    body = json.dumps(CHAT).encode()
+    sk = socket.create_connection(("127.0.0.1", g.port))
+    sk.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d"
+               b"\r\n\r\n" % len(body))
+    time.sleep(0.1)
+    dns.set("other.ig.test", ["127.0.0.6"])     # a new snapshot
+    wait_metric(g, 'infergate_dns_changes_total{name="other.ig.test:9"}', 2)
+    sk.sendall(body)
+    sk.settimeout(5)
+    resp = b""
+    while b"\r\n\r\n" not in resp:
+        chunk = sk.recv(65536)
+        assert chunk
+        resp += chunk
+    sk.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+    assert sim_stats(other)["requests"] == 2
+
+
+def test_a_refused_reload_keeps_the_resolver(sim, gateway, workdir, dns):
+    port = free_port()
+    sims(sim, port, "127.0.0.2", "127.0.0.3")
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir))
+    assert post(g)[0] == 200
+    # another name server, and an error: the whole reload is refused
+    bad = dns_config(dns, port, workdir).replace(
+        '["127.0.0.1:%d"]' % dns.port, '["127.0.0.1:%d"]' % free_port())
+    bad = bad.replace("    timeouts:", '      - address: "nosuch.invalid:80"'
+                      "\n    timeouts:", 1)
+    with open(g.config_path, "w") as f:
+        f.write(bad.replace("{port}", str(g.port))
+                .replace("{admin_port}", str(g.admin_port)))
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reload_failures_total", 1)
+    dns.set(NAME, ["127.0.0.3"])        # still asked of this server
+    wait_metric(g, "infergate_dns_changes_total{%s}" % label(port), 2)
+
+
+def test_a_dead_name_server_does_not_hold_the_start(gateway, workdir, dns):
+    port = free_port()
+    dns.mode = "drop"
+    t0 = time.monotonic()
+    g = gateway(dns_config(dns, port, workdir, timeout="300ms"))
+    assert time.monotonic() - t0 < 5    # 300 ms x 1 attempt + 1 s at most
+    m = metrics(g)
+    assert m["infergate_dns_addresses{%s}" % label(port)] == 0
+    assert m['infergate_dns_resolutions_total{%s,result="failed"}'
+             % label(port)] >= 1
+
+
+def test_a_reload_forgets_a_name_with_its_query_in_flight(sim, gateway,
+                                                          workdir, dns):
+    port = free_port()
+    sims(sim, port, "127.0.0.2")
+    other = sim()
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir, timeout="2s"))
+    assert post(g)[0] == 200
+    dns.mode = "drop"
+    time.sleep(0.3)                     # a query in flight
+    with open(g.config_path, "w") as f:
+        f.write(gw_config([other.port], workdir, workers=2)
+                .replace("{port}", str(g.port))
+                .replace("{admin_port}", str(g.admin_port)))
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reloads_total", 1)
+    m = metrics(g)
+    assert not any(k.startswith("infergate_dns_") for k in m)
+    assert post(g)[0] == 200
 
 
 def test_the_start_waits_for_the_first_answer(sim, gateway, workdir, dns):

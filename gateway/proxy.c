@@ -630,6 +630,7 @@ proxy_pool_now(struct ig_request *r)
 	    own->conf->name) != 0) {
 		proxy_pool_own(r);
 		r->tried = 0;
+		r->backend = NULL;
 	}
 	was = r->bsnap != NULL ? r->bpool : own;
 	if (cur == r->bsnap || (cur == r->snap && r->bsnap == NULL))

@@ -488,6 +488,9 @@ pool_kick_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (read(fd, &n, sizeof(n)) == -1)
 		return;
+	/* A publish kicks every worker: an idle one lets the old snapshot
+	 * (and the backends only it holds) go now, not at its next request. */
+	snapshot_peek();
 	pool_unpark_ready(w);
 	pool_grant_cb(-1, 0, w);
 }

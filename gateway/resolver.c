@@ -66,6 +66,7 @@ struct rs_name {
 	bool		 dead;		/* forgotten: freed by its callback */
 	struct evdns_getaddrinfo_request *req;
 	struct evdns_request *classify;	/* see rs_classify_cb */
+	bool		 classify_v6;	/* it is the AAAA one */
 	struct event	*timer;
 	uint64_t	 results[RS_NRESULTS];
 	uint64_t	 changes;
@@ -260,10 +261,10 @@ rs_outcome(struct rs_name *nm, enum rs_result what, struct ig_addr *addrs,
 }
 
 /*
- * The A lookup that tells a failed getaddrinfo apart: libevent 2.1's
- * reports a name with no address (NODATA) as EAI_FAIL, like a timeout or
- * SERVFAIL; NODATA or NXDOMAIN here empties the set, anything else keeps
- * it.
+ * The A (then AAAA) lookup that tells a failed getaddrinfo apart:
+ * libevent 2.1's reports a name with no address (NODATA) as EAI_FAIL,
+ * like a timeout or SERVFAIL. NXDOMAIN, or NODATA for both, empties the
+ * set; anything else keeps it.
  */
 static void
 rs_classify_cb(int result, char type, int count, int ttl, void *addresses,
@@ -276,9 +277,21 @@ rs_classify_cb(int result, char type, int count, int ttl, void *addresses,
 		rs_name_free(nm);
 		return;
 	}
-	if (result == DNS_ERR_CANCEL)
+	if (result == DNS_ERR_CANCEL) {
+		nm->querying = false;
+		rs_timer_arm(nm);
 		return;
-	if (result == DNS_ERR_NODATA || result == DNS_ERR_NOTEXIST)
+	}
+	/* No A: the same for AAAA, or an IPv6-only name whose AAAA failed
+	 * would count as empty. (An error's callback has no type.) */
+	if (result == DNS_ERR_NODATA && !nm->classify_v6 &&
+	    (nm->classify = evdns_base_resolve_ipv6(rs_dns, nm->host, 0,
+	    rs_classify_cb, nm)) != NULL) {
+		nm->classify_v6 = true;
+		return;
+	}
+	if (result == DNS_ERR_NOTEXIST || (result == DNS_ERR_NODATA &&
+	    nm->classify_v6))
 		rs_outcome(nm, RS_EMPTY, NULL, 0, evdns_err_to_string(result));
 	else
 		rs_outcome(nm, RS_FAILED, NULL, 0, result == DNS_ERR_NONE ?
@@ -307,7 +320,8 @@ rs_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
 	if (res != NULL)
 		evutil_freeaddrinfo(res);
 	if (result == EVUTIL_EAI_FAIL) {
-		/* NODATA, or a real failure: ask again, for A only */
+		/* NODATA, or a real failure: ask again, A then AAAA */
+		nm->classify_v6 = false;
 		nm->classify = evdns_base_resolve_ipv4(rs_dns, nm->host, 0,
 		    rs_classify_cb, nm);
 		if (nm->classify == NULL)
@@ -588,12 +602,12 @@ rs_guard_cb(evutil_socket_t fd, short what, void *arg)
 
 	TAILQ_FOREACH(nm, &rs_names, entry)
 		if (nm->in_warm && !nm->answered && !nm->dead) {
+			/* counted when its lookup ends */
 			log_warn("dns %s: no answer in %llu ms; going on without "
 			    "its addresses", nm->label,
 			    (unsigned long long)rs_guard_ms);
 			nm->answered = true;
 			nm->failing = true;
-			nm->results[RS_FAILED]++;
 		}
 	event_active(rs_notify_ev, EV_TIMEOUT, 1);
 }

@@ -624,8 +624,8 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	/* TLS and plain connections to one address are different pools, and
 	 * TLS ones for different names (SNI, the certificate checked). */
 	if (tls != NULL) {
-		snprintf(key, sizeof(key), "tls:%s@%s", pc->tls_server_name ?
-		    pc->tls_server_name : be->host, be->name);
+		snprintf(key, sizeof(key), "tls:%s@%s", be->name,
+		    pc->tls_server_name ? pc->tls_server_name : be->host);
 		home = up_backend_get(w->upstreams, key);
 	} else
 		home = up_backend_get(w->upstreams, be->name);

@@ -59,10 +59,11 @@ static struct cap_entry	*bstates;
 
 /*
  * The entry named NAME of the registry *HEAD, made (zeroed, SIZE bytes,
- * cache-line aligned) the first time; NULL: no memory.
+ * cache-line aligned) the first time, with a reference taken when REF;
+ * NULL: no memory.
  */
 static void *
-cap_get(struct cap_entry **head, const char *name, size_t size)
+cap_get(struct cap_entry **head, const char *name, size_t size, bool ref)
 {
 	struct cap_entry *e;
 
@@ -80,6 +81,9 @@ cap_get(struct cap_entry **head, const char *name, size_t size)
 			*head = e;
 		}
 	}
+	/* under the lock: a last ig_bstate_put elsewhere cannot free it */
+	if (e != NULL && ref)
+		e->refs++;
 	pthread_mutex_unlock(&cap_lock);
 	return e;
 }
@@ -99,17 +103,14 @@ cap_free_list(struct cap_entry **head)
 struct ig_cap *
 ig_cap_get(const char *name)
 {
-	return cap_get(&caps, name, sizeof(struct ig_cap));
+	return cap_get(&caps, name, sizeof(struct ig_cap), false);
 }
 
+/* NAME's state, with a reference for the caller (see ig_bstate_put). */
 struct ig_bstate *
 ig_bstate_get(const char *name)
 {
-	struct ig_bstate *b = cap_get(&bstates, name, sizeof(struct ig_bstate));
-
-	if (b != NULL)
-		ig_bstate_ref(b);
-	return b;
+	return cap_get(&bstates, name, sizeof(struct ig_bstate), true);
 }
 
 struct ig_bstate *

@@ -1,6 +1,6 @@
 """A DNS server the tests control, for the gateway's DNS backends: UDP on
 127.0.0.1, a thread of the test process, answering A queries from a dict
-the test changes as it goes (AAAA: no data). Only what the gateway's
+the test changes as it goes (IPv6 addresses in the list answer AAAA). Only what the gateway's
 resolver (libevent's evdns) asks is handled; the question is echoed byte
 for byte (evdns randomizes the case of the name and checks it).
 
@@ -9,7 +9,8 @@ for byte (evdns randomizes the case of the name and checks it).
     dns.set("pool.ig.test", None)      # NXDOMAIN
     dns.set("pool.ig.test", [])        # the name exists, no address: NODATA
     dns.mode = "drop"            # "answer" | "drop" (no reply) | "servfail"
-                                 # | "drop_a" (no reply to A queries)
+                                 # | "drop_a", "drop_aaaa" (no reply to
+                                 # A, AAAA queries)
     dns.delay = 0.3              # seconds before each reply
     dns.queries("pool.ig.test")  # A queries seen for the name
     dns.stop()
@@ -92,7 +93,8 @@ class DNSServer:
                 self.counts[name] = self.counts.get(name, 0) + 1
             mode = self.mode
             addrs = self.records.get(name)
-        if mode == "drop" or (mode == "drop_a" and qtype == QTYPE_A):
+        if mode == "drop" or (mode == "drop_a" and qtype == QTYPE_A) or \
+                (mode == "drop_aaaa" and qtype == QTYPE_AAAA):
             return None
         rcode, answers = 0, []
         if mode == "servfail":
@@ -100,9 +102,13 @@ class DNSServer:
         elif addrs is None:
             rcode = 3       # NXDOMAIN
         elif qtype == QTYPE_A:
-            answers = addrs
-        head = struct.pack("!HHHHHH", qid, 0x8180 | (flags & 0x0100) | rcode,
-                           1, len(answers), 0, 0)
-        body = b"".join(struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, 1, 4) +
-                        socket.inet_aton(a) for a in answers)
+            answers = [socket.inet_pton(socket.AF_INET, a)
+                       for a in addrs if ":" not in a]
+        elif qtype == QTYPE_AAAA:
+            answers = [socket.inet_pton(socket.AF_INET6, a)
+                       for a in addrs if ":" in a]
+        head = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, len(answers),
+                           0, 0)
+        body = b"".join(struct.pack("!HHHIH", 0xC00C, qtype, 1, 1, len(a)) + a
+                        for a in answers)
         return head + question + body

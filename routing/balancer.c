@@ -21,6 +21,12 @@ bal_next(unsigned *seed)
 	return *seed = x;
 }
 
+static uint64_t
+bal_weight(const struct ig_backend *be)
+{
+	return be->conf->weight ? be->conf->weight : 1;
+}
+
 /*
  * A backend's load: its requests in flight from this gateway, plus, with
  * balance: queue_depth, the queue it reported (scrape_metrics) while that
@@ -44,8 +50,7 @@ static bool
 bal_lighter(const struct ig_pool *pool, const struct ig_backend *a,
     const struct ig_backend *b, uint64_t now)
 {
-	uint64_t wa = a->conf->weight ? a->conf->weight : 1;
-	uint64_t wb = b->conf->weight ? b->conf->weight : 1;
+	uint64_t wa = bal_weight(a), wb = bal_weight(b);
 
 	return bal_load(pool, a, now) * wb < bal_load(pool, b, now) * wa;
 }
@@ -83,6 +88,27 @@ bal_nth(const struct ig_pool *pool, enum bal_class c, size_t k,
 	return NULL;
 }
 
+/*
+ * round_robin: the backend of class C at position POS of the cycle in
+ * which each takes as many turns in a row as its weight; NULL when the
+ * class shrank since it was counted.
+ */
+static struct ig_backend *
+bal_at_turn(const struct ig_pool *pool, enum bal_class c, uint64_t pos,
+    uint64_t exclude, uint64_t now)
+{
+	size_t i;
+
+	for (i = 0; i < pool->nbackends; i++) {
+		if (bal_class(pool, i, exclude, now) != c)
+			continue;
+		if (pos < bal_weight(&pool->backends[i]))
+			return &pool->backends[i];
+		pos -= bal_weight(&pool->backends[i]);
+	}
+	return NULL;
+}
+
 bool
 ig_pool_has_backend(const struct ig_pool *pool)
 {
@@ -101,11 +127,15 @@ ig_balancer_pick(const struct ig_pool *pool, unsigned *cursor,
     unsigned *seed, uint64_t exclude, uint64_t now, bool *all_down)
 {
 	size_t i, n[BAL_DOWN + 1] = { 0 }, ka, kb;
-	enum bal_class c = BAL_READY;
+	uint64_t w[BAL_DOWN + 1] = { 0 };
+	enum bal_class c = BAL_READY, k;
 	struct ig_backend *a, *b;
 
-	for (i = 0; i < pool->nbackends; i++)
-		n[bal_class(pool, i, exclude, now)]++;
+	for (i = 0; i < pool->nbackends; i++) {
+		k = bal_class(pool, i, exclude, now);
+		n[k]++;
+		w[k] += bal_weight(&pool->backends[i]);
+	}
 	/* All down by checks, or none at all (a DNS name with no address
 	 * yet): when_empty applies. */
 	*all_down = n[BAL_READY] == 0 && n[BAL_EJECTED] == 0 &&
@@ -116,8 +146,10 @@ ig_balancer_pick(const struct ig_pool *pool, unsigned *cursor,
 		return NULL;
 	if (n[c] == 1)
 		return bal_nth(pool, c, 0, exclude, now);
-	if (pool->conf->balance == IG_BALANCE_ROUND_ROBIN)
-		return bal_nth(pool, c, (*cursor)++ % n[c], exclude, now);
+	if (pool->conf->balance == IG_BALANCE_ROUND_ROBIN) {
+		a = bal_at_turn(pool, c, (*cursor)++ % w[c], exclude, now);
+		return a != NULL ? a : bal_nth(pool, c, 0, exclude, now);
+	}
 	ka = bal_next(seed) % n[c];
 	kb = bal_next(seed) % (n[c] - 1);	/* another one */
 	if (kb >= ka)

@@ -89,7 +89,8 @@ struct ig_pool	*ig_catalog_pool_named(const struct ig_catalog *, const char *);
  * down by the pool's own health checks). least_inflight (and
  * queue_depth, which needs scrape_metrics) takes the one with fewer
  * requests in flight per weight of two drawn at random (power of two
- * choices, *seed); round_robin goes round (*cursor). Both belong to the
+ * choices, *seed); round_robin goes round (*cursor), each backend
+ * taking as many turns in a row as its weight. Both belong to the
  * calling worker, so no lock is taken. When every candidate left is only
  * ejected, they are used anyway (a pool is never emptied by passive
  * ejection alone); NULL when none is left, *all_down set when the reason

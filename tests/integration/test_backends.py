@@ -139,6 +139,19 @@ def test_round_robin_alternates(sim, gateway, workdir):
     assert sim_stats(a)["requests"] == 5 and sim_stats(b)["requests"] == 5
 
 
+def test_round_robin_follows_weight(sim, gateway, workdir):
+    a = sim()
+    b = sim()
+    cfg = config([a.port, b.port], workdir, "    balance: round_robin\n")
+    cfg = cfg.replace('      - address: "127.0.0.1:%d"' % a.port,
+                      '      - address: "127.0.0.1:%d"\n        weight: 3'
+                      % a.port)
+    g = gateway(cfg)
+    for _ in range(12):
+        assert post(g)[0] == 200
+    assert sim_stats(a)["requests"] == 9 and sim_stats(b)["requests"] == 3
+
+
 def test_when_empty_fail_gives_503_at_once(sim, gateway, workdir):
     s = sim(startup_delay=5000)
     g = gateway(config([s.port], workdir, HEALTH + "    when_empty: fail\n"))

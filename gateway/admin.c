@@ -319,6 +319,9 @@ static const struct {
 	    "Client connections accepted.", ST_CONN_ACCEPTED },
 	{ "infergate_connections_open", "gauge",
 	    "Client connections open now.", ST_CONN_OPEN },
+	{ "infergate_accept_pauses_total", "counter",
+	    "Times a listener stopped accepting for 100 ms: out of file "
+	    "descriptors.", ST_ACCEPT_PAUSES },
 	{ "infergate_requests_total", "counter",
 	    "Requests started by clients.", ST_REQUESTS },
 	{ "infergate_requests_inflight", "gauge",
@@ -339,6 +342,9 @@ static const struct {
 	{ "infergate_upstream_errors_total", "counter",
 	    "Backend failures (refused, reset, timeout, bad response).",
 	    ST_UP_ERRORS },
+	{ "infergate_upstream_no_socket_total", "counter",
+	    "Backend connections the gateway could not open for want of file "
+	    "descriptors or memory (503 gateway_overloaded).", ST_UP_NO_SOCKET },
 	{ "infergate_upstream_retries_total", "counter",
 	    "Requests sent again after a failure before any response byte.",
 	    ST_UP_RETRIES },

@@ -117,7 +117,8 @@ enum ig_stat {
 	ST_RESP_2XX, ST_RESP_4XX, ST_RESP_5XX,
 	ST_UP_CONNECT, ST_UP_REUSE, ST_UP_ERRORS, ST_UP_RETRIES,
 	ST_CLIENT_ABORTS, ST_STREAMS, ST_BAD_REQUESTS,
-	ST_BYTES_IN, ST_BYTES_OUT, ST_AUTH_FAILURES,
+	ST_BYTES_IN, ST_BYTES_OUT, ST_AUTH_FAILURES, ST_ACCEPT_PAUSES,
+	ST_UP_NO_SOCKET,
 	ST_MAX
 };
 
@@ -403,6 +404,8 @@ void		 proxy_send_error(struct ig_request *, int status, const char *type,
 
 /* http_server.c: the response side, called by proxy.c */
 void		 hs_close_all(struct ig_worker *);
+void		 hs_listener_error_cb(struct evconnlistener *, void *);
+void		 hs_listener_resume_cb(int fd, short what, void *arg);
 void		 hs_listener_cb(struct evconnlistener *, int fd,
 		    struct sockaddr *, int socklen, void *arg);
 /* Status line + headers; body_len -1 means a chunked (streamed) body. */
@@ -455,6 +458,8 @@ struct ig_listener {
 	struct ig_worker *w;
 	struct ssl_ctx_st *tls;
 	struct evconnlistener *l;
+	struct event	*resume;	/* accepting again after a pause */
+	uint64_t	 warned_ns;	/* the last accept error logged */
 };
 
 /* admin.c */

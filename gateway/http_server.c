@@ -918,6 +918,48 @@ hs_close_all(struct ig_worker *w)
 		hs_close(w->conns);
 }
 
+#define HS_ACCEPT_PAUSE_MS	100	/* out of descriptors: accept again after */
+
+/*
+ * accept() failed. Out of file descriptors (or kernel memory), the
+ * listening socket stays readable: libevent would call accept again at
+ * once, for ever, at full CPU, logging each time. So, as nginx and relayd
+ * do, the listener pauses for HS_ACCEPT_PAUSE_MS (the connections in hand
+ * go on and free descriptors), and the error is logged at most once a
+ * second.
+ */
+void
+hs_listener_error_cb(struct evconnlistener *l, void *arg)
+{
+	static const struct timeval pause = { 0, HS_ACCEPT_PAUSE_MS * 1000 };
+	struct ig_listener *il = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	bool scarce = e == EMFILE || e == ENFILE || e == ENOBUFS ||
+	    e == ENOMEM;
+	uint64_t now = now_ns();
+
+	if (now - il->warned_ns >= 1000000000ULL) {
+		il->warned_ns = now;
+		log_warn("accept: %s%s", strerror(e), scarce ? "; pausing "
+		    "new connections (counted in infergate_accept_pauses_total)" :
+		    "");
+	}
+	if (!scarce || il->resume == NULL)
+		return;
+	evconnlistener_disable(l);
+	evtimer_add(il->resume, &pause);
+	WSTAT_ADD(il->w, ST_ACCEPT_PAUSES, 1);
+}
+
+void
+hs_listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ig_listener *il = arg;
+
+	if (il->l != NULL)
+		evconnlistener_enable(il->l);
+}
+
 void
 hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
     int socklen, void *arg)

@@ -15,6 +15,7 @@
  * Every path ends in hs_response_end() or hs_response_abort(), which free
  * the request: nothing may touch it after those calls.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -683,6 +684,19 @@ proxy_forward(struct ig_request *r)
 	if (r->deadline_ns == 0 && pc->request_timeout_ms > 0)
 		r->deadline_ns = now_ns() + pc->request_timeout_ms * 1000000ULL;
 	if ((buf = up_open(r, r->backend, pc, &proxy_up_events)) == NULL) {
+		/* The gateway's own shortage, not the backend's failure: no
+		 * ejection, no retry elsewhere (it would fail the same). */
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM) {
+			log_warn("request %s: no socket for backend %s: %s",
+			    r->id, r->backend->name, strerror(errno));
+			WSTAT_ADD(r->worker, ST_UP_NO_SOCKET, 1);
+			r->retry_after_s = 1;
+			proxy_send_error(r, 503, "server_error",
+			    "gateway_overloaded", NULL, "the gateway is out of "
+			    "file descriptors or memory; retry later");
+			return;
+		}
 		proxy_on_error(r, "cannot connect", false, true);
 		return;
 	}

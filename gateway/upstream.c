@@ -582,13 +582,16 @@ up_connect(struct ig_worker *w, struct up_backend *home,
 		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
 		    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	}
-	if ((c = calloc(1, sizeof(*c))) == NULL)
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		errno = ENOMEM;
 		goto fail;
+	}
 	if ((c->timer = evtimer_new(w->base, up_timer_cb, c)) == NULL ||
 	    io_init(&c->io, w, fd, ssl, rc == -1, &up_io, c) == -1) {
 		if (c->timer != NULL)
 			event_free(c->timer);
 		free(c);
+		errno = ENOMEM;
 		goto fail;
 	}
 	c->home = home;
@@ -597,8 +600,10 @@ up_connect(struct ig_worker *w, struct up_backend *home,
 	up_parser_init(c);
 	return c;
 fail:
+	rc = errno;	/* the caller tells a local shortage by it */
 	SSL_free(ssl);
 	close(fd);
+	errno = rc;
 	return NULL;
 }
 

@@ -151,9 +151,19 @@ worker_listen(struct ig_worker *w, struct ig_listener *il,
 	l = evconnlistener_new_bind(w->base, hs_listener_cb, il,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
 	    LEV_OPT_REUSEABLE_PORT, 4096, (struct sockaddr *)&ss, sslen);
-	if (l == NULL && asprintf(err, "listen %s: %s", address,
-	    strerror(errno)) == -1)
-		*err = NULL;
+	if (l == NULL) {
+		if (asprintf(err, "listen %s: %s", address,
+		    strerror(errno)) == -1)
+			*err = NULL;
+		return NULL;
+	}
+	if ((il->resume = evtimer_new(w->base, hs_listener_resume_cb,
+	    il)) == NULL) {
+		evconnlistener_free(l);
+		*err = strdup("out of memory");
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l, hs_listener_error_cb);
 	return l;
 }
 
@@ -162,9 +172,14 @@ worker_close_listeners(struct ig_worker *w)
 {
 	size_t i;
 
-	for (i = 0; i < w->nlisteners; i++)
+	for (i = 0; i < w->nlisteners; i++) {
+		if (w->listeners[i].resume != NULL)
+			event_free(w->listeners[i].resume);
+		w->listeners[i].resume = NULL;
 		if (w->listeners[i].l != NULL)
 			evconnlistener_free(w->listeners[i].l);
+		w->listeners[i].l = NULL;
+	}
 	w->nlisteners = 0;
 }
 

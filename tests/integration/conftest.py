@@ -243,13 +243,14 @@ def redis(procs, workdir):
 
 @pytest.fixture
 def gateway(procs, workdir):
-    """gateway(config_text, extra_args=[], files={name: text}) -> running
-    gateway. The text may use {port} and {admin_port}; both are filled with
-    free ports. Waits until /health/ready answers 200."""
+    """gateway(config_text, extra_args=[], files={name: text}, nofile=N)
+    -> running gateway. The text may use {port} and {admin_port}; both are
+    filled with free ports. Waits until /health/ready answers 200. NOFILE
+    sets its RLIMIT_NOFILE."""
     counter = [0]
 
     def start(cfg, extra_args=(), files=None, wait_ready=True, port=None,
-              admin_port=None):
+              admin_port=None, nofile=None):
         counter[0] += 1
         port = port or free_port()
         admin_port = admin_port or free_port()
@@ -267,6 +268,8 @@ def gateway(procs, workdir):
             argv = ["valgrind", "--quiet", "--error-exitcode=99",
                     "--leak-check=full", "--errors-for-leak-kinds=definite",
                     "--show-leak-kinds=definite"] + argv
+        if nofile:          # RLIMIT_NOFILE of the gateway (prlimit execs it)
+            argv = ["prlimit", "--nofile=%d:%d" % (nofile, nofile), "--"] + argv
         p = Proc(argv, "gw%d" % counter[0], workdir)
         procs.append(p)
         p.port = port

@@ -1,11 +1,13 @@
 """Hostile and malformed requests: each gets its exact status, never a crash,
 and the gateway keeps serving."""
 import json
+import os
+import socket
 import time
 
 import pytest
 
-from conftest import http, sim_stats
+from conftest import VALGRIND, http, metrics, sim_stats
 from rawhttp import Conn, request
 from test_proxy import gw_config, CHAT
 
@@ -229,3 +231,94 @@ def test_header_section_padding_bounded(env):
     assert r.status == 431
     assert c.closed()
     c.close()
+
+
+# --- out of file descriptors --------------------------------------------
+
+NOFILE = 64
+
+
+def _fds(g):
+    return len(os.listdir("/proc/%d/fd" % g.pid))
+
+
+def _wait_fds(g, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while _fds(g) < n:
+        assert time.monotonic() < deadline, "%d fds, not %d" % (_fds(g), n)
+        time.sleep(0.01)
+
+
+def _fill_to(g, n):
+    """Idle client connections until the gateway holds N descriptors."""
+    conns = []
+    # the readiness polls' admin connections close first
+    before, deadline = -1, time.monotonic() + 5
+    while _fds(g) != before:
+        assert time.monotonic() < deadline
+        before = _fds(g)
+        time.sleep(0.2)
+    while _fds(g) < n:
+        had = _fds(g)
+        conns.append(socket.create_connection(("127.0.0.1", g.port)))
+        _wait_fds(g, had + 1, timeout=2)
+    return conns
+
+
+@pytest.mark.skipif(VALGRIND, reason="valgrind keeps descriptors of its own")
+def test_out_of_descriptors_pauses_accept_and_recovers(sim, gateway, workdir):
+    # every descriptor taken by idle clients: the listener pauses (not a
+    # busy loop logging each failed accept), those in hand go on, and
+    # connections are accepted again once some close
+    s = sim()
+    g = gateway(gw_config([s.port], workdir, workers=1), nofile=NOFILE)
+    idle = [socket.create_connection(("127.0.0.1", g.port))
+            for _ in range(NOFILE - _fds(g) + 8)]
+    _wait_fds(g, NOFILE)
+    time.sleep(1.5)
+    for c in idle:
+        c.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            st = http("POST", g.url + "/v1/chat/completions", CHAT,
+                      timeout=2)[0]
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert st == 200
+    m = metrics(g)
+    assert m["infergate_accept_pauses_total"] >= 1
+    # logged at most once a second, not once per failed accept
+    assert 1 <= g.output().count("accept: Too many open files") <= 4
+
+
+@pytest.mark.skipif(VALGRIND, reason="valgrind keeps descriptors of its own")
+def test_no_descriptor_for_the_backend_is_503_not_an_ejection(sim, gateway,
+                                                               workdir):
+    s = sim()
+    g = gateway(gw_config([s.port], workdir, workers=1, pool_extra="""
+    ejection:
+      after: 1
+      duration: 60s
+""").replace("header_timeout: 1s", "header_timeout: 30s"), nofile=NOFILE)
+    # all but one descriptor taken: the last client's request finds none
+    # for its backend connection
+    idle = _fill_to(g, NOFILE - 1)
+    c = Conn(g.port)
+    _wait_fds(g, NOFILE)
+    c.send(request("POST", "/v1/chat/completions", CHAT))
+    r = c.read_response()
+    assert r.status == 503
+    assert r.json()["error"]["code"] == "gateway_overloaded"
+    assert r.header("retry-after") == "1"
+    c.close()
+    for i in idle:
+        i.close()
+    time.sleep(0.2)
+    m = metrics(g)
+    assert m["infergate_upstream_no_socket_total"] == 1
+    assert m['infergate_backend_ejections_total{pool="p",backend='
+             '"127.0.0.1:%d"}' % s.port] == 0
+    assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include <stddef.h>
 
@@ -25,6 +26,10 @@ static struct evhttp	*admin_http;
 static volatile int	 admin_ready;
 uint64_t		 admin_reloads_ok;
 uint64_t		 admin_reloads_failed;
+static struct evconnlistener *admin_listener;	/* evhttp's */
+static struct event	*admin_resume;
+static uint64_t		 admin_warned_ns;
+static uint64_t		 admin_accept_pauses;
 
 void
 admin_set_ready(bool ready)
@@ -320,8 +325,9 @@ static const struct {
 	{ "infergate_connections_open", "gauge",
 	    "Client connections open now.", ST_CONN_OPEN },
 	{ "infergate_accept_pauses_total", "counter",
-	    "Times a listener stopped accepting for 100 ms: out of file "
-	    "descriptors.", ST_ACCEPT_PAUSES },
+	    "Times a listener (a client one or the admin one) stopped "
+	    "accepting for 100 ms: out of file descriptors.",
+	    ST_ACCEPT_PAUSES },
 	{ "infergate_requests_total", "counter",
 	    "Requests started by clients.", ST_REQUESTS },
 	{ "infergate_requests_inflight", "gauge",
@@ -363,7 +369,9 @@ admin_metrics(struct evhttp_request *req)
 	}
 	for (i = 0; i < sizeof(worker_metrics) / sizeof(worker_metrics[0]); i++)
 		admin_metric(b, worker_metrics[i].name, worker_metrics[i].type,
-		    worker_metrics[i].help, workers_stat(worker_metrics[i].stat));
+		    worker_metrics[i].help, workers_stat(worker_metrics[i].stat) +
+		    (worker_metrics[i].stat == ST_ACCEPT_PAUSES ?
+		    admin_accept_pauses : 0));
 	evbuffer_add_printf(b, "# HELP infergate_responses_total Responses by "
 	    "status class.\n# TYPE infergate_responses_total counter\n"
 	    "infergate_responses_total{class=\"2xx\"} %llu\n"
@@ -420,9 +428,25 @@ admin_cb(struct evhttp_request *req, void *arg)
 		admin_text(req, 404, "Not Found", "not found\n");
 }
 
+
+static void
+admin_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	if (hs_accept_failed(l, admin_resume, &admin_warned_ns))
+		admin_accept_pauses++;
+}
+
+static void
+admin_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (admin_listener != NULL)
+		evconnlistener_enable(admin_listener);
+}
+
 int
 admin_start(struct event_base *base, const char *address, char **err)
 {
+	struct evhttp_bound_socket *bound;
 	char host[128];
 	const char *colon;
 	size_t hl;
@@ -444,13 +468,22 @@ admin_start(struct event_base *base, const char *address, char **err)
 	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
 	evhttp_set_gencb(admin_http, admin_cb, NULL);
 	evhttp_set_timeout(admin_http, 10);
-	if (evhttp_bind_socket(admin_http, host, port) == -1) {
+	if ((bound = evhttp_bind_socket_with_handle(admin_http, host,
+	    port)) == NULL) {
 		if (asprintf(err, "admin %s: cannot listen", address) == -1)
 			*err = NULL;
 		evhttp_free(admin_http);
 		admin_http = NULL;
 		return -1;
 	}
+	/* out of descriptors: pause, as the client listeners do */
+	admin_listener = evhttp_bound_socket_get_listener(bound);
+	if ((admin_resume = evtimer_new(base, admin_resume_cb, NULL)) == NULL) {
+		*err = strdup("out of memory");
+		admin_stop();
+		return -1;
+	}
+	evconnlistener_set_error_cb(admin_listener, admin_accept_error_cb);
 	return 0;
 bad:
 	if (asprintf(err, "admin %s: bad address", address) == -1)
@@ -461,7 +494,11 @@ bad:
 void
 admin_stop(void)
 {
+	if (admin_resume != NULL)
+		event_free(admin_resume);
+	admin_resume = NULL;
 	if (admin_http != NULL)
 		evhttp_free(admin_http);
 	admin_http = NULL;
+	admin_listener = NULL;
 }

@@ -404,6 +404,8 @@ void		 proxy_send_error(struct ig_request *, int status, const char *type,
 
 /* http_server.c: the response side, called by proxy.c */
 void		 hs_close_all(struct ig_worker *);
+bool		 hs_accept_failed(struct evconnlistener *, struct event *resume,
+		    uint64_t *warned_ns);
 void		 hs_listener_error_cb(struct evconnlistener *, void *);
 void		 hs_listener_resume_cb(int fd, short what, void *arg);
 void		 hs_listener_cb(struct evconnlistener *, int fd,

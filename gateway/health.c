@@ -18,11 +18,13 @@
  * holds a reference to the backend's state, which a reload or a DNS
  * change may drop meanwhile.
  */
+#include <errno.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -42,6 +44,9 @@
 #define HC_MAX_BODY	(64 * 1024)	/* a check's answer, at most */
 
 #define HC_MAX_SCRAPE	(4 * 1024 * 1024)	/* a /metrics page, at most */
+
+/* A check that could not get a socket: the gateway's shortage. */
+static const char hc_no_socket[] = "no socket";
 
 struct hc_check {
 	LIST_ENTRY(hc_check) entry;
@@ -77,7 +82,7 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 	LIST_INSERT_HEAD(&hc_finished, c, entry);
 	event_add(hc_reaper, &zero);
 	c->probe->busy = false;
-	if (c->scrape)
+	if (c->scrape || why == hc_no_socket)	/* ours: not a result */
 		return;
 	if (ig_bstate_check(c->b, ok, c->healthy_after, c->unhealthy_after)) {
 		if (ok) {
@@ -273,7 +278,30 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	 * refused connection can call back from inside. -1 is a socket that
 	 * could not even be made, without a call back. */
 	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET, path) == -1)
-		hc_done(c, false, "no socket");
+		hc_done(c, false, hc_no_socket);
+}
+
+/*
+ * Whether the gateway has a file descriptor to spare for checks: out of
+ * them, every check would fail on our side and mark healthy backends
+ * down. The round is skipped instead (logged once a second at most).
+ */
+static bool
+hc_have_socket(void)
+{
+	static uint64_t warned;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	uint64_t now;
+
+	if (fd != -1) {
+		close(fd);
+		return true;
+	}
+	if ((now = now_ns()) - warned >= 1000000000ULL) {
+		warned = now;
+		log_warn("health checks skipped: %s", strerror(errno));
+	}
+	return false;
 }
 
 static void
@@ -285,7 +313,7 @@ hc_tick(evutil_socket_t fd, short what, void *arg)
 	size_t i, j;
 	enum ig_probe_kind k;
 
-	for (i = 0; i < ig_catalog_npools(cat); i++) {
+	for (i = 0; i < ig_catalog_npools(cat) && hc_have_socket(); i++) {
 		const struct ig_pool *p = ig_catalog_pool_at(cat, i);
 		const struct ig_pool_conf *pc = p->conf;
 

@@ -921,34 +921,44 @@ hs_close_all(struct ig_worker *w)
 #define HS_ACCEPT_PAUSE_MS	100	/* out of descriptors: accept again after */
 
 /*
- * accept() failed. Out of file descriptors (or kernel memory), the
+ * accept() on L failed. Out of file descriptors (or kernel memory), the
  * listening socket stays readable: libevent would call accept again at
  * once, for ever, at full CPU, logging each time. So, as nginx and relayd
- * do, the listener pauses for HS_ACCEPT_PAUSE_MS (the connections in hand
- * go on and free descriptors), and the error is logged at most once a
- * second.
+ * do, the listener pauses for HS_ACCEPT_PAUSE_MS (RESUME, armed here,
+ * enables it again; the connections in hand go on and free descriptors),
+ * and the error is logged at most once a second (*WARNED_NS). Returns
+ * whether it paused. Also the admin listener's (admin.c).
  */
-void
-hs_listener_error_cb(struct evconnlistener *l, void *arg)
+bool
+hs_accept_failed(struct evconnlistener *l, struct event *resume,
+    uint64_t *warned_ns)
 {
 	static const struct timeval pause = { 0, HS_ACCEPT_PAUSE_MS * 1000 };
-	struct ig_listener *il = arg;
 	int e = EVUTIL_SOCKET_ERROR();
 	bool scarce = e == EMFILE || e == ENFILE || e == ENOBUFS ||
 	    e == ENOMEM;
 	uint64_t now = now_ns();
 
-	if (now - il->warned_ns >= 1000000000ULL) {
-		il->warned_ns = now;
+	if (now - *warned_ns >= 1000000000ULL) {
+		*warned_ns = now;
 		log_warn("accept: %s%s", strerror(e), scarce ? "; pausing "
 		    "new connections (counted in infergate_accept_pauses_total)" :
 		    "");
 	}
-	if (!scarce || il->resume == NULL)
-		return;
+	if (!scarce || resume == NULL)
+		return false;
 	evconnlistener_disable(l);
-	evtimer_add(il->resume, &pause);
-	WSTAT_ADD(il->w, ST_ACCEPT_PAUSES, 1);
+	evtimer_add(resume, &pause);
+	return true;
+}
+
+void
+hs_listener_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct ig_listener *il = arg;
+
+	if (hs_accept_failed(l, il->resume, &il->warned_ns))
+		WSTAT_ADD(il->w, ST_ACCEPT_PAUSES, 1);
 }
 
 void

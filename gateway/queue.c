@@ -178,8 +178,26 @@ pool_go(struct ig_request *r, const struct ig_model *m)
 }
 
 /*
+ * Whether fallback M can serve the request at all: its context_tokens (0:
+ * not known) holds the input, estimated by M's own rule, and the output
+ * the request asks for. A GPU that cannot serve it never gets it.
+ */
+static bool
+pool_fits(const struct ig_request *r, const struct ig_model *m)
+{
+	uint64_t ctx = m->conf->context_tokens, out = 0;
+
+	if (ctx == 0)
+		return true;
+	if (r->info.max_field != IG_MAX_NONE)
+		out = r->clamped ? r->max_tokens : r->info.max_tokens;
+	return ig_request_estimate_input(&r->info, m->conf) + out <= ctx;
+}
+
+/*
  * The first fallback of the request's model whose pool has a free slot
- * now (and that the tenant may use); false when none has.
+ * now, that the tenant may use and whose context holds the request; false
+ * when none has.
  */
 static bool
 pool_fallback(struct ig_request *r)
@@ -195,7 +213,7 @@ pool_fallback(struct ig_request *r)
 		    strlen(mc->fallback[i]));
 		if (m == NULL || m->pool == NULL || m->pool == r->model->pool ||
 		    !admit_model_allowed(r, m->conf->name) ||
-		    !ig_pool_has_backend(m->pool))
+		    !ig_pool_has_backend(m->pool) || !pool_fits(r, m))
 			continue;
 		/* Not ahead of the fallback pool's own waiters. */
 		if (ig_cap_waiting(m->pool->cap) == 0 &&

@@ -192,6 +192,29 @@ def test_fallback_when_pool_full(sim, gateway, workdir):
     assert metrics(g)['infergate_pool_fallbacks_total{pool="p"}'] == 1
 
 
+def test_fallback_skips_a_model_whose_context_is_too_small(sim, gateway,
+                                                          workdir):
+    # m2 holds 40 tokens: a long prompt is shed rather than sent to a
+    # model server that cannot take it; a short one falls back
+    s1 = sim(ttft=600)
+    s2 = sim(model="other-model")
+    models = FALLBACK_MODELS.replace("    upstream_model: other-model\n",
+                                     "    upstream_model: other-model\n"
+                                     "    context_tokens: 40\n")
+    g = gateway(config([s1.port], workdir, max_waiting=0,
+                       extra_pools=pool_yaml("p2", s2.port), models=models))
+    a = send(g)
+    wait_metric(g, INFL, 1)
+    long = dict(CHAT, messages=[{"role": "user", "content": "hello " * 100}])
+    r = send(g, long).read_response()
+    assert r.status == 503
+    assert r.json()["error"]["code"] == "pool_overloaded"
+    r = send(g, dict(CHAT, max_tokens=5)).read_response()
+    assert r.status == 200
+    assert sim_stats(s2)["requests"] == 1
+    assert a.read_response().status == 200
+
+
 def test_tenant_priority_and_its_cap(sim, gateway, workdir):
     s = sim()
     tenants = """

@@ -570,6 +570,13 @@ proxy_attempt_done(struct ig_request *r)
 	}
 }
 
+/* The pool the current attempt's backend is from (see proxy_pool_now). */
+static const struct ig_pool *
+proxy_attempt_pool(const struct ig_request *r)
+{
+	return r->bsnap != NULL ? r->bpool : r->model->pool;
+}
+
 /* TRIED (bits of FROM's backends) as bits of TO's with the same names. */
 static uint64_t
 proxy_tried_in(const struct ig_pool *from, const struct ig_pool *to,
@@ -726,13 +733,21 @@ static void
 proxy_on_headers(struct ig_request *r, int status, const struct ig_header *h,
     size_t n)
 {
+	const struct ig_pool_conf *pc;
 	size_t i, cap = ADMIT_HDRS_MAX + 1;
 	struct ig_fmt f;
 
 	r->t_first_byte = now_ns();
 	r->status = status;
 	r->backend_date = false;
-	ig_bstate_ok(r->backend->state);
+	pc = proxy_attempt_pool(r)->conf;
+	/* ejection.after_5xx: a backend that answers but only with errors */
+	if (ig_bstate_response(r->backend->state, status >= 500,
+	    pc->eject_after_5xx, r->t_first_byte, pc->eject_ms * 1000000ULL))
+		log_warn("backend %s: ejected for %llu ms after %llu 5xx "
+		    "responses in a row", r->backend->name,
+		    (unsigned long long)pc->eject_ms,
+		    (unsigned long long)pc->eject_after_5xx);
 	for (i = 0; i < n; i++)
 		cap += h[i].namelen + h[i].valuelen + 4;
 	free(r->resp_head);
@@ -821,13 +836,6 @@ proxy_on_complete(struct ig_request *r)
 	if (r->method != HTTP_HEAD)
 		hs_response_body_buffer(r->conn, r->resp);
 	hs_response_end(r->conn);
-}
-
-/* The pool the current attempt's backend is from (see proxy_pool_now). */
-static const struct ig_pool *
-proxy_attempt_pool(const struct ig_request *r)
-{
-	return r->bsnap != NULL ? r->bpool : r->model->pool;
 }
 
 /*

@@ -43,6 +43,7 @@ struct ig_bstate {
 	_Atomic bool	 down;		/* by its checks */
 	_Atomic uint64_t ejected_until;	/* ns; 0: never ejected */
 	_Atomic uint64_t fails;		/* transport failures in a row */
+	_Atomic uint64_t fails_5xx;	/* 5xx responses in a row */
 	_Atomic uint64_t ejections;
 	_Atomic uint64_t checks_failed;
 	_Atomic uint64_t depth;		/* scraped queue depth */
@@ -340,19 +341,40 @@ ig_bstate_ok(struct ig_bstate *b)
 		atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
 }
 
-bool
-ig_bstate_fail(struct ig_bstate *b, uint64_t fails_max, uint64_t now,
-    uint64_t eject_ns)
+/*
+ * One more failure of B's kind *N: the one at or past MAX that takes the
+ * count back to 0 ejects B for EJECT_NS (and counts the ejection).
+ */
+static bool
+bstate_count(struct ig_bstate *b, _Atomic uint64_t *count, uint64_t max,
+    uint64_t now, uint64_t eject_ns)
 {
-	uint64_t n = atomic_fetch_add(&b->fails, 1) + 1;
+	uint64_t n = atomic_fetch_add(count, 1) + 1;
 
-	/* One of the failures at or past the count ejects (and counts): the
-	 * one that takes the count back to 0. */
-	if (n < fails_max || !atomic_compare_exchange_strong(&b->fails, &n, 0))
+	if (n < max || !atomic_compare_exchange_strong(count, &n, 0))
 		return false;
 	atomic_store(&b->ejected_until, now + eject_ns);
 	atomic_fetch_add(&b->ejections, 1);
 	return true;
+}
+
+bool
+ig_bstate_fail(struct ig_bstate *b, uint64_t fails_max, uint64_t now,
+    uint64_t eject_ns)
+{
+	return bstate_count(b, &b->fails, fails_max, now, eject_ns);
+}
+
+bool
+ig_bstate_response(struct ig_bstate *b, bool is_5xx, uint64_t max_5xx,
+    uint64_t now, uint64_t eject_ns)
+{
+	ig_bstate_ok(b);	/* it answered: no transport failure */
+	if (is_5xx && max_5xx > 0)
+		return bstate_count(b, &b->fails_5xx, max_5xx, now, eject_ns);
+	if (atomic_load_explicit(&b->fails_5xx, memory_order_relaxed) != 0)
+		atomic_store_explicit(&b->fails_5xx, 0, memory_order_relaxed);
+	return false;
 }
 
 bool

@@ -121,6 +121,7 @@ static const struct cy_key health_keys[] = {
 
 static const struct cy_key ejection_keys[] = {
 	POOL_UINT("after", eject_after, "3", 0, 100),
+	POOL_UINT("after_5xx", eject_after_5xx, "0", 0, 100),
 	POOL_MS("duration", eject_ms, "10s", 100),
 	{ .name = NULL }
 };

@@ -112,6 +112,13 @@ void		 ig_bstate_attempt_done(struct ig_bstate *);
 void		 ig_bstate_ok(struct ig_bstate *);
 bool		 ig_bstate_fail(struct ig_bstate *, uint64_t fails_max,
 		    uint64_t now_ns, uint64_t eject_ns);
+/*
+ * A response from B: clears its transport failures; a 5xx counts toward
+ * MAX_5XX in a row (0: not counted) and ejects it like ig_bstate_fail,
+ * anything else clears that count. True when this one ejected it.
+ */
+bool		 ig_bstate_response(struct ig_bstate *, bool is_5xx,
+		    uint64_t max_5xx, uint64_t now_ns, uint64_t eject_ns);
 
 /*
  * The checker's side (one thread): a check's result, with the pool's

@@ -126,6 +126,7 @@ struct ig_pool_conf {
 	uint64_t	 healthy_after;
 	uint64_t	 unhealthy_after;
 	uint64_t	 eject_after;	/* transport failures in a row; 0: off */
+	uint64_t	 eject_after_5xx;	/* 5xx responses in a row; 0: off */
 	uint64_t	 eject_ms;
 	uint64_t	 max_inflight;	/* 0: unlimited */
 	uint64_t	 queue_max_waiting;

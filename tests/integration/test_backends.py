@@ -93,6 +93,39 @@ def test_dead_backend_is_ejected_after_failures(sim, gateway, workdir):
     assert m["infergate_backend_up" + key] == 0
 
 
+def test_a_backend_answering_only_errors_is_ejected_after_5xx(sim, gateway,
+                                                             workdir):
+    bad = sim(fail_rate=1, fail_status=500)
+    good = sim()
+    g = gateway(config([bad.port, good.port], workdir, """
+    ejection:
+      after_5xx: 2
+      duration: 30s
+"""))
+    series = '{pool="p",backend="127.0.0.1:%d"}' % bad.port
+    deadline = time.monotonic() + 5
+    while metrics(g)["infergate_backend_ejections_total" + series] != 1:
+        assert time.monotonic() < deadline
+        st = post(g)[0]
+        assert st in (200, 500)         # a 5xx is passed on, not retried
+    assert sim_stats(bad)["requests"] == 2  # two in a row, then out
+    assert up(g, bad.port) == 0
+    for _ in range(10):
+        assert post(g)[0] == 200
+    assert sim_stats(bad)["requests"] == 2
+
+
+def test_5xx_answers_do_not_eject_by_default(sim, gateway, workdir):
+    bad = sim(fail_rate=1, fail_status=503)
+    good = sim()
+    g = gateway(config([bad.port, good.port], workdir))
+    for _ in range(20):
+        post(g)
+    assert sim_stats(bad)["requests"] >= 5
+    assert metrics(g)['infergate_backend_ejections_total{pool="p",backend='
+                      '"127.0.0.1:%d"}' % bad.port] == 0
+
+
 def test_only_ejected_backends_left_are_still_used(sim, gateway, workdir):
     # Passive ejection never empties a pool: with every backend ejected,
     # requests still go (and are answered 502, not left without a try).

@@ -51,6 +51,8 @@ static const char hc_no_socket[] = "no socket";
 struct hc_check {
 	LIST_ENTRY(hc_check) entry;
 	bool		 scrape;	/* scrape_metrics, not a health check */
+	bool		 starting;	/* inside evhttp_make_request */
+	bool		 finished;	/* on hc_finished */
 	struct ig_bstate *b;
 	struct ig_probe	*probe;		/* b's, of this kind */
 	struct evhttp_connection *conn;
@@ -78,6 +80,9 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 {
 	static const struct timeval zero = { 0, 0 };
 
+	if (c->finished)
+		return;
+	c->finished = true;
 	LIST_REMOVE(c, entry);
 	LIST_INSERT_HEAD(&hc_finished, c, entry);
 	event_add(hc_reaper, &zero);
@@ -198,6 +203,14 @@ hc_response_cb(struct evhttp_request *req, void *arg)
 	int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
 	char why[64];
 
+	/* Called back from inside evhttp_make_request for want of a socket
+	 * (libevent 2.1 reports the backend's own failures later, from the
+	 * loop): the gateway's shortage, not a result. */
+	if (code == 0 && c->starting && (errno == EMFILE || errno == ENFILE ||
+	    errno == ENOBUFS || errno == ENOMEM)) {
+		hc_done(c, false, hc_no_socket);
+		return;
+	}
 	if (c->scrape) {
 		hc_scrape_cb(c, req, code);
 		return;
@@ -274,17 +287,19 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	    "close");
 	LIST_INSERT_HEAD(&hc_checks, c, entry);
 	c->probe->busy = true;
-	/* C may be finished (not freed: see hc_done) when this returns: a
-	 * refused connection can call back from inside. -1 is a socket that
-	 * could not even be made, without a call back. */
+	/* C may be finished (not freed: see hc_done) when this returns:
+	 * without a socket libevent calls back from inside. */
+	c->starting = true;
 	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET, path) == -1)
 		hc_done(c, false, hc_no_socket);
+	c->starting = false;
 }
 
 /*
  * Whether the gateway has a file descriptor to spare for checks: out of
  * them, every check would fail on our side and mark healthy backends
- * down. The round is skipped instead (logged once a second at most).
+ * down. The round is skipped instead (logged once a second at most); a
+ * check that still finds none is not counted (hc_response_cb).
  */
 static bool
 hc_have_socket(void)

@@ -189,8 +189,10 @@ pool_fits(const struct ig_request *r, const struct ig_model *m)
 
 	if (ctx == 0)
 		return true;
-	if (r->info.max_field != IG_MAX_NONE)
-		out = r->clamped ? r->max_tokens : r->info.max_tokens;
+	if (r->set_max_tokens)	/* the gateway writes it: a tenant's cap */
+		out = r->max_tokens;
+	else if (r->info.max_field != IG_MAX_NONE)
+		out = r->info.max_tokens;
 	return ig_request_estimate_input(&r->info, m->conf) + out <= ctx;
 }
 

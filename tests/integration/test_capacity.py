@@ -192,26 +192,57 @@ def test_fallback_when_pool_full(sim, gateway, workdir):
     assert metrics(g)['infergate_pool_fallbacks_total{pool="p"}'] == 1
 
 
-def test_fallback_skips_a_model_whose_context_is_too_small(sim, gateway,
-                                                          workdir):
-    # m2 holds 40 tokens: a long prompt is shed rather than sent to a
-    # model server that cannot take it; a short one falls back
+def _small_fallback(sim, gateway, workdir, tenants="", headers=None):
+    """p full (one slow request in it), m2's pool free but with a context
+    of 40 tokens. Returns (fallback sim, gateway, the slow request)."""
     s1 = sim(ttft=600)
     s2 = sim(model="other-model")
     models = FALLBACK_MODELS.replace("    upstream_model: other-model\n",
                                      "    upstream_model: other-model\n"
                                      "    context_tokens: 40\n")
-    g = gateway(config([s1.port], workdir, max_waiting=0,
+    g = gateway(config([s1.port], workdir, max_waiting=0, tenants=tenants,
                        extra_pools=pool_yaml("p2", s2.port), models=models))
-    a = send(g)
+    a = send(g, headers=headers)
     wait_metric(g, INFL, 1)
+    return s2, g, a
+
+
+def test_fallback_skips_a_model_whose_context_is_too_small(sim, gateway,
+                                                          workdir):
+    # a long prompt is shed rather than sent to a model server that cannot
+    # take it; a short one falls back
+    s2, g, a = _small_fallback(sim, gateway, workdir)
     long = dict(CHAT, messages=[{"role": "user", "content": "hello " * 100}])
     r = send(g, long).read_response()
     assert r.status == 503
     assert r.json()["error"]["code"] == "pool_overloaded"
+    # a short prompt asking more output than the context holds: shed too
+    r = send(g, dict(CHAT, max_tokens=100)).read_response()
+    assert r.status == 503
     r = send(g, dict(CHAT, max_tokens=5)).read_response()
     assert r.status == 200
     assert sim_stats(s2)["requests"] == 1
+    assert a.read_response().status == 200
+
+
+def test_fallback_counts_the_output_cap_the_gateway_writes(sim, gateway,
+                                                           workdir):
+    # no max_tokens from the client, the tenant's cap written into the
+    # body: that is the output the fallback's context must hold
+    tenants = """
+tenants:
+  - id: t
+    keys: ["sha256:%s"]
+    models: ["*"]
+    limits:
+      max_output_tokens: 100
+""" % __import__("hashlib").sha256(b"key-t").hexdigest()
+    auth = {"Authorization": "Bearer key-t"}
+    s2, g, a = _small_fallback(sim, gateway, workdir, tenants, auth)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    r = send(g, body, headers=auth).read_response()
+    assert r.status == 503
+    assert sim_stats(s2)["requests"] == 0
     assert a.read_response().status == 200
 
 

@@ -308,6 +308,32 @@ def test_out_of_descriptors_pauses_accept_and_recovers(sim, gateway, workdir):
 
 
 @pytest.mark.skipif(VALGRIND, reason="valgrind keeps descriptors of its own")
+def test_checks_without_a_descriptor_do_not_mark_backends_down(sim, gateway,
+                                                               workdir):
+    # one descriptor left for the checks of four backends: those that find
+    # none are not failures of the backends
+    sims = [sim() for _ in range(4)]
+    g = gateway(gw_config([s.port for s in sims], workdir, workers=1,
+                          pool_extra="""
+    health:
+      interval: 100ms
+      healthy_after: 1
+      unhealthy_after: 1
+""").replace("header_timeout: 1s", "header_timeout: 30s"), nofile=NOFILE)
+    idle = _fill_to(g, NOFILE - 1)
+    time.sleep(1.0)
+    for c in idle:
+        c.close()
+    time.sleep(0.3)
+    m = metrics(g)
+    for s in sims:
+        assert m['infergate_backend_health_check_failures_total{pool="p",'
+                 'backend="127.0.0.1:%d"}' % s.port] == 0
+        assert m['infergate_backend_up{pool="p",backend="127.0.0.1:%d"}'
+                 % s.port] == 1
+
+
+@pytest.mark.skipif(VALGRIND, reason="valgrind keeps descriptors of its own")
 def test_no_descriptor_for_the_backend_is_503_not_an_ejection(sim, gateway,
                                                                workdir):
     s = sim()

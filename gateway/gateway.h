@@ -12,6 +12,7 @@
 #ifndef INFERGATE_GATEWAY_H
 #define INFERGATE_GATEWAY_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -345,6 +346,17 @@ static inline void
 now_release(void)
 {
 	now_held = 0;
+}
+
+/*
+ * Whether errno value E is the gateway's own shortage (no descriptor, no
+ * kernel memory) rather than a peer's failure: accept, a backend
+ * connection and a health check all treat it so.
+ */
+static inline bool
+gw_errno_scarce(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 }
 
 /* Whether the N bytes at S are LOWER (lowercase ASCII) in any case. */

@@ -206,8 +206,7 @@ hc_response_cb(struct evhttp_request *req, void *arg)
 	/* Called back from inside evhttp_make_request for want of a socket
 	 * (libevent 2.1 reports the backend's own failures later, from the
 	 * loop): the gateway's shortage, not a result. */
-	if (code == 0 && c->starting && (errno == EMFILE || errno == ENFILE ||
-	    errno == ENOBUFS || errno == ENOMEM)) {
+	if (code == 0 && c->starting && gw_errno_scarce(errno)) {
 		hc_done(c, false, hc_no_socket);
 		return;
 	}

@@ -935,8 +935,7 @@ hs_accept_failed(struct evconnlistener *l, struct event *resume,
 {
 	static const struct timeval pause = { 0, HS_ACCEPT_PAUSE_MS * 1000 };
 	int e = EVUTIL_SOCKET_ERROR();
-	bool scarce = e == EMFILE || e == ENFILE || e == ENOBUFS ||
-	    e == ENOMEM;
+	bool scarce = gw_errno_scarce(e);
 	uint64_t now = now_ns();
 
 	if (now - *warned_ns >= 1000000000ULL) {

@@ -606,15 +606,6 @@ proxy_pool_own(struct ig_request *r)
 	r->bpool = NULL;
 }
 
-/*
- * The request's pool as the published snapshot has it now, for the next
- * attempt: a DNS change or a reload since the request came in gives it
- * the pool's backends of now (a parked request finds the addresses a
- * scaled-up Service gained; a retry skips those it lost). The attempt
- * keeps that snapshot (r->bsnap) while it uses them; r->backend must be
- * picked again after this. A pool the config no longer has is the
- * request's own.
- */
 /* The pool CUR has for the request: its own when CUR is its snapshot. */
 static const struct ig_pool *
 proxy_pool_in(const struct ig_request *r, struct ig_snapshot *cur)
@@ -627,6 +618,15 @@ proxy_pool_in(const struct ig_request *r, struct ig_snapshot *cur)
 	return p != NULL ? p : own;
 }
 
+/*
+ * The request's pool as the published snapshot has it now, for the next
+ * attempt: a DNS change or a reload since the request came in gives it
+ * the pool's backends of now (a parked request finds the addresses a
+ * scaled-up Service gained; a retry skips those it lost). The attempt
+ * keeps that snapshot (r->bsnap) while it uses them; r->backend must be
+ * picked again after this. A pool the config no longer has is the
+ * request's own.
+ */
 const struct ig_pool *
 proxy_pool_now(struct ig_request *r)
 {
@@ -640,7 +640,7 @@ proxy_pool_now(struct ig_request *r)
 		r->tried = 0;
 		r->backend = NULL;
 	}
-	was = r->bsnap != NULL ? r->bpool : own;
+	was = proxy_attempt_pool(r);
 	if (cur == r->bsnap || (cur == r->snap && r->bsnap == NULL))
 		return was;
 	p = proxy_pool_in(r, cur);
@@ -693,8 +693,7 @@ proxy_forward(struct ig_request *r)
 	if ((buf = up_open(r, r->backend, pc, &proxy_up_events)) == NULL) {
 		/* The gateway's own shortage, not the backend's failure: no
 		 * ejection, no retry elsewhere (it would fail the same). */
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM) {
+		if (gw_errno_scarce(errno)) {
 			log_warn("request %s: no socket for backend %s: %s",
 			    r->id, r->backend->name, strerror(errno));
 			WSTAT_ADD(r->worker, ST_UP_NO_SOCKET, 1);

@@ -764,15 +764,28 @@ def run_wrk(env, port, conns, duration, auth):
 
 
 def measured(c, fn):
-    """Runs fn() and adds CPU of the proxy tree and of redis, and peak RSS."""
+    """Runs fn() and adds CPU of the proxy tree and of redis, and each CPU's
+    busy share and softirq over the run ("cpus": {cpu: [busy %, softirq %]},
+    every process on it, from /proc/stat)."""
     pids = c.cpu_pids()
     rpids = c.redis_pids()
-    t0, r0 = cpu_ticks(pids), cpu_ticks(rpids)
+    t0, r0, s0 = cpu_ticks(pids), cpu_ticks(rpids), cpu_stat()
     res = fn()
-    t1, r1 = cpu_ticks(pids), cpu_ticks(rpids)
+    t1, r1, s1 = cpu_ticks(pids), cpu_ticks(rpids), cpu_stat()
     res["proxy_cpu_s"] = (t1 - t0) / CLK_TCK if pids else None
     res["redis_cpu_s"] = (r1 - r0) / CLK_TCK if rpids else None
+    res["cpus"] = {cpu: [100.0 * (b[0] - s0[cpu][0]) / (b[3] - s0[cpu][3]),
+                         100.0 * (b[1] - s0[cpu][1]) / (b[3] - s0[cpu][3])]
+                   for cpu, b in s1.items() if cpu in s0 and b[3] > s0[cpu][3]}
     return res
+
+
+def busy_share(r, cpus):
+    """(busy %, softirq %) of CPUS (averaged) in a measured() run, or None."""
+    st = [r["cpus"][k] for k in (cpus or []) if k in r.get("cpus", {})]
+    if not st:
+        return None, None
+    return (sum(x[0] for x in st) / len(st), sum(x[1] for x in st) / len(st))
 
 
 def run_sseload(env, port, conns, duration, ramp, auth, measure_after=None,
@@ -1013,6 +1026,14 @@ class Run:
                 r["redis_cpu_us_per_req"] = (r["redis_cpu_s"] * 1e6 / r["requests"]
                                              if r["redis_cpu_s"] is not None and r["requests"]
                                              else None)
+                r["load_busy_pct"], r["load_softirq_pct"] = busy_share(r, env.load_cpus)
+                r["proxy_busy_pct"], r["proxy_softirq_pct"] = busy_share(r, env.proxy_cpus)
+                # the load CPUs' time per request, every process on them
+                # (wrk, the backend, redis-server) and their softirq
+                r["load_cpu_us_per_req"] = (
+                    r["load_busy_pct"] / 100.0 * len(env.load_cpus) * r["duration_us"]
+                    / r["requests"] if r["load_busy_pct"] is not None and r["requests"]
+                    else None)
             rows[name] = {
                 "runs": runs,
                 "rps": summary([r["rps"] for r in runs]),
@@ -1024,9 +1045,15 @@ class Run:
                 "added_p99_us": summary([r["added_p99_us"] for r in runs]),
                 "errors": sum(r["errors"] for r in runs),
                 "peak_rss_kib": peaks.get(name),
+                **{k: summary([r[k] for r in runs]) for k in (
+                    "load_busy_pct", "load_softirq_pct", "proxy_busy_pct",
+                    "proxy_softirq_pct", "load_cpu_us_per_req")},
             }
         self.results[key] = {"conns": conns, "duration_s": dur, "rounds": self.rounds,
-                             "contenders": rows, "unavailable": unavailable}
+                             "contenders": rows, "unavailable": unavailable,
+                             "load_cpus": sorted(env.load_cpus) if env.load_cpus else None,
+                             "proxy_cpus": sorted(env.proxy_cpus) if env.proxy_cpus
+                             else None}
 
     def scenario1(self):
         self.scenario_wrk("s1", 50)
@@ -1514,11 +1541,25 @@ def report_md(data):
         a("## %s (%d s x %d rounds, wrk -t1 -c%d)" % (title, r["duration_s"],
                                                        r["rounds"], r["conns"]))
         a("")
+        lcs = ",".join(str(x) for x in r.get("load_cpus") or [])
+        pcs = ",".join(str(x) for x in r.get("proxy_cpus") or [])
+        # one column per CPU the run was pinned to (scenario 2: one for all)
+        cols = [("load", lcs)] if lcs else []
+        if pcs and pcs != lcs:
+            cols.append(("proxy", pcs))
         a("| contender | req/s | vs nginx | proxy CPU µs/req | vs nginx | redis CPU µs/req "
-          "| p50 µs | p99 µs | added p50 µs | added p99 µs | peak RSS MiB | errors |")
-        a("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| p50 µs | p99 µs | added p50 µs | added p99 µs | peak RSS MiB | errors |"
+          + "".join(" CPU %s busy %% (softirq) |" % v for _, v in cols))
+        a("|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(cols))
         cs = r["contenders"]
         ng = cs.get("nginx")
+
+        def busy(c, tag):
+            if not c.get(tag + "_busy_pct"):
+                return "-"
+            return "%.0f (%.0f)" % (c[tag + "_busy_pct"]["median"],
+                                    c[tag + "_softirq_pct"]["median"])
+        ceilings = []
         for name, c in cs.items():
             rr = ratio(c["rps"]["median"], ng["rps"]["median"]) if ng else None
             cr = ratio(c["cpu_us_per_req"]["median"] if c["cpu_us_per_req"] else None,
@@ -1529,7 +1570,12 @@ def report_md(data):
                 fmt(c["redis_cpu_us_per_req"], 1), fmt(c["p50_us"]), fmt(c["p99_us"]),
                 fmt(c["added_p50_us"]), fmt(c["added_p99_us"]),
                 "%.1f" % (c["peak_rss_kib"] / 1024) if c.get("peak_rss_kib") else "-",
-                c["errors"]))
+                c["errors"]) + "".join(" %s |" % busy(c, t) for t, _ in cols))
+            lc = c.get("load_cpu_us_per_req")
+            if key == "s1" and lcs != pcs and lc and name != "direct" and ng:
+                cap = 1e6 / lc["median"]
+                ceilings.append("%s %.1f µs, %.0f req/s (%.2fx)" % (
+                    name, lc["median"], cap, cap / ng["rps"]["median"]))
             if key == "s1" and is_ig(name) and ng:
                 if "redis" in name:
                     targets.append(("1", name, TARGETS["s1_redis_rps"],
@@ -1549,6 +1595,13 @@ def report_md(data):
                                 p50 <= n50 if p50 is not None and n50 is not None else None))
                 targets.append(("2", name, TARGETS["s2_p99"], "%s µs" % p99,
                                 p99 <= 250 if p99 is not None else None))
+        if ceilings:
+            a("")
+            a("CPU %s's time per request (wrk, the backend and redis-server, with "
+              "their softirq), and the requests per second it allows when it is "
+              "saturated (vs nginx's measured): %s. A contender near its ceiling is "
+              "held back by the load CPU, whatever its own CPU per request." % (
+                  lcs, "; ".join(ceilings)))
         unav(r)
         a("")
 

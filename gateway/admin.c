@@ -73,6 +73,9 @@ admin_head(struct evbuffer *b, const struct admin_family *f)
 	    f->help, f->name, f->type);
 }
 
+static void	 admin_hist(struct evbuffer *, const char *, const char *,
+		    struct ig_hist *const *, size_t, enum ig_hist_kind);
+
 static void
 admin_metric(struct evbuffer *b, const char *name, const char *type,
     const char *help, uint64_t v)
@@ -144,6 +147,20 @@ admin_admission_metrics(struct evbuffer *b)
 	admin_metric(b, "infergate_store_settles_dropped_total", "counter",
 	    "Settlements dropped: queue full while Redis was down.",
 	    sum.settles_dropped);
+	{
+		static const struct admin_family f = {
+			"infergate_store_admission_seconds", "histogram",
+			"Time from asking the store to admit a request to its "
+			"answer, for the answers the store gave (not "
+			"on_store_failure's)." };
+		struct ig_hist *hs[IG_CAP_WORKERS];
+		size_t n = 0;
+
+		for (i = 0; i < workers_count() && n < IG_CAP_WORKERS; i++)
+			hs[n++] = &worker_at(i)->store_hist;
+		admin_head(b, &f);
+		admin_hist(b, f.name, NULL, hs, n, IG_HIST_STORE);
+	}
 }
 
 /* V as a Prometheus label value (quoted, escaped) into B. */
@@ -160,6 +177,55 @@ admin_label(struct evbuffer *b, const char *v)
 			evbuffer_add(b, v, 1);
 	}
 	evbuffer_add(b, "\"", 1);
+}
+
+/*
+ * Histogram NAME, the sum of the NH histograms HS of KIND, with the label
+ * pool="POOL" unless POOL is NULL: cumulative buckets, _sum, _count.
+ */
+static void
+admin_hist(struct evbuffer *b, const char *name, const char *pool,
+    struct ig_hist *const *hs, size_t nh, enum ig_hist_kind kind)
+{
+	uint64_t cum = 0, sum_ns = 0;
+	size_t i, j, nb;
+	const uint64_t *le = ig_hist_bounds(kind, &nb);
+
+	for (j = 0; j < nh; j++)
+		sum_ns += atomic_load_explicit(&hs[j]->sum_ns,
+		    memory_order_relaxed);
+	for (i = 0; i <= nb; i++) {
+		for (j = 0; j < nh; j++)
+			cum += atomic_load_explicit(&hs[j]->n[i],
+			    memory_order_relaxed);
+		evbuffer_add_printf(b, "%s_bucket{", name);
+		if (pool != NULL) {
+			evbuffer_add(b, "pool=", 5);
+			admin_label(b, pool);
+			evbuffer_add(b, ",", 1);
+		}
+		if (i < nb)
+			evbuffer_add_printf(b, "le=\"%g\"} %llu\n",
+			    le[i] / 1e9, (unsigned long long)cum);
+		else
+			evbuffer_add_printf(b, "le=\"+Inf\"} %llu\n",
+			    (unsigned long long)cum);
+	}
+	for (i = 0; i < 2; i++) {
+		evbuffer_add_printf(b, "%s_%s", name, i == 0 ? "sum" : "count");
+		if (pool != NULL) {
+			evbuffer_add(b, "{pool=", 6);
+			admin_label(b, pool);
+			evbuffer_add(b, "}", 1);
+		}
+		if (i == 0)	/* exact: a double would round a long sum */
+			evbuffer_add_printf(b, " %llu.%09llu\n",
+			    (unsigned long long)(sum_ns / 1000000000),
+			    (unsigned long long)(sum_ns % 1000000000));
+		else
+			evbuffer_add_printf(b, " %llu\n",
+			    (unsigned long long)cum);
+	}
 }
 
 /* One series per pool of the current config: NAME{pool="..."LABELS} V. */
@@ -306,6 +372,27 @@ admin_pool_metrics(struct evbuffer *b)
 			default: x = st.parked; break;
 			}
 			admin_pool_u64(b, m[i].name, p->conf->name, "", x);
+		}
+	}
+	for (i = 0; i < IG_CAP_NHISTS; i++) {
+		static const struct admin_family h[IG_CAP_NHISTS] = {
+			[IG_CAP_DURATION] = { "infergate_request_duration_seconds",
+			  "histogram", "Requests a backend of the pool answered "
+			  "(any status), from their first byte to the end of "
+			  "the response to the client." },
+			[IG_CAP_TTFT] = { "infergate_time_to_first_token_seconds",
+			  "histogram", "Streamed responses, from the request's "
+			  "first byte to the first body bytes from the "
+			  "backend." },
+		};
+
+		admin_head(b, &h[i]);
+		for (j = 0; j < ig_catalog_npools(cat); j++) {
+			const struct ig_pool *p = ig_catalog_pool_at(cat, j);
+			struct ig_hist *hs = ig_cap_hist(p->cap, i);
+
+			admin_hist(b, h[i].name, p->conf->name, &hs, 1,
+			    IG_HIST_REQUEST);
 		}
 	}
 	admin_backend_metrics(b, cat, now);

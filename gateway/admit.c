@@ -164,6 +164,9 @@ admit_store_cb(const struct ig_admit_result *res, struct ig_lease *lease,
 	struct ig_request *r = arg;
 
 	r->admit_op = NULL;
+	if (!res->degraded)
+		ig_hist_observe(&r->worker->store_hist, IG_HIST_STORE,
+		    now_ns() - r->t_admit);
 	if (!res->admitted) {
 		admit_refuse(r, res);
 		return;
@@ -225,6 +228,7 @@ admit_start(struct ig_request *r)
 	ar.shadow = r->tenant->shadow;
 	ar.input_tokens = r->input_est;
 	ar.output_tokens = out.max_tokens;
+	r->t_admit = now_ns();
 	if ((r->admit_op = ig_store_admit(r->worker->store, &ar,
 	    admit_store_cb, r)) == NULL)
 		goto nomem;

@@ -22,6 +22,7 @@
 
 #include "infergate/admission.h"
 #include "infergate/config.h"
+#include "infergate/hist.h"
 #include "infergate/routing.h"
 
 struct event_base;
@@ -181,6 +182,7 @@ struct ig_worker {
 	unsigned	 p2c_seed;	/* balance: least_inflight */
 	uint64_t	 next_request_seq;
 	_Atomic uint64_t stats[ST_MAX];	/* written by this worker only */
+	struct ig_hist	 store_hist;	/* admissions the store answered */
 };
 
 #define WSTAT_ADD(w, s, n) \
@@ -290,7 +292,9 @@ struct ig_request {
 	uint64_t	 bytes_in;
 	uint64_t	 bytes_out;
 	uint64_t	 t_start;	/* monotonic ns */
-	uint64_t	 t_first_byte;
+	uint64_t	 t_first_byte;	/* the backend's response head */
+	uint64_t	 t_first_token;	/* a stream's first body bytes */
+	uint64_t	 t_admit;	/* the store's admission asked */
 	const char	*allow;		/* Allow header of a 405 */
 	char		*resp_head;	/* backend headers kept for the client */
 	size_t		 resp_head_len;

@@ -35,6 +35,7 @@ struct ig_cap {
 	_Atomic uint64_t shed[IG_SHED_NREASONS];
 	_Atomic uint64_t waiting_w[IG_CAP_WORKERS];
 	_Atomic uint64_t oldest_w[IG_CAP_WORKERS];
+	_Alignas(64) struct ig_hist hist[IG_CAP_NHISTS];
 };
 
 struct ig_bstate {
@@ -284,6 +285,12 @@ void
 ig_cap_count_fallback(struct ig_cap *c)
 {
 	atomic_fetch_add(&c->fallbacks, 1);
+}
+
+struct ig_hist *
+ig_cap_hist(struct ig_cap *c, enum ig_cap_hist which)
+{
+	return &c->hist[which];
 }
 
 void

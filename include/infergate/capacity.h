@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "infergate/hist.h"
+
 #define IG_CAP_WORKERS	256	/* the most workers a config may have */
 
 enum ig_cap_shed {
@@ -83,6 +85,14 @@ struct ig_cap_stats {
 	uint64_t	 shed[IG_SHED_NREASONS];
 };
 void		 ig_cap_stats(const struct ig_cap *, struct ig_cap_stats *);
+
+/*
+ * The pool's latency histograms (kind IG_HIST_REQUEST), observed by the
+ * workers: the duration of the requests its backends answered, and the
+ * time to the first body bytes of its streams.
+ */
+enum ig_cap_hist { IG_CAP_DURATION, IG_CAP_TTFT, IG_CAP_NHISTS };
+struct ig_hist	*ig_cap_hist(struct ig_cap *, enum ig_cap_hist);
 
 /*
  * A backend's shared state, by its "host:port", while a catalog (or a

@@ -8,6 +8,7 @@ import concurrent.futures as cf
 
 import pytest
 
+import conftest
 from conftest import http, sim_stats
 from rawhttp import sse_events
 
@@ -382,6 +383,41 @@ def test_store_down(sim, gateway, redis):
     assert hd["retry-after"] == "1"
     _, _, m = http("GET", g.admin_url + "/metrics")
     assert b"infergate_store_degraded 1" in m
+
+
+def _store_hist(g):
+    m = conftest.metrics(g)
+    name = "infergate_store_admission_seconds"
+    inf = m[name + '_bucket{le="+Inf"}']
+    assert inf == m[name + "_count"]
+    return m[name + "_count"], m[name + "_sum"], m[name + '_bucket{le="1"}']
+
+
+def test_store_admission_histogram(env):
+    s, g, r = env(limits="      requests_per_minute: 3")
+    assert _store_hist(g)[0] == 0
+    for i in range(3):
+        assert http("POST", g.url + "/v1/chat/completions", chat(),
+                    headers=auth())[0] == 200
+    # a refusal the store gave counts too
+    st, _, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                       headers=auth())
+    assert st == 429 and err(body)["code"] == "rate_limit_exceeded"
+    n, total, le1 = _store_hist(g)
+    assert n == 4 and le1 == 4, (n, le1)
+    # Redis: a round trip each; local: answered in the event that asked
+    # (one clock reading per event), so 0
+    assert (0 < total < 4) if r is not None else total == 0, total
+    # no tenant, no admission: not counted
+    assert http("POST", g.url + "/v1/chat/completions", chat())[0] == 401
+    assert _store_hist(g)[0] == 4
+    if r is not None:
+        # answers on_store_failure gave are not the store's
+        r.stop()
+        time.sleep(0.2)
+        assert http("POST", g.url + "/v1/chat/completions", chat(),
+                    headers=auth())[0] == 503
+        assert _store_hist(g)[0] == 4
 
 
 def test_store_down_open(sim, gateway, redis):

@@ -271,6 +271,48 @@ def test_backend_error_status_passes_through(setup):
     assert "error" in json.loads(body)
 
 
+def _hist(m, name, pool=None):
+    """{le: cumulative count} of histogram NAME, with its sum and count."""
+    lab = 'pool="%s",' % pool if pool else ""
+    buckets = {}
+    for k, v in m.items():
+        if k.startswith(name + "_bucket{" + lab + 'le="'):
+            buckets[k.split('le="')[1].rstrip('"}')] = v
+    sfx = '{pool="%s"}' % pool if pool else ""
+    return buckets, m.get(name + "_sum" + sfx), m.get(name + "_count" + sfx)
+
+
+def test_latency_histograms(setup):
+    s, g = setup({"ttft_ms": 150, "itl_ms": 5})
+    dur = "infergate_request_duration_seconds"
+    ttft = "infergate_time_to_first_token_seconds"
+    b, total, n = _hist(conftest.metrics(g), dur, "p")
+    assert n == 0 and total == 0 and b["+Inf"] == 0
+    assert list(b) == ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+                       "1", "2.5", "5", "10", "30", "60", "120", "300", "+Inf"]
+    st, _, _ = http("POST", g.url + "/v1/chat/completions", CHAT)
+    assert st == 200
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       dict(CHAT, stream=True))
+    assert st == 200 and b"[DONE]" in body
+    # refused by the gateway (no such model): no backend answered it
+    assert http("POST", g.url + "/v1/chat/completions",
+                dict(CHAT, model="nope"))[0] == 404
+    m = conftest.metrics(g)
+    b, total, n = _hist(m, dur, "p")
+    # both waited the backend's 150 ms to the first token
+    assert n == 2 and b["+Inf"] == 2 and b["0.1"] == 0, b
+    assert 0.3 <= total < 20, total
+    assert all(x <= y for x, y in zip(list(b.values()), list(b.values())[1:]))
+    b, total, n = _hist(m, ttft, "p")
+    assert n == 1 and b["+Inf"] == 1 and b["0.1"] == 0, b
+    assert 0.15 <= total < 10, total
+    # an error status from the backend is a response: counted
+    s2, g2 = setup({"fail_rate": 1, "fail_status": 503})
+    assert http("POST", g2.url + "/v1/chat/completions", CHAT)[0] == 503
+    assert _hist(conftest.metrics(g2), dur, "p")[2] == 1
+
+
 def test_backend_hang_gives_504(setup):
     s, g = setup({"hang_rate": 1})
     t0 = time.monotonic()
@@ -332,6 +374,7 @@ def test_slow_client_memory_bounded(setup):
 def test_reload_keeps_serving(setup, workdir):
     import signal
     s, g = setup()
+    assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
     with open(g.config_path) as f:
         cfg = f.read()
     with open(g.config_path, "w") as f:
@@ -344,6 +387,10 @@ def test_reload_keeps_serving(setup, workdir):
             break
         time.sleep(0.05)
     assert b"m-new" in body
+    # the pool's histograms go on counting across the reload (no reset)
+    assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
+    assert _hist(conftest.metrics(g), "infergate_request_duration_seconds",
+                 "p")[2] == 2
     # a broken config is refused and the old one keeps serving
     with open(g.config_path, "w") as f:
         f.write("listen: [\n")

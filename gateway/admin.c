@@ -151,8 +151,8 @@ admin_admission_metrics(struct evbuffer *b)
 		static const struct admin_family f = {
 			"infergate_store_admission_seconds", "histogram",
 			"Time from asking the store to admit a request to its "
-			"answer, for the answers the store gave (not "
-			"on_store_failure's)." };
+			"answer, for the answers the store gave: not "
+			"on_store_failure's, which a timeout also gets." };
 		struct ig_hist *hs[IG_CAP_WORKERS];
 		size_t n = 0;
 
@@ -187,12 +187,12 @@ static void
 admin_hist(struct evbuffer *b, const char *name, const char *pool,
     struct ig_hist *const *hs, size_t nh, enum ig_hist_kind kind)
 {
-	uint64_t cum = 0, sum_ns = 0;
+	uint64_t cum = 0, sum_us = 0;
 	size_t i, j, nb;
 	const uint64_t *le = ig_hist_bounds(kind, &nb);
 
 	for (j = 0; j < nh; j++)
-		sum_ns += atomic_load_explicit(&hs[j]->sum_ns,
+		sum_us += atomic_load_explicit(&hs[j]->sum_us,
 		    memory_order_relaxed);
 	for (i = 0; i <= nb; i++) {
 		for (j = 0; j < nh; j++)
@@ -219,9 +219,9 @@ admin_hist(struct evbuffer *b, const char *name, const char *pool,
 			evbuffer_add(b, "}", 1);
 		}
 		if (i == 0)	/* exact: a double would round a long sum */
-			evbuffer_add_printf(b, " %llu.%09llu\n",
-			    (unsigned long long)(sum_ns / 1000000000),
-			    (unsigned long long)(sum_ns % 1000000000));
+			evbuffer_add_printf(b, " %llu.%06llu\n",
+			    (unsigned long long)(sum_us / 1000000),
+			    (unsigned long long)(sum_us % 1000000));
 		else
 			evbuffer_add_printf(b, " %llu\n",
 			    (unsigned long long)cum);
@@ -377,9 +377,10 @@ admin_pool_metrics(struct evbuffer *b)
 	for (i = 0; i < IG_CAP_NHISTS; i++) {
 		static const struct admin_family h[IG_CAP_NHISTS] = {
 			[IG_CAP_DURATION] = { "infergate_request_duration_seconds",
-			  "histogram", "Requests a backend of the pool answered "
-			  "(any status), from their first byte to the end of "
-			  "the response to the client." },
+			  "histogram", "Requests whose response head came from "
+			  "a backend of the pool (any status), from their start "
+			  "until the gateway was done with them (the response "
+			  "queued to the client, or the client gone)." },
 			[IG_CAP_TTFT] = { "infergate_time_to_first_token_seconds",
 			  "histogram", "Streamed responses, from the request's "
 			  "first byte to the first body bytes from the "

@@ -1,7 +1,7 @@
 /*
  * infergate: latency histograms for /metrics (Prometheus "histogram"):
  * fixed upper bounds per kind, one relaxed atomic counter per bucket and
- * one for the sum, so that any worker thread observes and the admin
+ * one for the sum (us), so that any worker thread observes and the admin
  * thread reads without a lock.
  *
  *   struct ig_hist h;                   zeroed
@@ -25,9 +25,14 @@ enum ig_hist_kind {
 	IG_HIST_STORE		/* 100 us .. 1 s: store round trips */
 };
 
+/*
+ * The sum is in microseconds: in nanoseconds a pool with 10,000 streams
+ * open would wrap it within a month (it grows by the requests in flight
+ * every second). Own cache lines: the pool's two are written apart.
+ */
 struct ig_hist {
-	_Atomic uint64_t n[IG_HIST_BOUNDS + 1];	/* per bucket; +Inf last */
-	_Atomic uint64_t sum_ns;
+	_Alignas(64) _Atomic uint64_t n[IG_HIST_BOUNDS + 1]; /* +Inf last */
+	_Atomic uint64_t sum_us;
 };
 
 static inline const uint64_t *
@@ -65,7 +70,7 @@ ig_hist_observe(struct ig_hist *h, enum ig_hist_kind kind, uint64_t ns)
 	for (i = 0; i < n && ns > le[i]; i++)
 		;
 	atomic_fetch_add_explicit(&h->n[i], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->sum_us, ns / 1000, memory_order_relaxed);
 }
 
 #endif

@@ -405,9 +405,9 @@ def test_store_admission_histogram(env):
     assert st == 429 and err(body)["code"] == "rate_limit_exceeded"
     n, total, le1 = _store_hist(g)
     assert n == 4 and le1 == 4, (n, le1)
-    # Redis: a round trip each; local: answered in the event that asked
-    # (one clock reading per event), so 0
-    assert (0 < total < 4) if r is not None else total == 0, total
+    # Redis: a round trip each; local: answered at the end of the event
+    # that asked (which reads the clock once), so about 0
+    assert (0 < total < 4) if r is not None else total < 0.05, total
     # no tenant, no admission: not counted
     assert http("POST", g.url + "/v1/chat/completions", chat())[0] == 401
     assert _store_hist(g)[0] == 4

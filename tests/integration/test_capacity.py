@@ -317,6 +317,10 @@ def test_reload_raising_max_inflight_frees_the_waiters(sim, gateway, workdir):
     # the waiter is held to the new limit at once, not when a finishes
     wait_metric(g, DEPTH, 0, timeout=1.0)
     assert time.monotonic() - t0 < 1.0
+    # out of the queue is not yet at the backend: its arrival is polled
+    # (a's 1.5 s to its first token is what tells at once from later)
+    while sim_stats(s)["max_active"] < 2 and time.monotonic() - t0 < 1.0:
+        time.sleep(0.01)
     assert sim_stats(s)["max_active"] == 2
     assert a.read_response().status == 200
     assert b.read_response().status == 200

@@ -95,6 +95,9 @@ access_log_request(const struct ig_request *r)
 	    r->t_first_byte ? (r->t_first_byte - r->t_start) / 1e6 : 0.0,
 	    (end - r->t_start) / 1e6, r->info.stream ? "true" : "false", r->attempts);
 	off = alog_str(buf, off, sizeof(buf), r->outcome ? r->outcome : "ok");
+	if (r->t_first_token != 0)	/* a stream's first body bytes */
+		off += snprintf(buf + off, sizeof(buf) - off,
+		    ",\"ttft_ms\":%.3f", (r->t_first_token - r->t_start) / 1e6);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"error\":");
 	off = alog_str(buf, off, sizeof(buf), r->error_code);
 	if (r->pooled)

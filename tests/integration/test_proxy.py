@@ -282,7 +282,7 @@ def _hist(m, name, pool=None):
     return buckets, m.get(name + "_sum" + sfx), m.get(name + "_count" + sfx)
 
 
-def test_latency_histograms(setup):
+def test_latency_histograms(setup, workdir):
     s, g = setup({"ttft_ms": 150, "itl_ms": 5})
     dur = "infergate_request_duration_seconds"
     ttft = "infergate_time_to_first_token_seconds"
@@ -307,6 +307,12 @@ def test_latency_histograms(setup):
     b, total, n = _hist(m, ttft, "p")
     assert n == 1 and b["+Inf"] == 1 and b["0.1"] == 0, b
     assert 0.15 <= total < 10, total
+    # the access log has it too, for the stream only; the head came first
+    time.sleep(0.2)
+    lines = [l for l in access_lines(workdir) if l["status"] == 200]
+    assert [("ttft_ms" in l) for l in lines] == [False, True], lines
+    assert lines[1]["ttft_ms"] >= 150 and \
+        lines[1]["ttft_ms"] >= lines[1]["ttfb_ms"], lines[1]
     # an error status from the backend is a response: counted
     s2, g2 = setup({"fail_rate": 1, "fail_status": 503})
     assert http("POST", g2.url + "/v1/chat/completions", CHAT)[0] == 503

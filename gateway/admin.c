@@ -73,8 +73,7 @@ admin_head(struct evbuffer *b, const struct admin_family *f)
 	    f->help, f->name, f->type);
 }
 
-static void	 admin_hist(struct evbuffer *, const char *, const char *,
-		    struct ig_hist *const *, size_t, enum ig_hist_kind);
+static void	 admin_store_hist(struct evbuffer *);
 
 static void
 admin_metric(struct evbuffer *b, const char *name, const char *type,
@@ -147,20 +146,7 @@ admin_admission_metrics(struct evbuffer *b)
 	admin_metric(b, "infergate_store_settles_dropped_total", "counter",
 	    "Settlements dropped: queue full while Redis was down.",
 	    sum.settles_dropped);
-	{
-		static const struct admin_family f = {
-			"infergate_store_admission_seconds", "histogram",
-			"Time from asking the store to admit a request to its "
-			"answer, for the answers the store gave: not "
-			"on_store_failure's, which a timeout also gets." };
-		struct ig_hist *hs[IG_CAP_WORKERS];
-		size_t n = 0;
-
-		for (i = 0; i < workers_count() && n < IG_CAP_WORKERS; i++)
-			hs[n++] = &worker_at(i)->store_hist;
-		admin_head(b, &f);
-		admin_hist(b, f.name, NULL, hs, n, IG_HIST_STORE);
-	}
+	admin_store_hist(b);
 }
 
 /* V as a Prometheus label value (quoted, escaped) into B. */
@@ -177,6 +163,17 @@ admin_label(struct evbuffer *b, const char *v)
 			evbuffer_add(b, v, 1);
 	}
 	evbuffer_add(b, "\"", 1);
+}
+
+/* {pool="POOL"} after a histogram's _sum or _count; nothing without one. */
+static void
+admin_hist_pool(struct evbuffer *b, const char *pool)
+{
+	if (pool == NULL)
+		return;
+	evbuffer_add(b, "{pool=", 6);
+	admin_label(b, pool);
+	evbuffer_add(b, "}", 1);
 }
 
 /*
@@ -211,21 +208,33 @@ admin_hist(struct evbuffer *b, const char *name, const char *pool,
 			evbuffer_add_printf(b, "le=\"+Inf\"} %llu\n",
 			    (unsigned long long)cum);
 	}
-	for (i = 0; i < 2; i++) {
-		evbuffer_add_printf(b, "%s_%s", name, i == 0 ? "sum" : "count");
-		if (pool != NULL) {
-			evbuffer_add(b, "{pool=", 6);
-			admin_label(b, pool);
-			evbuffer_add(b, "}", 1);
-		}
-		if (i == 0)	/* exact: a double would round a long sum */
-			evbuffer_add_printf(b, " %llu.%06llu\n",
-			    (unsigned long long)(sum_us / 1000000),
-			    (unsigned long long)(sum_us % 1000000));
-		else
-			evbuffer_add_printf(b, " %llu\n",
-			    (unsigned long long)cum);
-	}
+	/* the sum exact: a double would round a long one */
+	evbuffer_add_printf(b, "%s_sum", name);
+	admin_hist_pool(b, pool);
+	evbuffer_add_printf(b, " %llu.%06llu\n",
+	    (unsigned long long)(sum_us / 1000000),
+	    (unsigned long long)(sum_us % 1000000));
+	evbuffer_add_printf(b, "%s_count", name);
+	admin_hist_pool(b, pool);
+	evbuffer_add_printf(b, " %llu\n", (unsigned long long)cum);
+}
+
+/* The store's admission times, summed over the workers. */
+static void
+admin_store_hist(struct evbuffer *b)
+{
+	static const struct admin_family f = {
+		"infergate_store_admission_seconds", "histogram",
+		"Time from asking the store to admit a request to its answer, "
+		"for the answers the store gave: not on_store_failure's, which "
+		"a timeout also gets." };
+	struct ig_hist *hs[IG_CAP_WORKERS];	/* workers: at most that */
+	size_t i, n = workers_count();
+
+	for (i = 0; i < n; i++)
+		hs[i] = &worker_at(i)->store_hist;
+	admin_head(b, &f);
+	admin_hist(b, f.name, NULL, hs, n, IG_HIST_STORE);
 }
 
 /* One series per pool of the current config: NAME{pool="..."LABELS} V. */

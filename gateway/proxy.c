@@ -791,7 +791,7 @@ proxy_on_body(struct ig_request *r, const char *data, size_t len)
 	if (r->streaming) {
 		if (r->t_first_token == 0 && len > 0) {
 			r->t_first_token = now_ns();
-			ig_hist_observe(ig_cap_hist(proxy_attempt_pool(r)->cap,
+			ig_hist_observe(ig_cap_hist(r->model->pool->cap,
 			    IG_CAP_TTFT), IG_HIST_REQUEST,
 			    r->t_first_token - r->t_start);
 		}
@@ -966,8 +966,9 @@ proxy_request_free(struct ig_request *r)
 		ig_cap_retry_done(r->retry_cap);
 	pool_leave(r);
 	admit_finish(r);
-	/* A request a backend answered, whatever the status; not a refusal. */
-	if (r->t_first_byte != 0 && r->model != NULL && r->model->pool != NULL)
+	/* A request a backend answered, whatever the status; not a refusal.
+	 * (A pool's capacity entry is its name's: the attempt's is the same.) */
+	if (r->t_first_byte != 0)
 		ig_hist_observe(ig_cap_hist(r->model->pool->cap,
 		    IG_CAP_DURATION), IG_HIST_REQUEST, now_ns() - r->t_start);
 	if (r->dispatched || r->logged)

@@ -88,13 +88,13 @@ snapshot_create(struct ig_config *conf, char **err)
 	struct snap_shared *sh;
 	size_t i;
 
-	if ((sh = calloc(1, sizeof(*sh))) == NULL ||
-	    (sh->pool_tls = calloc(conf->npools + 1, sizeof(*sh->pool_tls))) ==
-	    NULL) {
+	if ((sh = calloc(1, sizeof(*sh))) != NULL)
+		atomic_init(&sh->refcnt, 1);
+	if (sh == NULL || (sh->pool_tls = calloc(conf->npools + 1,
+	    sizeof(*sh->pool_tls))) == NULL) {
 		*err = strdup("out of memory");
 		goto fail;
 	}
-	atomic_init(&sh->refcnt, 1);
 	sh->npools = conf->npools;
 	for (i = 0; i < conf->npools; i++)
 		if (conf->pools[i].tls_enabled && (sh->pool_tls[i] =
@@ -105,10 +105,6 @@ snapshot_create(struct ig_config *conf, char **err)
 		goto fail;
 	return snap_new(conf, sh, NULL, err);
 fail:
-	if (sh != NULL && sh->pool_tls == NULL) {
-		free(sh);
-		sh = NULL;
-	}
 	snap_shared_unref(sh);
 	ig_config_unref(conf);
 	return NULL;

@@ -121,7 +121,7 @@ up_pools_create(struct ig_worker *w)
 static void
 up_backend_unused(struct up_backend *b)
 {
-	if (b->nconns > 0 || b->nidle > 0)
+	if (b->nconns > 0)	/* the idle ones included */
 		return;
 	LIST_REMOVE(b, entry);
 	free(b);

@@ -8,7 +8,8 @@
  * scrape_metrics go the same way. Results go to the backend's shared state
  * (capacity.h): the first result decides at once (a backend starts
  * ready, so that a start or a reload never empties a pool before its
- * first check), later ones after healthy_after / unhealthy_after in a
+ * first check; one that joins a serving pool starts down instead, see
+ * catalog.c), later ones after healthy_after / unhealthy_after in a
  * row. A backend that comes up wakes every worker (pool_wake_all), for
  * the requests parked by when_empty: queue.
  *

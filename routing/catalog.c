@@ -137,14 +137,23 @@ catalog_static_of(const struct ig_pool *base, const struct ig_backend_conf *bc)
  * The pool's backends: a static one each (its address from BASE, the
  * same pool of the catalog this one is derived from, when there is one:
  * static names are resolved once, at load), a DNS one per address it has.
+ * GEN is this catalog's.
+ *
+ * In a pool with health checks, a backend whose state this catalog made
+ * while one of the pool's backends has an older one (the pool is serving:
+ * a reload or a DNS change adds the backend) is pending: down until its
+ * first check passes, as Envoy holds a new host back. A pool whose
+ * backends are all new (at start, a pool a reload adds, every address
+ * replaced) starts them ready, so that it is never empty before its first
+ * checks.
  */
 static int
 catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
-    const struct ig_pool *base, char **err)
+    const struct ig_pool *base, uint64_t gen, char **err)
 {
 	const struct ig_backend *b0;
 	const struct ig_addr *addrs;
-	size_t i, k, n, total = 0;
+	size_t i, k, n, total = 0, nold = 0;
 
 	for (i = 0; i < p->conf->nbackends; i++)
 		total += p->conf->backends[i].dns == NULL ? 1 :
@@ -171,11 +180,16 @@ catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
 				memcpy(b->host, b0->host, sizeof(b->host));
 			} else if (catalog_resolve(b, err) == -1)
 				return -1;
-			if ((b->state = ig_bstate_get(b->name)) == NULL)
+			if ((b->state = ig_bstate_get(b->name, gen)) == NULL)
 				return -1;
+			nold += ig_bstate_gen(b->state) != gen;
 			p->nbackends++;
 		}
 	}
+	for (i = 0; p->conf->health_path != NULL && nold > 0 &&
+	    i < p->nbackends; i++)
+		if (ig_bstate_gen(p->backends[i].state) == gen)
+			ig_bstate_pending(p->backends[i].state);
 	return 0;
 }
 
@@ -190,7 +204,9 @@ struct ig_catalog *
 ig_catalog_derive(const struct ig_config *conf, const struct ig_catalog *base,
     ig_dns_lookup_fn lookup, void *arg, char **err)
 {
+	static uint64_t gens;	/* catalogs are built on the main thread */
 	struct ig_catalog *cat;
+	uint64_t gen = ++gens;
 	size_t i, j;
 
 	*err = NULL;
@@ -207,7 +223,7 @@ ig_catalog_derive(const struct ig_config *conf, const struct ig_catalog *base,
 		if ((p->cap = ig_cap_get(p->conf->name)) == NULL)
 			goto nomem;
 		if (catalog_pool_backends(p, lookup, arg, base != NULL &&
-		    i < base->npools ? &base->pools[i] : NULL, err) == -1) {
+		    i < base->npools ? &base->pools[i] : NULL, gen, err) == -1) {
 			if (*err != NULL)
 				goto fail;
 			goto nomem;

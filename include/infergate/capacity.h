@@ -106,7 +106,15 @@ struct ig_hist	*ig_cap_hist(struct ig_cap *, enum ig_cap_hist);
  */
 struct ig_bstate;
 
-struct ig_bstate *ig_bstate_get(const char *name);
+/* GEN: the catalog's, recorded in a state this call makes (ig_bstate_gen) */
+struct ig_bstate *ig_bstate_get(const char *name, uint64_t gen);
+uint64_t	 ig_bstate_gen(const struct ig_bstate *);
+/*
+ * A backend new to a pool that is already serving (a reload or a DNS
+ * change adds it): down until its first check passes. Only before the
+ * checker has a result for it (the catalog is not yet published).
+ */
+void		 ig_bstate_pending(struct ig_bstate *);
 struct ig_bstate *ig_bstate_ref(struct ig_bstate *);
 void		 ig_bstate_put(struct ig_bstate *);
 bool		 ig_bstate_ejected(const struct ig_bstate *, uint64_t now_ns);

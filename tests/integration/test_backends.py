@@ -264,6 +264,105 @@ def test_health_state_survives_reload_and_new_backend_is_checked(
     assert up(g, ready.port) == 1
 
 
+class SlowCheckBackend:
+    """An OpenAI-ish backend whose health checks (GET) answer 200 only
+    after DELAY seconds; POSTs answer a chat completion at once and are
+    counted."""
+
+    def __init__(self, delay, address="127.0.0.1", port=0):
+        import http.server
+        import threading
+        outer = self
+        self.posts = 0
+        body = json.dumps({
+            "id": "x", "object": "chat.completion", "created": 1,
+            "model": "sim-model",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                      "total_tokens": 2}}).encode()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def reply(self, data):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                time.sleep(delay)
+                self.reply(b'{"object":"list","data":[]}')
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.posts += 1
+                self.reply(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer((address, port), H)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+SLOW_HEALTH = HEALTH.replace("timeout: 500ms", "timeout: 5s")
+
+
+def test_a_backend_a_reload_adds_waits_for_its_first_check(
+        sim, gateway, workdir):
+    # a new backend in a serving pool takes nothing before its first check
+    # passes (here 1.5 s away); then it takes its share
+    ready = sim()
+    new = SlowCheckBackend(1.5)
+    try:
+        g = gateway(config([ready.port], workdir, SLOW_HEALTH))
+        wait_up(g, ready.port, 1)
+        with open(g.config_path) as f:
+            text = f.read()
+        line = '      - address: "127.0.0.1:%d"' % ready.port
+        with open(g.config_path, "w") as f:
+            f.write(text.replace(line, line + '\n      - address: '
+                                 '"127.0.0.1:%d"' % new.port))
+        g.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while up(g, new.port) is None:
+            assert time.monotonic() < deadline, "reload not applied"
+            time.sleep(0.01)
+        assert up(g, new.port) == 0
+        for _ in range(10):
+            assert post(g)[0] == 200
+        assert new.posts == 0
+        wait_up(g, new.port, 1)
+        for _ in range(10):
+            assert post(g)[0] == 200
+        assert new.posts > 0
+    finally:
+        new.stop()
+
+
+def test_backends_of_a_starting_pool_are_ready_before_their_checks(
+        gateway, workdir):
+    # at start every backend is new: none waits for its first check, so
+    # that a start never empties the pool
+    new = SlowCheckBackend(1.5)
+    try:
+        g = gateway(config([new.port], workdir, SLOW_HEALTH))
+        assert up(g, new.port) == 1
+        assert post(g)[0] == 200
+        assert new.posts == 1
+    finally:
+        new.stop()
+
+
 def test_checks_count_only_in_their_own_pool(sim, gateway, workdir):
     # Pool p checks a path the backend does not serve (down for p); pool q
     # shares the address without checks and keeps using it.

@@ -79,6 +79,33 @@ def test_every_address_is_a_backend(sim, gateway, workdir, dns):
              % label(port)] >= 1
 
 
+def test_a_new_address_waits_for_its_first_health_check(sim, gateway,
+                                                         workdir, dns):
+    # a pod that joins a serving pool takes nothing before its first
+    # check passes (1.5 s away), then takes its share
+    from test_backends import SLOW_HEALTH, SlowCheckBackend
+    port = free_port()
+    sims(sim, port, "127.0.0.2")
+    dns.set(NAME, ["127.0.0.2"])
+    new = SlowCheckBackend(1.5, address="127.0.0.3", port=port)
+    try:
+        g = gateway(dns_config(dns, port, workdir, pool_extra=SLOW_HEALTH))
+        series = 'infergate_backend_up{pool="p",backend="127.0.0.3:%d"}' % port
+        assert post(g)[0] == 200
+        dns.set(NAME, ["127.0.0.2", "127.0.0.3"])
+        m = wait_addresses(g, port, 2)
+        assert m[series] == 0
+        for _ in range(10):
+            assert post(g)[0] == 200
+        assert new.posts == 0
+        wait_metric(g, series, 1, timeout=5)
+        for _ in range(10):
+            assert post(g)[0] == 200
+        assert new.posts > 0
+    finally:
+        new.stop()
+
+
 def test_the_access_log_names_the_address(sim, gateway, workdir, dns):
     port = free_port()
     sims(sim, port, "127.0.0.2")

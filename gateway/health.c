@@ -3,9 +3,10 @@
  * the main thread's event base (off the request path): every
  * health.interval a GET of health.path on a connection of its own
  * (`Connection: close`, TLS when the pool has it), answered 2xx (a body of
- * 64 KiB at most) or failed; health.timeout bounds each step (connect,
- * each read), as libevent's connection timeout does; the scrapes of
- * scrape_metrics go the same way. Results go to the backend's shared state
+ * 64 KiB at most) or failed; health.timeout bounds the whole check
+ * (connect to the answer's last byte, a timer of its own: libevent's
+ * connection timeout is per step); the scrapes of scrape_metrics go the
+ * same way. Results go to the backend's shared state
  * (capacity.h): the first result decides at once (a backend starts
  * ready, so that a start or a reload never empties a pool before its
  * first check; one that joins a serving pool starts down instead, see
@@ -57,6 +58,7 @@ struct hc_check {
 	struct ig_bstate *b;
 	struct ig_probe	*probe;		/* b's, of this kind */
 	struct evhttp_connection *conn;
+	struct event	*deadline;	/* the whole check's timeout */
 	uint64_t	 healthy_after;
 	uint64_t	 unhealthy_after;
 	char		 name[160];
@@ -84,6 +86,8 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 	if (c->finished)
 		return;
 	c->finished = true;
+	if (c->deadline != NULL)
+		evtimer_del(c->deadline);
 	LIST_REMOVE(c, entry);
 	LIST_INSERT_HEAD(&hc_finished, c, entry);
 	event_add(hc_reaper, &zero);
@@ -105,7 +109,9 @@ static void
 hc_check_free(struct hc_check *c)
 {
 	if (c->conn != NULL)
-		evhttp_connection_free(c->conn);
+		evhttp_connection_free(c->conn);	/* no callback */
+	if (c->deadline != NULL)
+		event_free(c->deadline);
 	ig_bstate_put(c->b);
 	free(c);
 }
@@ -197,6 +203,21 @@ hc_scrape_cb(struct hc_check *c, struct evhttp_request *req, int code)
 	hc_done(c, depth >= 0, NULL);
 }
 
+/*
+ * The check's time is up: libevent's timeout bounds each step (connect,
+ * each read), so an answer trickled a byte at a time would hold the check
+ * (and the backend's state) for as long as it lasts.
+ */
+static void
+hc_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hc_check *c = arg;
+
+	if (c->scrape)
+		log_debug("backend %s: metrics scrape took too long", c->name);
+	hc_done(c, false, "no complete answer within the timeout");
+}
+
 static void
 hc_response_cb(struct evhttp_request *req, void *arg)
 {
@@ -271,6 +292,11 @@ hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,
 	}
 	tv.tv_sec = timeout_ms / 1000;
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	if ((c->deadline = evtimer_new(hc_base, hc_deadline_cb, c)) == NULL ||
+	    evtimer_add(c->deadline, &tv) == -1) {
+		hc_check_free(c);
+		return;
+	}
 	evhttp_connection_set_timeout_tv(c->conn, &tv);
 	evhttp_connection_set_retries(c->conn, 0);
 	evhttp_connection_set_max_body_size(c->conn, scrape ? HC_MAX_SCRAPE :

@@ -363,6 +363,49 @@ def test_backends_of_a_starting_pool_are_ready_before_their_checks(
         new.stop()
 
 
+def test_a_health_answer_trickled_a_byte_at_a_time_fails_the_check(
+        gateway, workdir):
+    # every read comes within health.timeout, the whole answer does not:
+    # the check fails when its timeout is up, not when the answer ends
+    import socket
+    import threading
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    stop = threading.Event()
+
+    def trickle(c):
+        try:
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.1):
+                c.sendall(b"x")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(c,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    port = lsock.getsockname()[1]
+    try:
+        g = gateway(config([port], workdir, HEALTH))
+        assert up(g, port) == 1         # ready until its first result
+        wait_up(g, port, 0, timeout=3)
+        m = metrics(g)
+        assert m['infergate_backend_health_check_failures_total{pool="p",'
+                 'backend="127.0.0.1:%d"}' % port] >= 1
+    finally:
+        stop.set()
+        lsock.close()
+
+
 def test_checks_count_only_in_their_own_pool(sim, gateway, workdir):
     # Pool p checks a path the backend does not serve (down for p); pool q
     # shares the address without checks and keeps using it.

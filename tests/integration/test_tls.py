@@ -72,7 +72,9 @@ def test_tls_health_checks_verify_the_backend(sim, gateway, workdir, cert):
     import time
     s = sim()
     front = gateway(tls_listener_config(s.port, *cert, workdir))
+    # timeout: the whole check, handshake included (slow under valgrind)
     health = ("    health:\n      path: /v1/models\n      interval: 100ms\n"
+              "      timeout: 5s\n"
               "      healthy_after: 1\n      unhealthy_after: 1\n")
     cfg = gw_config([front.port], workdir, pool_extra=(
         '    tls:\n      ca: "%s"\n      server_name: localhost\n' % cert[0]

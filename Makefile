@@ -19,7 +19,8 @@ BUILD   ?= build
 CC      ?= cc
 VERSION := 0.1.0
 
-PKGS    := libevent libevent_openssl libevent_pthreads openssl jansson hiredis yaml-0.1
+PKGS    := libevent libevent_openssl libevent_pthreads openssl jansson hiredis yaml-0.1 \
+           libcares
 # llhttp has no library package in Debian: node-llhttp ships its generated
 # C sources, compiled into libinfergate.a (see the llhttp rule below).
 LLHTTP_SRC_DIR ?= /usr/share/llhttp

@@ -214,7 +214,7 @@ static const struct cy_key limits_keys[] = {
 
 /*
  * A name server: an IPv4 or IPv6 address with an optional port
- * ("10.96.0.10", "10.96.0.10:53", "[fd00::a]:53"), as evdns takes it.
+ * ("10.96.0.10", "10.96.0.10:53", "[fd00::a]:53"), as resolver.c takes it.
  */
 static bool
 nameserver_ok(const char *s)

@@ -1,15 +1,22 @@
 /*
  * DNS backends (`dns`, `port`, `resolve_every`), on the main thread's
- * event base with libevent's evdns: every name is resolved (A and AAAA,
- * /etc/hosts first) when a config first names it, then every
+ * event base with c-ares (its sockets and timeout as libevent events):
+ * every name is resolved (/etc/hosts first, read each time, for both
+ * families; else DNS: A with resolv.conf's search list, then AAAA of the
+ * name that answered, or with the search list when A had none; a
+ * truncated UDP answer is asked again over TCP), when a config first
+ * names it, then every
  * resolve_every, and each address it gives is a backend of its own, as
  * Envoy's STRICT_DNS clusters and nginx's `server ... resolve` do with a
  * Kubernetes headless Service.
  *
- *   - An answer with addresses replaces the set; a name that does not
- *     exist or has no address (NXDOMAIN, NODATA: a headless Service with
- *     no ready pod) empties it; a failure (timeout, SERVFAIL, no name
- *     server) keeps the last set, so a DNS outage never empties a pool.
+ *   - Answers with addresses replace the set; a name that does not exist
+ *     or has no address in either family (NXDOMAIN, NODATA: a headless
+ *     Service with no ready pod) empties it; a family whose lookup failed
+ *     (timeout, SERVFAIL, no name server) keeps its addresses while the
+ *     other's answer applies, and the lookup counts as failed, so a DNS
+ *     outage never empties a pool and a server that drops AAAA queries
+ *     does not freeze an IPv4 name.
  *   - A set that changed rebuilds the routing catalog of the published
  *     config (rs_changed: main.c derives a snapshot that shares the rest)
  *     and publishes it; requests in flight keep their backend.
@@ -31,8 +38,11 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <arpa/nameser.h>
+#include <ares.h>
+#include <netdb.h>
+
 #include <event2/buffer.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 
@@ -41,13 +51,22 @@
 #include "infergate/routing.h"
 #include "gateway.h"
 
-#define RS_MAX_ADDRS	256	/* per name; more are ignored */
-#define RS_EVDNS_MAX	32	/* what libevent 2.1 keeps of an A answer */
+#define RS_MAX_ADDRS	256	/* per name and family; more are ignored */
 
 enum rs_result { RS_OK, RS_EMPTY, RS_FAILED, RS_NRESULTS };
 
 static const char *const rs_result_names[RS_NRESULTS] = {
 	[RS_OK] = "ok", [RS_EMPTY] = "empty", [RS_FAILED] = "failed" };
+
+enum rs_fam { RS_V4, RS_V6, RS_NFAMS };
+
+/* One family's lookup of a name: its result. */
+struct rs_flookup {
+	int		 af;		/* AF_INET, AF_INET6 */
+	int		 status;	/* ARES_SUCCESS, ARES_ENODATA, ... */
+	struct ig_addr	*addrs;		/* with ARES_SUCCESS */
+	size_t		 naddrs;
+};
 
 struct rs_name {
 	TAILQ_ENTRY(rs_name) entry;
@@ -58,15 +77,15 @@ struct rs_name {
 	struct ig_addr	*addrs;		/* sorted, distinct */
 	size_t		 naddrs;
 	bool		 answered;	/* a first answer or failure came */
-	bool		 querying;
+	bool		 querying;	/* its lookup is out */
+	enum rs_fam	 step;		/* A, then AAAA */
+	bool		 cut;		/* a new channel ended it: ask again */
+	struct rs_flookup fam[RS_NFAMS];
 	bool		 failing;	/* the last one failed (logged once) */
 	bool		 changed;	/* since the last rs_notify */
 	bool		 in_cur;	/* named by the published config */
 	bool		 in_warm;	/* named by the config warming */
 	bool		 dead;		/* forgotten: freed by its callback */
-	struct evdns_getaddrinfo_request *req;
-	struct evdns_request *classify;	/* see rs_classify_cb */
-	bool		 classify_v6;	/* it is the AAAA one */
 	struct event	*timer;
 	uint64_t	 results[RS_NRESULTS];
 	uint64_t	 changes;
@@ -74,8 +93,17 @@ struct rs_name {
 
 TAILQ_HEAD(rs_list, rs_name);
 
+/* A socket of c-ares's, watched for what it asks. */
+struct rs_sock {
+	LIST_ENTRY(rs_sock) entry;
+	ares_socket_t	 fd;
+	struct event	*ev;
+};
+
 static struct event_base *rs_base;
-static struct evdns_base *rs_dns;
+static ares_channel	 rs_ch;		/* NULL: none could be made */
+static LIST_HEAD(, rs_sock) rs_socks = LIST_HEAD_INITIALIZER(rs_socks);
+static struct event	*rs_tmo;	/* c-ares's next timeout */
 static struct event	*rs_notify_ev;
 static struct event	*rs_guard_ev;	/* bounds a warm-up */
 static uint64_t		 rs_guard_ms;
@@ -91,29 +119,101 @@ static void	 rs_guard_cb(evutil_socket_t, short, void *);
 static int	 rs_timer_arm(struct rs_name *);
 
 static void
+rs_fam_clear(struct rs_name *nm)
+{
+	int f;
+
+	for (f = 0; f < RS_NFAMS; f++) {
+		free(nm->fam[f].addrs);
+		nm->fam[f].addrs = NULL;
+		nm->fam[f].naddrs = 0;
+		nm->fam[f].status = ARES_SUCCESS;
+	}
+}
+
+static void
 rs_name_free(struct rs_name *nm)
 {
 	TAILQ_REMOVE(&rs_names, nm, entry);
 	if (nm->timer != NULL)
 		event_free(nm->timer);
+	rs_fam_clear(nm);
 	free(nm->addrs);
 	free(nm->host);
 	free(nm);
 }
 
-/* Forgets NM: at once, or from its query's callback. */
+/*
+ * Forgets NM: at once, or from its lookups' last callback (c-ares cancels
+ * only a whole channel: they run to their answer or timeout).
+ */
 static void
 rs_forget(struct rs_name *nm)
 {
-	if (nm->req != NULL || nm->classify != NULL) {
+	if (nm->querying) {
 		nm->dead = true;
-		if (nm->req != NULL)
-			evdns_getaddrinfo_cancel(nm->req);
-		else
-			evdns_cancel_request(rs_dns, nm->classify);
 		return;
 	}
 	rs_name_free(nm);
+}
+
+/* Arms the timer for c-ares's next timeout (none: disarmed). */
+static void
+rs_timeout_arm(void)
+{
+	struct timeval tv, *t;
+
+	if (rs_ch == NULL || (t = ares_timeout(rs_ch, NULL, &tv)) == NULL)
+		evtimer_del(rs_tmo);
+	else
+		evtimer_add(rs_tmo, t);
+}
+
+static void
+rs_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	ares_process_fd(rs_ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	rs_timeout_arm();
+}
+
+/* S may be freed inside (c-ares closes the socket): not touched after. */
+static void
+rs_sock_cb(evutil_socket_t fd, short what, void *arg)
+{
+	ares_process_fd(rs_ch, (what & EV_READ) ? fd : ARES_SOCKET_BAD,
+	    (what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+	rs_timeout_arm();
+}
+
+/* c-ares opened, changed or closed (neither) the watch on socket FD. */
+static void
+rs_sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
+{
+	struct rs_sock *s;
+
+	LIST_FOREACH(s, &rs_socks, entry)
+		if (s->fd == fd)
+			break;
+	if (s != NULL && s->ev != NULL) {
+		event_free(s->ev);
+		s->ev = NULL;
+	}
+	if (!readable && !writable) {
+		if (s != NULL) {
+			LIST_REMOVE(s, entry);
+			free(s);
+		}
+		return;
+	}
+	if (s == NULL && (s = calloc(1, sizeof(*s))) != NULL) {
+		s->fd = fd;
+		LIST_INSERT_HEAD(&rs_socks, s, entry);
+	}
+	if (s == NULL || (s->ev = event_new(rs_base, fd, EV_PERSIST |
+	    (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0), rs_sock_cb,
+	    s)) == NULL || event_add(s->ev, NULL) == -1)
+		log_error("dns: cannot watch a resolver socket (out of memory); "
+		    "its lookups will time out");
 }
 
 static struct rs_name *
@@ -142,6 +242,8 @@ rs_name_new(const char *host, uint64_t port)
 		return NULL;
 	}
 	nm->port = port;
+	nm->fam[RS_V4].af = AF_INET;
+	nm->fam[RS_V6].af = AF_INET6;
 	snprintf(nm->label, sizeof(nm->label), "%s:%llu", host,
 	    (unsigned long long)port);
 	TAILQ_INSERT_TAIL(&rs_names, nm, entry);
@@ -158,45 +260,82 @@ rs_addr_cmp(const void *a, const void *b)
 	return memcmp(&x->ss, &y->ss, x->len);
 }
 
-/*
- * The addresses of answer RES (each with NM's port), sorted and distinct,
- * into *OUT (malloc'd); returns how many, or -1 when out of memory.
- */
-static ssize_t
-rs_collect(const struct rs_name *nm, const struct evutil_addrinfo *res,
-    struct ig_addr **out)
+/* Sorts A (N) and drops repeats; the count left. */
+static size_t
+rs_sort(struct ig_addr *a, size_t n)
 {
-	const struct evutil_addrinfo *ai;
-	struct ig_addr *a;
-	size_t n = 0, i, k;
+	size_t i, k;
 
-	for (ai = res; ai != NULL; ai = ai->ai_next)
-		n++;
-	if (n > RS_MAX_ADDRS)
+	qsort(a, n, sizeof(*a), rs_addr_cmp);
+	for (i = 0, k = 0; k < n; k++)
+		if (i == 0 || rs_addr_cmp(&a[i - 1], &a[k]) != 0)
+			a[i++] = a[k];
+	return i;
+}
+
+/*
+ * The N addresses at RAW (of L's family, each 4 or 16 bytes apart, as a
+ * hostent's or c-ares's ttl arrays hold them: STRIDE) into L, with NM's
+ * port, sorted and distinct; -1 when out of memory.
+ */
+static int
+rs_collect(const struct rs_name *nm, struct rs_flookup *l,
+    const unsigned char *raw, size_t stride, size_t n)
+{
+	struct ig_addr *a;
+	size_t i;
+
+	if (n > RS_MAX_ADDRS) {
+		log_warn("dns %s: %zu addresses, only the first %d used",
+		    nm->label, n, RS_MAX_ADDRS);
 		n = RS_MAX_ADDRS;
+	}
 	if ((a = calloc(n + 1, sizeof(*a))) == NULL)
 		return -1;
-	for (ai = res, i = 0; ai != NULL && i < n; ai = ai->ai_next) {
-		if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
-		    ai->ai_addrlen > sizeof(a[i].ss))
-			continue;
-		memset(&a[i].ss, 0, sizeof(a[i].ss));
-		memcpy(&a[i].ss, ai->ai_addr, ai->ai_addrlen);
-		a[i].len = ai->ai_addrlen;
-		if (ai->ai_family == AF_INET)
-			((struct sockaddr_in *)&a[i].ss)->sin_port =
-			    htons((uint16_t)nm->port);
-		else
-			((struct sockaddr_in6 *)&a[i].ss)->sin6_port =
-			    htons((uint16_t)nm->port);
-		i++;
+	for (i = 0; i < n; i++, raw += stride) {
+		if (l->af == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&a[i].ss;
+
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons((uint16_t)nm->port);
+			memcpy(&sin->sin_addr, raw, sizeof(sin->sin_addr));
+			a[i].len = sizeof(*sin);
+		} else {
+			struct sockaddr_in6 *sin6 =
+			    (struct sockaddr_in6 *)&a[i].ss;
+
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_port = htons((uint16_t)nm->port);
+			memcpy(&sin6->sin6_addr, raw, sizeof(sin6->sin6_addr));
+			a[i].len = sizeof(*sin6);
+		}
 	}
-	qsort(a, i, sizeof(*a), rs_addr_cmp);
-	for (n = 0, k = 0; k < i; k++)
-		if (n == 0 || rs_addr_cmp(&a[n - 1], &a[k]) != 0)
-			a[n++] = a[k];
-	*out = a;
-	return (ssize_t)n;
+	free(l->addrs);
+	l->addrs = a;
+	l->naddrs = rs_sort(a, n);
+	return 0;
+}
+
+/* A hostent of L's family (/etc/hosts) into L: an ARES_ status. */
+static int
+rs_collect_hostent(const struct rs_name *nm, struct rs_flookup *l,
+    const struct hostent *he)
+{
+	size_t n = 0, i, len = l->af == AF_INET ? 4 : 16;
+	unsigned char *raw;
+	int rv;
+
+	if (he->h_addrtype != l->af || (size_t)he->h_length != len)
+		return ARES_ENODATA;
+	while (he->h_addr_list[n] != NULL)
+		n++;
+	if ((raw = malloc(n * len + 1)) == NULL)
+		return ARES_ENOMEM;
+	for (i = 0; i < n; i++)
+		memcpy(raw + i * len, he->h_addr_list[i], len);
+	rv = rs_collect(nm, l, raw, len, n) == -1 ? ARES_ENOMEM : ARES_SUCCESS;
+	free(raw);
+	return rv;
 }
 
 /* NM's set is now ADDRS (taken); whether it changed. */
@@ -217,8 +356,8 @@ rs_set(struct rs_name *nm, struct ig_addr *addrs, size_t n)
 }
 
 /*
- * A lookup of NM is over: WHAT, with the set ADDRS (N, taken) for RS_OK
- * and RS_EMPTY; WHY says what went wrong otherwise.
+ * A lookup of NM is over: WHAT, with the set ADDRS (N, taken; for
+ * RS_FAILED, NULL keeps the set); WHY says what went wrong.
  */
 static void
 rs_outcome(struct rs_name *nm, enum rs_result what, struct ig_addr *addrs,
@@ -229,16 +368,16 @@ rs_outcome(struct rs_name *nm, enum rs_result what, struct ig_addr *addrs,
 	nm->querying = false;
 	nm->results[what]++;
 	if (what == RS_FAILED) {
-		free(addrs);
 		if (!nm->failing)
-			log_warn("dns %s: %s; keeping its %zu address%s",
-			    nm->label, why, nm->naddrs,
-			    nm->naddrs == 1 ? "" : "es");
+			log_warn("dns %s: %s; the family that failed keeps "
+			    "its addresses", nm->label, why);
 		nm->failing = true;
 	} else {
 		if (nm->failing)
 			log_info("dns %s: answering again", nm->label);
 		nm->failing = false;
+	}
+	if (addrs != NULL || what != RS_FAILED) {
 		if (rs_set(nm, addrs, n)) {
 			nm->changes++;
 			nm->changed = true;
@@ -249,10 +388,6 @@ rs_outcome(struct rs_name *nm, enum rs_result what, struct ig_addr *addrs,
 				log_info("dns %s: %zu address%s (was %zu)",
 				    nm->label, nm->naddrs,
 				    nm->naddrs == 1 ? "" : "es", before);
-			if (nm->naddrs >= RS_EVDNS_MAX)
-				log_warn("dns %s: %zu addresses, as many as the "
-				    "resolver takes of a name: more may be left "
-				    "out", nm->label, nm->naddrs);
 		}
 	}
 	nm->answered = true;
@@ -260,107 +395,192 @@ rs_outcome(struct rs_name *nm, enum rs_result what, struct ig_addr *addrs,
 	event_active(rs_notify_ev, EV_TIMEOUT, 1);
 }
 
+/* Whether a lookup's STATUS is an answer (addresses or none), not a failure. */
+static bool
+rs_answered(int status)
+{
+	return status == ARES_SUCCESS || status == ARES_ENODATA ||
+	    status == ARES_ENOTFOUND;
+}
+
 /*
- * The A (then AAAA) lookup that tells a failed getaddrinfo apart:
- * libevent 2.1's reports a name with no address (NODATA) as EAI_FAIL,
- * like a timeout or SERVFAIL. NXDOMAIN, or NODATA for both, empties the
- * set; anything else keeps it.
+ * Both lookups of NM are in: the families that answered give their
+ * addresses (none for NXDOMAIN or NODATA), one that failed keeps its own.
  */
 static void
-rs_classify_cb(int result, char type, int count, int ttl, void *addresses,
-    void *arg)
+rs_finish(struct rs_name *nm)
+{
+	struct ig_addr *a;
+	size_t n = 0, i;
+	const char *why = NULL;
+	bool failed = false, any = false;
+	int f;
+
+	for (f = 0; f < RS_NFAMS; f++)
+		n += rs_answered(nm->fam[f].status) ? nm->fam[f].naddrs :
+		    nm->naddrs;
+	if ((a = calloc(n + 1, sizeof(*a))) == NULL) {
+		rs_fam_clear(nm);
+		rs_outcome(nm, RS_FAILED, NULL, 0, "out of memory");
+		return;
+	}
+	n = 0;
+	for (f = 0; f < RS_NFAMS; f++) {
+		const struct rs_flookup *l = &nm->fam[f];
+
+		if (rs_answered(l->status)) {
+			if (l->naddrs > 0)
+				memcpy(a + n, l->addrs, l->naddrs * sizeof(*a));
+			n += l->naddrs;
+			any |= l->naddrs > 0;
+			if (why == NULL && l->status != ARES_SUCCESS)
+				why = l->status == ARES_ENOTFOUND ?
+				    "no such name" : "no address";
+			continue;
+		}
+		failed = true;
+		why = ares_strerror(l->status);
+		for (i = 0; i < nm->naddrs; i++)
+			if (nm->addrs[i].ss.ss_family == l->af)
+				a[n++] = nm->addrs[i];
+	}
+	rs_fam_clear(nm);
+	n = rs_sort(a, n);
+	if (failed)
+		rs_outcome(nm, RS_FAILED, a, n, why);
+	else if (any)
+		rs_outcome(nm, RS_OK, a, n, NULL);
+	else
+		rs_outcome(nm, RS_EMPTY, a, 0, why != NULL ? why : "no record");
+}
+
+static void	 rs_dns_cb(void *, int, int, unsigned char *, int);
+
+/*
+ * The answer ABUF of NM's lookup of family L into L; *CANON gets the
+ * name that answered (malloc'd, NULL without one). An ARES_ status.
+ */
+static int
+rs_parse(struct rs_name *nm, struct rs_flookup *l, const unsigned char *abuf,
+    int alen, char **canon)
+{
+	static struct ares_addrttl a4[RS_MAX_ADDRS + 1];
+	static struct ares_addr6ttl a6[RS_MAX_ADDRS + 1];
+	struct hostent *he = NULL;
+	int n = RS_MAX_ADDRS + 1, rv;
+
+	*canon = NULL;
+	rv = l->af == AF_INET ? ares_parse_a_reply(abuf, alen, &he, a4, &n) :
+	    ares_parse_aaaa_reply(abuf, alen, &he, a6, &n);
+	if (rv == ARES_SUCCESS && n == 0)
+		rv = ARES_ENODATA;
+	if (rv == ARES_SUCCESS) {
+		if (l->af == AF_INET)
+			rv = rs_collect(nm, l, (const unsigned char *)&a4[0].ipaddr,
+			    sizeof(a4[0]), (size_t)n);
+		else
+			rv = rs_collect(nm, l,
+			    (const unsigned char *)&a6[0].ip6addr, sizeof(a6[0]),
+			    (size_t)n);
+		rv = rv == -1 ? ARES_ENOMEM : ARES_SUCCESS;
+		if (rv == ARES_SUCCESS && he != NULL && he->h_name != NULL)
+			*canon = strdup(he->h_name);
+	}
+	if (he != NULL)
+		ares_free_hostent(he);
+	return rv;
+}
+
+/*
+ * A DNS answer for NM (ARG): A first, with the search list; then AAAA,
+ * of the name whose A answered (so that both families are of one name),
+ * or with the search list again when A had none. From c-ares, or inside
+ * the call that asked.
+ */
+static void
+rs_dns_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct rs_name *nm = arg;
+	struct rs_flookup *l = &nm->fam[nm->step];
+	char *canon = NULL;
 
-	nm->classify = NULL;
 	if (nm->dead) {
 		rs_name_free(nm);
 		return;
 	}
-	if (result == DNS_ERR_CANCEL) {
+	if (status == ARES_EDESTRUCTION) {	/* asked again on the new channel */
 		nm->querying = false;
-		rs_timer_arm(nm);
+		nm->cut = true;
+		rs_fam_clear(nm);
 		return;
 	}
-	/* No A: the same for AAAA, or an IPv6-only name whose AAAA failed
-	 * would count as empty. (An error's callback has no type.) */
-	if (result == DNS_ERR_NODATA && !nm->classify_v6 &&
-	    (nm->classify = evdns_base_resolve_ipv6(rs_dns, nm->host, 0,
-	    rs_classify_cb, nm)) != NULL) {
-		nm->classify_v6 = true;
-		return;
-	}
-	if (result == DNS_ERR_NOTEXIST || (result == DNS_ERR_NODATA &&
-	    nm->classify_v6))
-		rs_outcome(nm, RS_EMPTY, NULL, 0, evdns_err_to_string(result));
-	else
-		rs_outcome(nm, RS_FAILED, NULL, 0, result == DNS_ERR_NONE ?
-		    "answers disagree" : evdns_err_to_string(result));
-}
-
-static void
-rs_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
-{
-	struct rs_name *nm = arg;
-	struct ig_addr *addrs = NULL;
-	ssize_t n = 0;
-
-	nm->req = NULL;
-	if (nm->dead || result == EVUTIL_EAI_CANCEL) {
-		if (res != NULL)
-			evutil_freeaddrinfo(res);
-		if (nm->dead)
-			rs_name_free(nm);
+	if (status == ARES_SUCCESS)
+		status = rs_parse(nm, l, abuf, alen, &canon);
+	l->status = status;
+	if (nm->step == RS_V4 && status != ARES_ENOTFOUND) {
+		nm->step = RS_V6;
+		if (canon != NULL)
+			ares_query(rs_ch, canon, ns_c_in, ns_t_aaaa, rs_dns_cb, nm);
 		else
-			nm->querying = false;
+			ares_search(rs_ch, nm->host, ns_c_in, ns_t_aaaa, rs_dns_cb,
+			    nm);
+		free(canon);
+		rs_timeout_arm();
 		return;
 	}
-	if (result == 0 && (n = rs_collect(nm, res, &addrs)) == -1)
-		result = EVUTIL_EAI_MEMORY;
-	if (res != NULL)
-		evutil_freeaddrinfo(res);
-	if (result == EVUTIL_EAI_FAIL) {
-		/* NODATA, or a real failure: ask again, A then AAAA */
-		nm->classify_v6 = false;
-		nm->classify = evdns_base_resolve_ipv4(rs_dns, nm->host, 0,
-		    rs_classify_cb, nm);
-		if (nm->classify == NULL)
-			rs_outcome(nm, RS_FAILED, NULL, 0,
-			    evutil_gai_strerror(result));
-		return;
-	}
-	if (result == 0 && n > 0)
-		rs_outcome(nm, RS_OK, addrs, (size_t)n, NULL);
-	else if (result == 0 || result == EVUTIL_EAI_NONAME ||
-	    result == EVUTIL_EAI_NODATA)
-		rs_outcome(nm, RS_EMPTY, addrs, 0, result == 0 ? "no record" :
-		    evutil_gai_strerror(result));
-	else
-		rs_outcome(nm, RS_FAILED, addrs, 0,
-		    evutil_gai_strerror(result));
+	free(canon);
+	if (nm->step == RS_V4)		/* NXDOMAIN: no AAAA either */
+		nm->fam[RS_V6].status = ARES_ENOTFOUND;
+	rs_finish(nm);
 }
 
+/*
+ * Looks NM up: /etc/hosts (read each time) for both families, and when
+ * it has neither, DNS (rs_dns_cb). An IPv4 literal is its own answer.
+ */
 static void
 rs_query(struct rs_name *nm)
 {
-	struct evutil_addrinfo hints;
-	struct evdns_getaddrinfo_request *req;
-	char port[8];
+	struct hostent *he;
+	struct in_addr in;
+	bool hit = false;
+	int f;
 
 	if (nm->querying || nm->dead)
 		return;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_protocol = IPPROTO_TCP;
-	snprintf(port, sizeof(port), "%llu", (unsigned long long)nm->port);
+	if (rs_ch == NULL) {
+		rs_outcome(nm, RS_FAILED, NULL, 0, "no resolver");
+		return;
+	}
+	rs_fam_clear(nm);
 	nm->querying = true;
-	/* An answer known at once (a numeric host, /etc/hosts) calls back
-	 * from inside and returns NULL. */
-	req = evdns_getaddrinfo(rs_dns, nm->host, port, &hints, rs_answer_cb,
-	    nm);
-	if (nm->querying)
-		nm->req = req;
+	nm->cut = false;
+	if (inet_pton(AF_INET, nm->host, &in) == 1) {
+		nm->fam[RS_V4].status = rs_collect(nm, &nm->fam[RS_V4],
+		    (const unsigned char *)&in, sizeof(in), 1) == -1 ?
+		    ARES_ENOMEM : ARES_SUCCESS;
+		nm->fam[RS_V6].status = ARES_ENODATA;
+		rs_finish(nm);
+		return;
+	}
+	for (f = 0; f < RS_NFAMS; f++) {
+		if (ares_gethostbyname_file(rs_ch, nm->host, nm->fam[f].af, &he)
+		    == ARES_SUCCESS) {
+			nm->fam[f].status = rs_collect_hostent(nm, &nm->fam[f],
+			    he);
+			ares_free_hostent(he);
+			hit |= nm->fam[f].status != ARES_ENODATA;
+		} else
+			nm->fam[f].status = ARES_ENODATA;
+	}
+	if (hit) {
+		rs_finish(nm);
+		return;
+	}
+	rs_fam_clear(nm);
+	nm->step = RS_V4;
+	ares_search(rs_ch, nm->host, ns_c_in, ns_t_a, rs_dns_cb, nm);
+	rs_timeout_arm();
 }
 
 static void
@@ -437,44 +657,151 @@ rs_conf_text(const struct ig_resolver_conf *rc)
 }
 
 /*
- * Applies the resolver section: name servers (resolv.conf's when none is
- * given; its search list, ndots and /etc/hosts either way), the timeout
- * of an attempt and the attempts. Queries in flight are sent again to the
- * new servers.
+ * The name servers of the section, for ares_set_servers_ports: "ip",
+ * "ip:port", "[ip6]:port" or a bare IPv6 address (the config checked
+ * them). NULL: none given (resolv.conf's stand), or out of memory (*ERR).
+ */
+static struct ares_addr_port_node *
+rs_servers(const struct ig_resolver_conf *rc, bool *err)
+{
+	struct ares_addr_port_node *list = NULL, **tail = &list, *s;
+	char host[INET6_ADDRSTRLEN + 8];
+	const char *p, *colon;
+	size_t i, len;
+	int port;
+
+	*err = false;
+	for (i = 0; i < rc->nnameservers; i++) {
+		p = rc->nameservers[i];
+		port = 53;
+		if (*p == '[' && (colon = strchr(p, ']')) != NULL) {
+			len = (size_t)(colon - p - 1);
+			p++;
+			if (colon[1] == ':')
+				port = atoi(colon + 2);
+		} else if ((colon = strchr(p, ':')) != NULL &&
+		    strchr(colon + 1, ':') == NULL) {
+			len = (size_t)(colon - p);
+			port = atoi(colon + 1);
+		} else
+			len = strlen(p);
+		if (len >= sizeof(host) || (s = calloc(1, sizeof(*s))) == NULL) {
+			*err = len < sizeof(host);
+			if (!*err) {
+				log_warn("dns: cannot use name server %s",
+				    rc->nameservers[i]);
+				continue;
+			}
+			break;
+		}
+		memcpy(host, p, len);
+		host[len] = '\0';
+		s->udp_port = s->tcp_port = port;
+		if (inet_pton(AF_INET, host, &s->addr.addr4) == 1)
+			s->family = AF_INET;
+		else if (inet_pton(AF_INET6, host, &s->addr.addr6) == 1)
+			s->family = AF_INET6;
+		else {
+			log_warn("dns: cannot use name server %s",
+			    rc->nameservers[i]);
+			free(s);
+			continue;
+		}
+		*tail = s;
+		tail = &s->next;
+	}
+	if (*err)
+		while ((s = list) != NULL) {
+			list = s->next;
+			free(s);
+		}
+	return *err ? NULL : list;
+}
+
+/*
+ * Applies the resolver section: a new c-ares channel with its name
+ * servers (resolv.conf's when none is given; its search list and ndots
+ * either way), the timeout of a first attempt and the attempts. Lookups
+ * in flight on the old channel are asked again on the new one.
  */
 static void
 rs_configure(const struct ig_resolver_conf *rc)
 {
-	char *text = rs_conf_text(rc), v[32];
-	size_t i;
-	/* /etc/hosts once: evdns adds to its table, never clears it */
-	int flags = DNS_OPTION_SEARCH | DNS_OPTION_MISC |
-	    (rs_applied == NULL ? DNS_OPTION_HOSTSFILE : 0);
+	struct ares_addr_port_node *servers, *s;
+	struct ares_options o;
+	struct rs_name *nm;
+	ares_channel ch, old;
+	char *text = rs_conf_text(rc);
+	bool err;
+	int rv = ARES_SUCCESS;
 
 	if (text != NULL && rs_applied != NULL && strcmp(text, rs_applied) == 0) {
 		free(text);
 		return;
 	}
+	memset(&o, 0, sizeof(o));
+	o.sock_state_cb = rs_sock_state_cb;
+	o.timeout = (int)rc->timeout_ms;
+	o.tries = (int)rc->attempts;
+	servers = rs_servers(rc, &err);
+	if (!err && (rv = ares_init_options(&ch, &o, ARES_OPT_SOCK_STATE_CB |
+	    ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES)) == ARES_SUCCESS &&
+	    servers != NULL && (rv = ares_set_servers_ports(ch, servers)) !=
+	    ARES_SUCCESS)
+		ares_destroy(ch);	/* not without the servers given */
+	while ((s = servers) != NULL) {
+		servers = s->next;
+		free(s);
+	}
+	if (err || rv != ARES_SUCCESS) {
+		log_error("dns: cannot set up the resolver: %s; %s", err ?
+		    "out of memory" : ares_strerror(rv), rs_ch != NULL ?
+		    "keeping the one in use" : "DNS backends get no address");
+		free(text);
+		return;
+	}
 	free(rs_applied);
 	rs_applied = text;
-	evdns_base_clear_nameservers_and_suspend(rs_dns);
-	if (rc->nnameservers == 0)
-		flags |= DNS_OPTION_NAMESERVERS;
-	if (evdns_base_resolv_conf_parse(rs_dns, flags, "/etc/resolv.conf") != 0 &&
-	    rc->nnameservers == 0)
-		log_warn("dns: /etc/resolv.conf gave no name server; DNS "
-		    "backends resolve from /etc/hosts only");
-	for (i = 0; i < rc->nnameservers; i++)
-		if (evdns_base_nameserver_ip_add(rs_dns, rc->nameservers[i]) != 0)
-			log_warn("dns: cannot use name server %s",
-			    rc->nameservers[i]);
-	snprintf(v, sizeof(v), "%.3f", rc->timeout_ms / 1000.0);
-	evdns_base_set_option(rs_dns, "timeout:", v);
-	/* an A answer waits at most this long for its AAAA (and back) */
-	evdns_base_set_option(rs_dns, "getaddrinfo-allow-skew:", v);
-	snprintf(v, sizeof(v), "%llu", (unsigned long long)rc->attempts);
-	evdns_base_set_option(rs_dns, "attempts:", v);
-	evdns_base_resume(rs_dns);
+	old = rs_ch;
+	rs_ch = ch;
+	if (old == NULL)
+		return;
+	ares_destroy(old);	/* its lookups end: cut, or freed when dead */
+	TAILQ_FOREACH(nm, &rs_names, entry)
+		if (nm->cut && !nm->dead) {
+			nm->cut = false;
+			rs_query(nm);
+		}
+}
+
+/*
+ * How long a lookup can take, for the warm-up's guard: c-ares gives each
+ * name server the timeout, doubled each round, ATTEMPTS rounds, per name
+ * it asks (each domain of the search list, then the name itself), for A
+ * and then AAAA. At most a minute.
+ */
+static uint64_t
+rs_lookup_ms(const struct ig_resolver_conf *rc)
+{
+	struct ares_addr_port_node *list = NULL, *s;
+	struct ares_options o;
+	uint64_t n = 0, names = 1, ms;
+	int mask;
+
+	if (rs_ch != NULL && ares_get_servers_ports(rs_ch, &list) ==
+	    ARES_SUCCESS)
+		for (s = list; s != NULL; s = s->next)
+			n++;
+	ares_free_data(list);
+	if (rs_ch != NULL && ares_save_options(rs_ch, &o, &mask) ==
+	    ARES_SUCCESS) {
+		names += (uint64_t)(o.ndomains > 0 ? o.ndomains : 0);
+		ares_destroy_options(&o);
+	}
+	if (n == 0)
+		n = 1;
+	ms = rc->timeout_ms * ((1ULL << rc->attempts) - 1) * n * names * 2;
+	return ms < 60000 ? ms : 60000;
 }
 
 int
@@ -484,12 +811,12 @@ resolver_start(struct event_base *base, void (*changed)(void),
 	rs_base = base;
 	rs_changed = changed;
 	rs_warm = warm;
-	/* No name server yet (rs_configure adds them); an idle resolver
-	 * keeps no event of its own. */
-	if ((rs_dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE)) ==
-	    NULL || (rs_notify_ev = event_new(base, -1, 0, rs_notify_cb,
-	    NULL)) == NULL || (rs_guard_ev = evtimer_new(base, rs_guard_cb,
-	    NULL)) == NULL)
+	/* The channel comes with the first config (rs_configure); an idle
+	 * resolver keeps no event of its own. */
+	if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS ||
+	    (rs_notify_ev = event_new(base, -1, 0, rs_notify_cb, NULL)) == NULL ||
+	    (rs_guard_ev = evtimer_new(base, rs_guard_cb, NULL)) == NULL ||
+	    (rs_tmo = evtimer_new(base, rs_timeout_cb, NULL)) == NULL)
 		return -1;
 	return 0;
 }
@@ -546,8 +873,7 @@ resolver_prepare(const struct ig_config *conf)
 	}
 	rs_warming = pending > 0;
 	if (rs_warming) {
-		rs_guard_ms = conf->resolver.timeout_ms * conf->resolver.attempts +
-		    1000;
+		rs_guard_ms = rs_lookup_ms(&conf->resolver) + 1000;
 		tv.tv_sec = rs_guard_ms / 1000;
 		tv.tv_usec = (rs_guard_ms % 1000) * 1000;
 		event_add(rs_guard_ev, &tv);
@@ -593,7 +919,8 @@ resolver_abandon(void)
 
 /*
  * A warm-up took longer than the resolver can (no name server that
- * answers at all leaves evdns waiting): the names left count as failed.
+ * answers at all leaves c-ares waiting its rounds): the names left count
+ * as failed.
  */
 static void
 rs_guard_cb(evutil_socket_t fd, short what, void *arg)
@@ -680,7 +1007,6 @@ void
 resolver_stop(void)
 {
 	struct rs_name *nm, *next;
-	int spins;
 
 	/* nothing is published or rebuilt from here on */
 	if (rs_notify_ev != NULL)
@@ -695,14 +1021,17 @@ resolver_stop(void)
 		next = TAILQ_NEXT(nm, entry);
 		rs_forget(nm);
 	}
-	/* A cancelled query calls back from the loop (deferred). */
-	for (spins = 0; !TAILQ_EMPTY(&rs_names) && spins < 100; spins++)
-		event_base_loop(rs_base, EVLOOP_NONBLOCK);
+	/* the lookups out end now (freeing their dead names), and the
+	 * channel's sockets close (rs_sock_state_cb) */
+	if (rs_ch != NULL)
+		ares_destroy(rs_ch);
+	rs_ch = NULL;
 	while ((nm = TAILQ_FIRST(&rs_names)) != NULL)
-		rs_name_free(nm);	/* never called back: leaked by evdns */
-	if (rs_dns != NULL)
-		evdns_base_free(rs_dns, 0);
-	rs_dns = NULL;
+		rs_name_free(nm);
+	ares_library_cleanup();
+	if (rs_tmo != NULL)
+		event_free(rs_tmo);
+	rs_tmo = NULL;
 	if (rs_notify_ev != NULL)
 		event_free(rs_notify_ev);
 	rs_notify_ev = NULL;

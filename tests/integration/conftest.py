@@ -246,11 +246,11 @@ def gateway(procs, workdir):
     """gateway(config_text, extra_args=[], files={name: text}, nofile=N)
     -> running gateway. The text may use {port} and {admin_port}; both are
     filled with free ports. Waits until /health/ready answers 200. NOFILE
-    sets its RLIMIT_NOFILE."""
+    sets its RLIMIT_NOFILE; ENV adds to its environment."""
     counter = [0]
 
     def start(cfg, extra_args=(), files=None, wait_ready=True, port=None,
-              admin_port=None, nofile=None):
+              admin_port=None, nofile=None, env=None):
         counter[0] += 1
         port = port or free_port()
         admin_port = admin_port or free_port()
@@ -270,7 +270,8 @@ def gateway(procs, workdir):
                     "--show-leak-kinds=definite"] + argv
         if nofile:          # RLIMIT_NOFILE of the gateway (prlimit execs it)
             argv = ["prlimit", "--nofile=%d:%d" % (nofile, nofile), "--"] + argv
-        p = Proc(argv, "gw%d" % counter[0], workdir)
+        p = Proc(argv, "gw%d" % counter[0], workdir,
+                 env=dict(os.environ, **env) if env else None)
         procs.append(p)
         p.port = port
         p.admin_port = admin_port

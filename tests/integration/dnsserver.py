@@ -1,8 +1,10 @@
-"""A DNS server the tests control, for the gateway's DNS backends: UDP on
-127.0.0.1, a thread of the test process, answering A queries from a dict
-the test changes as it goes (IPv6 addresses in the list answer AAAA). Only what the gateway's
-resolver (libevent's evdns) asks is handled; the question is echoed byte
-for byte (evdns randomizes the case of the name and checks it).
+"""A DNS server the tests control, for the gateway's DNS backends: UDP and
+TCP on one port of 127.0.0.1, threads of the test process, answering A
+queries from a dict the test changes as it goes (IPv6 addresses in the
+list answer AAAA). Only what the gateway's resolver (c-ares) asks is
+handled; the question is echoed byte for byte. A UDP answer longer than
+512 bytes is cut to the records that fit, with TC set, as a server
+without EDNS does; over TCP it is whole.
 
     dns = DNSServer()            # dns.port
     dns.set("pool.ig.test", ["127.0.0.2", "127.0.0.3"])
@@ -13,6 +15,7 @@ for byte (evdns randomizes the case of the name and checks it).
                                  # A, AAAA queries)
     dns.delay = 0.3              # seconds before each reply
     dns.queries("pool.ig.test")  # A queries seen for the name
+    dns.tcp_queries              # queries that came over TCP
     dns.stop()
 """
 import socket
@@ -31,13 +34,29 @@ class DNSServer:
         self.delay = 0.0
         self.counts = {}
         self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        # one port free for both UDP and TCP
+        for _ in range(100):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.sock.close()
+                self.tcp.close()
         self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
+        self.tcp.listen(16)
+        self.tcp.settimeout(0.1)
+        self.tcp_queries = 0
         self.running = True
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+        self.tcp_thread = threading.Thread(target=self._serve_tcp,
+                                           daemon=True)
+        self.tcp_thread.start()
 
     def set(self, name, addrs):
         with self.lock:
@@ -53,7 +72,56 @@ class DNSServer:
     def stop(self):
         self.running = False
         self.thread.join(timeout=2)
+        self.tcp_thread.join(timeout=2)
         self.sock.close()
+        self.tcp.close()
+
+    def _serve_tcp(self):
+        while self.running:
+            try:
+                c, _ = self.tcp.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_conn, args=(c,),
+                             daemon=True).start()
+
+    @staticmethod
+    def _exact(c, n):
+        data = b""
+        while len(data) < n:
+            chunk = c.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def _tcp_conn(self, c):
+        c.settimeout(5)
+        try:
+            while self.running:
+                head = self._exact(c, 2)
+                if head is None:
+                    return
+                q = self._exact(c, struct.unpack("!H", head)[0])
+                if q is None:
+                    return
+                with self.lock:
+                    self.tcp_queries += 1
+                try:
+                    reply = self._answer(q, limit=None)
+                except (IndexError, struct.error, UnicodeDecodeError):
+                    return
+                if reply is None:
+                    continue
+                if self.delay:
+                    time.sleep(self.delay)
+                c.sendall(struct.pack("!H", len(reply)) + reply)
+        except OSError:
+            pass
+        finally:
+            c.close()
 
     def _serve(self):
         while self.running:
@@ -76,7 +144,7 @@ class DNSServer:
             except OSError:
                 pass
 
-    def _answer(self, q):
+    def _answer(self, q, limit=512):
         qid, flags, qdcount = struct.unpack("!HHH", q[:6])
         if flags & 0x8000 or qdcount != 1:
             return None
@@ -107,8 +175,17 @@ class DNSServer:
         elif qtype == QTYPE_AAAA:
             answers = [socket.inet_pton(socket.AF_INET6, a)
                        for a in addrs if ":" in a]
-        head = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, len(answers),
+        rrs = [struct.pack("!HHHIH", 0xC00C, qtype, 1, 1, len(a)) + a
+               for a in answers]
+        tc = 0
+        if limit is not None:
+            room = limit - 12 - len(question)
+            fit = 0
+            while fit < len(rrs) and room >= len(rrs[fit]):
+                room -= len(rrs[fit])
+                fit += 1
+            if fit < len(rrs):
+                rrs, tc = rrs[:fit], 0x0200
+        head = struct.pack("!HHHHHH", qid, 0x8180 | tc | rcode, 1, len(rrs),
                            0, 0)
-        body = b"".join(struct.pack("!HHHIH", 0xC00C, qtype, 1, 1, len(a)) + a
-                        for a in answers)
-        return head + question + body
+        return head + question + b"".join(rrs)

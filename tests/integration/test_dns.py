@@ -106,6 +106,22 @@ def test_a_new_address_waits_for_its_first_health_check(sim, gateway,
         new.stop()
 
 
+def test_a_name_with_more_addresses_than_a_udp_answer_holds(gateway,
+                                                             workdir, dns):
+    # 40 A records do not fit 512 bytes: the UDP answer comes truncated
+    # and the resolver asks again over TCP, where all of them come
+    port = free_port()
+    hosts = ["127.0.1.%d" % i for i in range(1, 41)]
+    dns.set(NAME, hosts)
+    g = gateway(dns_config(dns, port, workdir, every="10s"))
+    m = metrics(g)
+    assert m["infergate_dns_addresses{%s}" % label(port)] == 40
+    for h in (hosts[0], hosts[-1]):
+        assert 'infergate_backend_up{pool="p",backend="%s:%d"}' % (h, port) \
+            in m
+    assert dns.tcp_queries >= 1
+
+
 def test_the_access_log_names_the_address(sim, gateway, workdir, dns):
     port = free_port()
     sims(sim, port, "127.0.0.2")
@@ -212,6 +228,75 @@ def test_an_ipv6_name_whose_aaaa_fails_keeps_its_address(gateway, workdir,
              % port] == 1
     dns.mode = "drop_aaaa"
     assert_failures_keep_the_set(g, port)
+
+
+def test_a_server_that_drops_aaaa_does_not_freeze_an_ipv4_name(
+        sim, gateway, workdir, dns):
+    # A and AAAA are two lookups: A's answer applies while AAAA times out
+    # (the lookup counts as failed, the IPv6 part, none here, is kept)
+    port = free_port()
+    sims(sim, port, "127.0.0.2", "127.0.0.3")
+    dns.set(NAME, ["127.0.0.2"])
+    g = gateway(dns_config(dns, port, workdir))
+    dns.mode = "drop_aaaa"
+    dns.set(NAME, ["127.0.0.2", "127.0.0.3"])
+    m = wait_addresses(g, port, 2)
+    assert m['infergate_dns_resolutions_total{%s,result="failed"}'
+             % label(port)] >= 1
+    assert m['infergate_backend_up{pool="p",backend="127.0.0.3:%d"}'
+             % port] == 1
+
+
+def test_both_families_come_from_the_name_the_search_list_found(
+        sim, gateway, workdir, dns):
+    # "pool" with the search list "ig.test other.test": A answers for
+    # pool.ig.test, so AAAA is asked of pool.ig.test too, not walked on to
+    # pool.other.test (another name, whose AAAA would be a wrong backend)
+    port = free_port()
+    sims(sim, port, "127.0.0.2")
+    dns.set("pool.ig.test", ["127.0.0.2"])
+    dns.set("pool.other.test", ["fd00::9"])
+    cfg = dns_config(dns, port, workdir).replace("dns: %s" % NAME,
+                                                 "dns: pool")
+    g = gateway(cfg, env={"LOCALDOMAIN": "ig.test other.test",
+                          "RES_OPTIONS": "ndots:5"})
+    m = metrics(g)
+    assert m['infergate_dns_addresses{name="pool:%d"}' % port] == 1
+    assert 'infergate_backend_up{pool="p",backend="127.0.0.2:%d"}' % port in m
+    assert not any("fd00::9" in k for k in m)
+    assert post(g)[0] == 200
+
+
+def test_a_reload_to_other_name_servers_asks_them(sim, gateway, workdir,
+                                                  dns):
+    # a new resolver section makes a new resolver: the lookup out on the
+    # old one (its server slow) is asked again of the new server
+    port = free_port()
+    sims(sim, port, "127.0.0.2", "127.0.0.3")
+    dns.set(NAME, ["127.0.0.2"])
+    other = DNSServer()
+    try:
+        other.set(NAME, ["127.0.0.3"])
+        # the next lookup is due in 3 s: one that came within 1.5 s of
+        # the reload was asked again, not made by the timer
+        g = gateway(dns_config(dns, port, workdir, every="3s",
+                               timeout="5s"))
+        dns.delay = 2.5
+        time.sleep(3.4)                 # a lookup is out, slow
+        with open(g.config_path) as f:
+            text = f.read()
+        with open(g.config_path, "w") as f:
+            f.write(text.replace('["127.0.0.1:%d"]' % dns.port,
+                                 '["127.0.0.1:%d"]' % other.port))
+        g.signal(signal.SIGHUP)
+        m = wait_metric(g, "infergate_dns_changes_total{%s}" % label(port), 2,
+                        timeout=1.5)
+        assert m["infergate_dns_addresses{%s}" % label(port)] == 1
+        assert 'infergate_backend_up{pool="p",backend="127.0.0.3:%d"}' \
+            % port in m
+        assert other.queries(NAME) >= 1
+    finally:
+        other.stop()
 
 
 def test_a_name_without_addresses_empties_the_pool(sim, gateway, workdir,

@@ -225,6 +225,8 @@ hc_response_cb(struct evhttp_request *req, void *arg)
 	int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
 	char why[64];
 
+	if (c->finished)	/* its deadline came first */
+		return;
 	/* Called back from inside evhttp_make_request for want of a socket
 	 * (libevent 2.1 reports the backend's own failures later, from the
 	 * loop): the gateway's shortage, not a result. */
@@ -246,7 +248,7 @@ hc_response_cb(struct evhttp_request *req, void *arg)
 
 /*
  * One probe of BE (of pool PC, TLS context CTX or NULL): a health check
- * of PATH, or a scrape. TIMEOUT_MS bounds each step.
+ * of PATH, or a scrape. TIMEOUT_MS bounds the whole check.
  */
 static void
 hc_start(const struct ig_pool_conf *pc, struct ssl_ctx_st *ctx,

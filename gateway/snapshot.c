@@ -60,7 +60,7 @@ static struct ig_snapshot *
 snap_new(struct ig_config *conf, struct snap_shared *sh,
     const struct ig_snapshot *base, char **err)
 {
-	struct ig_snapshot *s;
+	struct ig_snapshot *s, *pub;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		*err = strdup("out of memory");
@@ -73,8 +73,12 @@ snap_new(struct ig_config *conf, struct snap_shared *sh,
 	s->shared = sh;
 	s->pool_tls = sh->pool_tls;
 	s->auth = sh->auth;
+	/* the published one (none at start), which may not be BASE (a
+	 * reload warming its DNS names derives from its own snapshot) */
+	pub = snapshot_peek();
 	if ((s->catalog = ig_catalog_derive(conf, base ? base->catalog : NULL,
-	    resolver_lookup, NULL, err)) == NULL) {
+	    pub != NULL ? pub->catalog : NULL, resolver_lookup, NULL, err)) ==
+	    NULL) {
 		snapshot_unref(s);
 		return NULL;
 	}

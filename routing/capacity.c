@@ -49,8 +49,9 @@ struct ig_bstate {
 	_Atomic uint64_t checks_failed;
 	_Atomic uint64_t depth;		/* scraped queue depth */
 	_Atomic uint64_t depth_ns;	/* when; 0: never */
-	uint64_t	 gen;		/* of the catalog that made it */
-	/* the checker's own */
+	/* the catalog builder's scratch (ig_bstate_mark) and the checker's
+	 * own: the main thread's */
+	uint64_t	 join_build, stay_build;
 	bool		 checked;	/* has a first result */
 	uint64_t	 run;		/* results in a row opposing the state */
 	struct ig_probe	 probes[IG_PROBE_NKINDS];
@@ -62,16 +63,13 @@ static struct cap_entry	*bstates;
 
 /*
  * The entry named NAME of the registry *HEAD, made (zeroed, SIZE bytes,
- * cache-line aligned) the first time (*MADE says whether this call made
- * it), with a reference taken when REF; NULL: no memory.
+ * cache-line aligned) the first time, with a reference taken when REF;
+ * NULL: no memory.
  */
 static void *
-cap_get(struct cap_entry **head, const char *name, size_t size, bool ref,
-    bool *made)
+cap_get(struct cap_entry **head, const char *name, size_t size, bool ref)
 {
 	struct cap_entry *e;
-
-	*made = false;
 
 	pthread_mutex_lock(&cap_lock);
 	for (e = *head; e != NULL; e = e->next)
@@ -85,7 +83,6 @@ cap_get(struct cap_entry **head, const char *name, size_t size, bool ref,
 		} else {
 			e->next = *head;
 			*head = e;
-			*made = true;
 		}
 	}
 	/* under the lock: a last ig_bstate_put elsewhere cannot free it */
@@ -110,28 +107,35 @@ cap_free_list(struct cap_entry **head)
 struct ig_cap *
 ig_cap_get(const char *name)
 {
-	bool made;
-
-	return cap_get(&caps, name, sizeof(struct ig_cap), false, &made);
+	return cap_get(&caps, name, sizeof(struct ig_cap), false);
 }
 
 /* NAME's state, with a reference for the caller (see ig_bstate_put). */
 struct ig_bstate *
-ig_bstate_get(const char *name, uint64_t gen)
+ig_bstate_get(const char *name)
 {
-	struct ig_bstate *b;
-	bool made;
-
-	b = cap_get(&bstates, name, sizeof(struct ig_bstate), true, &made);
-	if (b != NULL && made)
-		b->gen = gen;	/* not yet in a published catalog */
-	return b;
+	return cap_get(&bstates, name, sizeof(struct ig_bstate), true);
 }
 
-uint64_t
-ig_bstate_gen(const struct ig_bstate *b)
+bool
+ig_bstate_checked(const struct ig_bstate *b)
 {
-	return b->gen;
+	return b->checked;
+}
+
+void
+ig_bstate_mark(struct ig_bstate *b, uint64_t build, bool joins)
+{
+	if (joins)
+		b->join_build = build;
+	else
+		b->stay_build = build;
+}
+
+bool
+ig_bstate_joins(const struct ig_bstate *b, uint64_t build)
+{
+	return b->join_build == build && b->stay_build != build;
 }
 
 void

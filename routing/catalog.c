@@ -137,23 +137,14 @@ catalog_static_of(const struct ig_pool *base, const struct ig_backend_conf *bc)
  * The pool's backends: a static one each (its address from BASE, the
  * same pool of the catalog this one is derived from, when there is one:
  * static names are resolved once, at load), a DNS one per address it has.
- * GEN is this catalog's.
- *
- * In a pool with health checks, a backend whose state this catalog made
- * while one of the pool's backends has an older one (the pool is serving:
- * a reload or a DNS change adds the backend) is pending: down until its
- * first check passes, as Envoy holds a new host back. A pool whose
- * backends are all new (at start, a pool a reload adds, every address
- * replaced) starts them ready, so that it is never empty before its first
- * checks.
  */
 static int
 catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
-    const struct ig_pool *base, uint64_t gen, char **err)
+    const struct ig_pool *base, char **err)
 {
 	const struct ig_backend *b0;
 	const struct ig_addr *addrs;
-	size_t i, k, n, total = 0, nold = 0;
+	size_t i, k, n, total = 0;
 
 	for (i = 0; i < p->conf->nbackends; i++)
 		total += p->conf->backends[i].dns == NULL ? 1 :
@@ -180,33 +171,91 @@ catalog_pool_backends(struct ig_pool *p, ig_dns_lookup_fn lookup, void *arg,
 				memcpy(b->host, b0->host, sizeof(b->host));
 			} else if (catalog_resolve(b, err) == -1)
 				return -1;
-			if ((b->state = ig_bstate_get(b->name, gen)) == NULL)
+			if ((b->state = ig_bstate_get(b->name)) == NULL)
 				return -1;
-			nold += ig_bstate_gen(b->state) != gen;
 			p->nbackends++;
 		}
 	}
-	for (i = 0; p->conf->health_path != NULL && nold > 0 &&
-	    i < p->nbackends; i++)
-		if (ig_bstate_gen(p->backends[i].state) == gen)
-			ig_bstate_pending(p->backends[i].state);
 	return 0;
+}
+
+/* PUB's pool named as P, or NULL. */
+static const struct ig_pool *
+catalog_pool_named(const struct ig_catalog *pub, const struct ig_pool *p)
+{
+	size_t i;
+
+	for (i = 0; pub != NULL && i < pub->npools; i++)
+		if (strcmp(pub->pools[i].conf->name, p->conf->name) == 0)
+			return &pub->pools[i];
+	return NULL;
+}
+
+static bool
+catalog_pool_has(const struct ig_pool *q, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < q->nbackends; i++)
+		if (strcmp(q->backends[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A backend that joins a pool already serving, one of the published
+ * catalog PUB with health checks that did not have it (a reload or a DNS
+ * change adds it), is pending: down until its first check passes, as
+ * Envoy holds a new host back, so that a model server still loading gets
+ * nothing. A backend of a pool PUB does not have (at start, a pool a
+ * reload adds) starts ready, so that a new pool is never empty before its
+ * first checks; so does one whose checks have a result already (another
+ * pool checks the address). Its state is one for every pool that has the
+ * address: it is pending only if every pool with checks that has it
+ * holds it back. BUILD tells this build's marks from older ones.
+ */
+static void
+catalog_mark_joins(struct ig_catalog *cat, const struct ig_catalog *pub,
+    uint64_t build)
+{
+	const struct ig_pool *q;
+	struct ig_pool *p;
+	size_t i, j;
+	int pass;
+
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < cat->npools; i++) {
+			p = &cat->pools[i];
+			if (p->conf->health_path == NULL)
+				continue;
+			q = pass == 0 ? catalog_pool_named(pub, p) : NULL;
+			for (j = 0; j < p->nbackends; j++) {
+				struct ig_backend *b = &p->backends[j];
+
+				if (pass == 0)
+					ig_bstate_mark(b->state, build, q != NULL &&
+					    !catalog_pool_has(q, b->name) &&
+					    !ig_bstate_checked(b->state));
+				else if (ig_bstate_joins(b->state, build))
+					ig_bstate_pending(b->state);
+			}
+		}
 }
 
 struct ig_catalog *
 ig_catalog_create(const struct ig_config *conf, ig_dns_lookup_fn lookup,
     void *arg, char **err)
 {
-	return ig_catalog_derive(conf, NULL, lookup, arg, err);
+	return ig_catalog_derive(conf, NULL, NULL, lookup, arg, err);
 }
 
 struct ig_catalog *
 ig_catalog_derive(const struct ig_config *conf, const struct ig_catalog *base,
-    ig_dns_lookup_fn lookup, void *arg, char **err)
+    const struct ig_catalog *pub, ig_dns_lookup_fn lookup, void *arg,
+    char **err)
 {
-	static uint64_t gens;	/* catalogs are built on the main thread */
+	static uint64_t builds;	/* catalogs are built on the main thread */
 	struct ig_catalog *cat;
-	uint64_t gen = ++gens;
 	size_t i, j;
 
 	*err = NULL;
@@ -223,7 +272,7 @@ ig_catalog_derive(const struct ig_config *conf, const struct ig_catalog *base,
 		if ((p->cap = ig_cap_get(p->conf->name)) == NULL)
 			goto nomem;
 		if (catalog_pool_backends(p, lookup, arg, base != NULL &&
-		    i < base->npools ? &base->pools[i] : NULL, gen, err) == -1) {
+		    i < base->npools ? &base->pools[i] : NULL, err) == -1) {
 			if (*err != NULL)
 				goto fail;
 			goto nomem;
@@ -252,6 +301,7 @@ ig_catalog_derive(const struct ig_config *conf, const struct ig_catalog *base,
 			;
 		cat->table[j] = m;
 	}
+	catalog_mark_joins(cat, pub, ++builds);
 	return cat;
 nomem:
 	if (*err == NULL && (*err = strdup("out of memory")) == NULL)

@@ -106,14 +106,17 @@ struct ig_hist	*ig_cap_hist(struct ig_cap *, enum ig_cap_hist);
  */
 struct ig_bstate;
 
-/* GEN: the catalog's, recorded in a state this call makes (ig_bstate_gen) */
-struct ig_bstate *ig_bstate_get(const char *name, uint64_t gen);
-uint64_t	 ig_bstate_gen(const struct ig_bstate *);
+struct ig_bstate *ig_bstate_get(const char *name);
 /*
- * A backend new to a pool that is already serving (a reload or a DNS
- * change adds it): down until its first check passes. Only before the
- * checker has a result for it (the catalog is not yet published).
+ * The main thread's side (the catalog builder, the checker): whether the
+ * checks have a result for B; and, for one catalog build (BUILD), whether
+ * every pool with checks that has B marks it as joining (see catalog.c).
+ * A backend that joins is pending: down until its first check passes
+ * (ig_bstate_pending; nothing once the checks have a result).
  */
+bool		 ig_bstate_checked(const struct ig_bstate *);
+void		 ig_bstate_mark(struct ig_bstate *, uint64_t build, bool joins);
+bool		 ig_bstate_joins(const struct ig_bstate *, uint64_t build);
 void		 ig_bstate_pending(struct ig_bstate *);
 struct ig_bstate *ig_bstate_ref(struct ig_bstate *);
 void		 ig_bstate_put(struct ig_bstate *);

@@ -65,12 +65,14 @@ typedef size_t (*ig_dns_lookup_fn)(const char *host, uint64_t port,
 struct ig_catalog *ig_catalog_create(const struct ig_config *,
 		    ig_dns_lookup_fn lookup, void *arg, char **err);
 /*
- * The same from the config of BASE (built from it): the DNS backends'
- * addresses from LOOKUP as they are now, the static ones BASE's.
+ * The same from the config of BASE (built from it; NULL: built anew):
+ * the DNS backends' addresses from LOOKUP as they are now, the static
+ * ones BASE's. PUB, the published catalog (NULL: none yet), says which
+ * backends join a serving pool with health checks (catalog.c).
  */
 struct ig_catalog *ig_catalog_derive(const struct ig_config *,
-		    const struct ig_catalog *base, ig_dns_lookup_fn lookup,
-		    void *arg, char **err);
+		    const struct ig_catalog *base, const struct ig_catalog *pub,
+		    ig_dns_lookup_fn lookup, void *arg, char **err);
 void		 ig_catalog_free(struct ig_catalog *);
 
 /* The model a client named, or NULL. */

@@ -349,6 +349,55 @@ def test_a_backend_a_reload_adds_waits_for_its_first_check(
         new.stop()
 
 
+def test_an_address_shared_with_a_pool_the_reload_adds_is_not_held_back(
+        sim, gateway, workdir):
+    # the reload adds NEW to serving pool p and makes pool q of NEW alone:
+    # one state for both, so q's "a new pool starts ready" wins and q is
+    # served at once, before NEW's first check passes
+    ready = sim()
+    new = SlowCheckBackend(1.5)
+    models = """
+models:
+  - name: m
+    pool: p
+    upstream_model: sim-model
+  - name: mq
+    pool: q
+    upstream_model: sim-model
+"""
+    try:
+        g = gateway(config([ready.port], workdir, SLOW_HEALTH,
+                           models=models.replace(
+                               "  - name: mq\n    pool: q\n"
+                               "    upstream_model: sim-model\n", "")))
+        wait_up(g, ready.port, 1)
+        with open(g.config_path) as f:
+            text = f.read()
+        line = '      - address: "127.0.0.1:%d"' % ready.port
+        text = text.replace(line, line + '\n      - address: "127.0.0.1:%d"'
+                            % new.port)
+        text = text.replace("\nmodels:", "\n  q:\n    backends:\n"
+                            '      - address: "127.0.0.1:%d"\n' % new.port
+                            + SLOW_HEALTH + "    when_empty: fail\n"
+                            "\nmodels:", 1)
+        text = text.replace("    upstream_model: sim-model\n",
+                            "    upstream_model: sim-model\n"
+                            "  - name: mq\n    pool: q\n"
+                            "    upstream_model: sim-model\n", 1)
+        with open(g.config_path, "w") as f:
+            f.write(text)
+        g.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while up(g, new.port, pool="q") is None:
+            assert time.monotonic() < deadline, "reload not applied"
+            time.sleep(0.01)
+        st, _, body = post(g, dict(CHAT, model="mq"))
+        assert st == 200, body
+        assert new.posts == 1
+    finally:
+        new.stop()
+
+
 def test_backends_of_a_starting_pool_are_ready_before_their_checks(
         gateway, workdir):
     # at start every backend is new: none waits for its first check, so

@@ -82,6 +82,8 @@ struct rs_name {
 	bool		 cut;		/* a new channel ended it: ask again */
 	struct rs_flookup fam[RS_NFAMS];
 	bool		 failing;	/* the last one failed (logged once) */
+	bool		 too_many[RS_NFAMS];	/* addresses left out (logged
+					 * once while it lasts) */
 	bool		 changed;	/* since the last rs_notify */
 	bool		 in_cur;	/* named by the published config */
 	bool		 in_warm;	/* named by the config warming */
@@ -279,17 +281,21 @@ rs_sort(struct ig_addr *a, size_t n)
  * port, sorted and distinct; -1 when out of memory.
  */
 static int
-rs_collect(const struct rs_name *nm, struct rs_flookup *l,
+rs_collect(struct rs_name *nm, struct rs_flookup *l,
     const unsigned char *raw, size_t stride, size_t n)
 {
 	struct ig_addr *a;
 	size_t i;
+	int f;
 
-	if (n > RS_MAX_ADDRS) {
-		log_warn("dns %s: %zu addresses, only the first %d used",
-		    nm->label, n, RS_MAX_ADDRS);
+	f = l->af == AF_INET ? RS_V4 : RS_V6;
+	if (n > RS_MAX_ADDRS && !nm->too_many[f])
+		log_warn("dns %s: more than %d %s addresses; the first %d used",
+		    nm->label, RS_MAX_ADDRS, f == RS_V4 ? "IPv4" : "IPv6",
+		    RS_MAX_ADDRS);
+	nm->too_many[f] = n > RS_MAX_ADDRS;
+	if (n > RS_MAX_ADDRS)
 		n = RS_MAX_ADDRS;
-	}
 	if ((a = calloc(n + 1, sizeof(*a))) == NULL)
 		return -1;
 	for (i = 0; i < n; i++, raw += stride) {
@@ -318,7 +324,7 @@ rs_collect(const struct rs_name *nm, struct rs_flookup *l,
 
 /* A hostent of L's family (/etc/hosts) into L: an ARES_ status. */
 static int
-rs_collect_hostent(const struct rs_name *nm, struct rs_flookup *l,
+rs_collect_hostent(struct rs_name *nm, struct rs_flookup *l,
     const struct hostent *he)
 {
 	size_t n = 0, i, len = l->af == AF_INET ? 4 : 16;

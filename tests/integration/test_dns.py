@@ -229,6 +229,20 @@ def test_an_ipv6_name_whose_aaaa_fails_keeps_its_address(gateway, workdir,
     assert_failures_keep_the_set(g, port)
 
 
+def test_past_256_addresses_the_first_256_are_used_and_said_once(
+        gateway, workdir, dns):
+    port = free_port()
+    dns.set(NAME, ["127.0.%d.%d" % (2 + i // 250, 1 + i % 250)
+                   for i in range(300)])
+    g = gateway(dns_config(dns, port, workdir, every="100ms"))
+    assert metrics(g)["infergate_dns_addresses{%s}" % label(port)] == 256
+    deadline = time.monotonic() + 5
+    while dns.queries(NAME) < 8:        # a few lookups more (UDP + TCP)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert g.output().count("more than 256 IPv4 addresses") == 1
+
+
 def test_a_server_that_drops_aaaa_does_not_freeze_an_ipv4_name(
         sim, gateway, workdir, dns):
     # A and AAAA are two lookups: A's answer applies while AAAA times out

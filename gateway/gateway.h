@@ -98,6 +98,7 @@ struct ig_snapshot {
 	struct ig_config *conf;
 	struct ig_catalog *catalog;
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
+	uint64_t	*pool_tls_fp;	/* per pool index: tls_client_fp() */
 	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
 	struct snap_shared *shared;	/* owns pool_tls and auth */
 };
@@ -281,6 +282,7 @@ struct ig_request {
 	struct ig_snapshot *bsnap;
 	const struct ig_pool *bpool;
 	struct ssl_ctx_st *btls;	/* the pool's TLS context; NULL: plain */
+	uint64_t	 btls_fp;	/* its settings' fingerprint */
 	struct up_conn	*up;
 	uint64_t	 deadline_ns;	/* pools.*.timeouts.request; 0: none */
 	uint64_t	 tried;		/* backends that failed this request */
@@ -468,6 +470,7 @@ struct ssl_ctx_st;
 struct ssl_st;
 struct ssl_ctx_st *tls_server_ctx(const struct ig_listen_conf *, char **err);
 struct ssl_ctx_st *tls_client_ctx(const struct ig_pool_conf *, char **err);
+uint64_t	 tls_client_fp(const struct ig_pool_conf *);
 struct ssl_st	*tls_client_ssl(struct ssl_ctx_st *, const struct ig_pool_conf *,
 		    const struct ig_backend *);
 

@@ -685,6 +685,8 @@ proxy_forward(struct ig_request *r)
 		return;
 	}
 	r->btls = (r->bsnap != NULL ? r->bsnap : r->snap)->pool_tls[pool->index];
+	r->btls_fp = (r->bsnap != NULL ? r->bsnap : r->snap)->
+	    pool_tls_fp[pool->index];
 	r->attempt_on = r->backend->state;
 	ig_bstate_attempt(r->attempt_on);
 	r->attempts++;

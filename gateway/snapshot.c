@@ -33,6 +33,7 @@ static __thread struct ig_snapshot *snap_cached;
 struct snap_shared {
 	atomic_int	 refcnt;
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
+	uint64_t	*pool_tls_fp;
 	size_t		 npools;
 	struct ig_auth	*auth;
 };
@@ -48,6 +49,7 @@ snap_shared_unref(struct snap_shared *sh)
 	for (i = 0; sh->pool_tls != NULL && i < sh->npools; i++)
 		SSL_CTX_free(sh->pool_tls[i]);
 	free(sh->pool_tls);
+	free(sh->pool_tls_fp);
 	ig_auth_free(sh->auth);
 	free(sh);
 }
@@ -72,6 +74,7 @@ snap_new(struct ig_config *conf, struct snap_shared *sh,
 	s->conf = conf;
 	s->shared = sh;
 	s->pool_tls = sh->pool_tls;
+	s->pool_tls_fp = sh->pool_tls_fp;
 	s->auth = sh->auth;
 	/* the published one (none at start), which may not be BASE (a
 	 * reload warming its DNS names derives from its own snapshot) */
@@ -95,14 +98,16 @@ snapshot_create(struct ig_config *conf, char **err)
 	if ((sh = calloc(1, sizeof(*sh))) != NULL)
 		atomic_init(&sh->refcnt, 1);
 	if (sh == NULL || (sh->pool_tls = calloc(conf->npools + 1,
-	    sizeof(*sh->pool_tls))) == NULL) {
+	    sizeof(*sh->pool_tls))) == NULL || (sh->pool_tls_fp =
+	    calloc(conf->npools + 1, sizeof(*sh->pool_tls_fp))) == NULL) {
 		*err = strdup("out of memory");
 		goto fail;
 	}
 	sh->npools = conf->npools;
 	for (i = 0; i < conf->npools; i++)
-		if (conf->pools[i].tls_enabled && (sh->pool_tls[i] =
-		    tls_client_ctx(&conf->pools[i], err)) == NULL)
+		if (conf->pools[i].tls_enabled && ((sh->pool_tls[i] =
+		    tls_client_ctx(&conf->pools[i], err)) == NULL ||
+		    (sh->pool_tls_fp[i] = tls_client_fp(&conf->pools[i])) == 0))
 			goto fail;
 	if (conf->ntenants > 0 && (sh->auth = ig_auth_create(conf->tenants,
 	    conf->ntenants, err)) == NULL)

@@ -5,6 +5,7 @@
  * checked against tls.server_name). Contexts are built once at start and
  * shared read-only by the workers (SSL_new is thread-safe on a context).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -74,6 +75,37 @@ tls_client_ctx(const struct ig_pool_conf *pc, char **err)
 		return NULL;
 	}
 	return ctx;
+}
+
+/*
+ * A fingerprint of what a pool's client context trusts (FNV-1a over the
+ * CA file's bytes, or the system's store), never 0; 0 when the file
+ * cannot be read. Pooled connections are keyed by it, so that a reload
+ * that changes the CA opens new ones.
+ */
+uint64_t
+tls_client_fp(const struct ig_pool_conf *pc)
+{
+	static const char sys[] = "system CA store";
+	unsigned char buf[8192];
+	uint64_t h = 14695981039346656037ULL;
+	size_t n, i;
+	FILE *f;
+
+	if (pc->tls_ca == NULL) {
+		for (i = 0; i < sizeof(sys) - 1; i++)
+			h = (h ^ (unsigned char)sys[i]) * 1099511628211ULL;
+		return h != 0 ? h : 1;
+	}
+	if ((f = fopen(pc->tls_ca, "rb")) == NULL)
+		return 0;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		for (i = 0; i < n; i++)
+			h = (h ^ buf[i]) * 1099511628211ULL;
+	if (ferror(f))
+		h = 0;
+	fclose(f);
+	return h != 0 ? h : 1;
 }
 
 /* An SSL for one backend connection: SNI and host name verification. */

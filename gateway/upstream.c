@@ -77,7 +77,7 @@ TAILQ_HEAD(up_conn_list, up_conn);
  * addresses in use (DNS backends come and go with their pods).
  */
 struct up_backend {
-	char		 name[448];
+	char		 name[512];	/* the key: up_open */
 	struct up_conn_list idle;
 	size_t		 nidle;
 	size_t		 nconns;	/* idle or in use */
@@ -621,15 +621,18 @@ up_open(struct ig_request *r, struct ig_backend *be,
 	struct up_backend *home;
 	struct up_conn *c;
 	struct ssl_ctx_st *tls = r->btls;
-	char key[448];
+	char key[512];
 
 	/* A failure before a connection is in hand is not the keep-alive
 	 * race of a pooled one (proxy_on_error retries that at once). */
 	r->up_reused = false;
 	/* TLS and plain connections to one address are different pools, and
-	 * TLS ones for different names (SNI, the certificate checked). */
+	 * TLS ones for different names (SNI, the certificate checked) or
+	 * trust (a reload that changes the CA does not reuse connections
+	 * the old one verified). */
 	if (tls != NULL) {
-		snprintf(key, sizeof(key), "tls:%s@%s", be->name,
+		snprintf(key, sizeof(key), "tls:%016llx:%s@%s",
+		    (unsigned long long)r->btls_fp, be->name,
 		    pc->tls_server_name ? pc->tls_server_name : be->host);
 		home = up_backend_get(w->upstreams, key);
 	} else

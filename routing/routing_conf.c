@@ -153,6 +153,17 @@ check_tls_ca(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
 	return cy_check_readable(ctx, n, ((struct ig_pool_conf *)obj)->tls_ca);
 }
 
+/* A host name: at most 253 bytes, as DNS has it. */
+static int
+check_tls_server_name(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
+{
+	const char *s = ((struct ig_pool_conf *)obj)->tls_server_name;
+
+	if (s != NULL && strlen(s) > 253)
+		return cy_err(ctx, n, "a server name has at most 253 bytes");
+	return 0;
+}
+
 static int
 check_pool_tls(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
 {
@@ -164,7 +175,7 @@ static const struct cy_key pool_tls_keys[] = {
 	{ .name = "ca", .type = CY_STRING, .flags = CY_PATH | CY_NONEMPTY,
 	  .off = POOL(tls_ca), .check = check_tls_ca },
 	{ .name = "server_name", .type = CY_STRING, .flags = CY_NONEMPTY,
-	  .off = POOL(tls_server_name) },
+	  .off = POOL(tls_server_name), .check = check_tls_server_name },
 	{ .name = NULL }
 };
 

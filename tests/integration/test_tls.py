@@ -2,13 +2,14 @@
 over TLS with the certificate and host name verified."""
 import json
 import os
+import signal
 import ssl
 import subprocess
 import urllib.request
 
 import pytest
 
-from conftest import http, sim_stats
+from conftest import GATEWAY, http, metrics, sim_stats, wait_metric
 from test_proxy import gw_config, CHAT
 
 
@@ -99,3 +100,60 @@ def test_tls_health_checks_verify_the_backend(sim, gateway, workdir, cert):
     assert metric(good, "up") == 1
     assert metric(good, "health_check_failures_total") == 0
     assert metric(bad, "health_check_failures_total") >= 1
+
+
+def test_a_reload_that_changes_the_ca_opens_new_connections(sim, gateway,
+                                                            workdir, cert):
+    # pooled TLS connections are kept across a reload that keeps the CA,
+    # and not across one that changes it (the same certificate, its file
+    # rewritten: the connections the old trust verified are not reused)
+    s = sim()
+    front = gateway(tls_listener_config(s.port, *cert, workdir))
+    ca = os.path.join(workdir, "ca.pem")
+    with open(cert[0]) as f:
+        pem = f.read()
+    with open(ca, "w") as f:
+        f.write(pem)
+    cfg = gw_config([front.port], workdir, workers=1, pool_extra=(
+        '    tls:\n      ca: "%s"\n      server_name: localhost\n' % ca),
+        models="models:\n  - name: m\n    pool: p\n")
+    edge = gateway(cfg)
+
+    def post():
+        st, _, body = http("POST", edge.url + "/v1/chat/completions",
+                           dict(CHAT, model="m"))
+        assert st == 200, body
+
+    def reload(n):
+        os.utime(edge.config_path)
+        edge.signal(signal.SIGHUP)
+        wait_metric(edge, "infergate_reloads_total", n)
+
+    post()
+    post()
+    m = metrics(edge)
+    assert m["infergate_upstream_connects_total"] == 1
+    assert m["infergate_upstream_reuses_total"] == 1
+    reload(1)
+    post()
+    assert metrics(edge)["infergate_upstream_connects_total"] == 1
+    with open(ca, "w") as f:
+        f.write("# rotated\n" + pem)
+    reload(2)
+    post()
+    m = metrics(edge)
+    assert m["infergate_upstream_connects_total"] == 2
+    assert m["infergate_upstream_reuses_total"] == 2
+
+
+def test_a_server_name_longer_than_dns_allows_is_refused(workdir):
+    cfg = os.path.join(workdir, "bad.yaml")
+    with open(cfg, "w") as f:
+        f.write(gw_config([1], workdir, pool_extra=(
+            "    tls:\n      server_name: %s\n" % ("a" * 254)))
+                .replace("{port}", "1").replace("{admin_port}", "2"))
+    p = subprocess.run([GATEWAY, "-t", "-c", cfg], capture_output=True,
+                       timeout=10)
+    assert p.returncode == 1
+    assert b"server_name" in p.stderr
+    assert b"at most 253 bytes" in p.stderr

@@ -212,18 +212,13 @@ static const struct cy_key limits_keys[] = {
 	{ .name = NULL }
 };
 
-/*
- * A name server: an IPv4 or IPv6 address with an optional port
- * ("10.96.0.10", "10.96.0.10:53", "[fd00::a]:53"), as resolver.c takes it.
- */
-static bool
-nameserver_ok(const char *s)
+int
+ig_parse_nameserver(const char *s, int *family, void *addr, uint16_t *portp)
 {
 	char host[64];
 	const char *port = NULL, *end;
-	unsigned char buf[sizeof(struct in6_addr)];
 	size_t hl;
-	long p;
+	long p = 53;
 
 	if (*s == '[') {
 		if ((end = strchr(s, ']')) == NULL || (end[1] != '\0' &&
@@ -238,18 +233,34 @@ nameserver_ok(const char *s)
 	} else
 		hl = strlen(s);
 	if (hl == 0 || hl >= sizeof(host))
-		return false;
+		return -1;
 	memcpy(host, s, hl);
 	host[hl] = '\0';
 	if (port != NULL) {
 		if (!isdigit((unsigned char)*port) || strlen(port) > 5)
-			return false;
+			return -1;
 		p = strtol(port, NULL, 10);
 		if (p < 1 || p > 65535 || strspn(port, "0123456789") != strlen(port))
-			return false;
+			return -1;
 	}
-	return inet_pton(AF_INET, host, buf) == 1 ||
-	    inet_pton(AF_INET6, host, buf) == 1;
+	*portp = (uint16_t)p;
+	if (inet_pton(AF_INET, host, addr) == 1)
+		*family = AF_INET;
+	else if (inet_pton(AF_INET6, host, addr) == 1)
+		*family = AF_INET6;
+	else
+		return -1;
+	return 0;
+}
+
+static bool
+nameserver_ok(const char *s)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	uint16_t port;
+	int family;
+
+	return ig_parse_nameserver(s, &family, addr, &port) == 0;
 }
 
 static int

@@ -98,7 +98,7 @@ struct ig_snapshot {
 	struct ig_config *conf;
 	struct ig_catalog *catalog;
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
-	uint64_t	*pool_tls_fp;	/* per pool index: tls_client_fp() */
+	uint64_t	*pool_tls_fp;	/* per pool index: tls_client_ctx()'s */
 	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
 	struct snap_shared *shared;	/* owns pool_tls and auth */
 };
@@ -469,8 +469,8 @@ void		 up_pause(struct ig_request *, bool paused);	/* backpressure */
 struct ssl_ctx_st;
 struct ssl_st;
 struct ssl_ctx_st *tls_server_ctx(const struct ig_listen_conf *, char **err);
-struct ssl_ctx_st *tls_client_ctx(const struct ig_pool_conf *, char **err);
-uint64_t	 tls_client_fp(const struct ig_pool_conf *);
+struct ssl_ctx_st *tls_client_ctx(const struct ig_pool_conf *, uint64_t *fp,
+		    char **err);
 struct ssl_st	*tls_client_ssl(struct ssl_ctx_st *, const struct ig_pool_conf *,
 		    const struct ig_backend *);
 

@@ -663,56 +663,31 @@ rs_conf_text(const struct ig_resolver_conf *rc)
 }
 
 /*
- * The name servers of the section, for ares_set_servers_ports: "ip",
- * "ip:port", "[ip6]:port" or a bare IPv6 address (the config checked
- * them). NULL: none given (resolv.conf's stand), or out of memory (*ERR).
+ * The name servers of the section, for ares_set_servers_ports (the config
+ * checked them). NULL: none given (resolv.conf's stand), or out of memory
+ * (*ERR).
  */
 static struct ares_addr_port_node *
 rs_servers(const struct ig_resolver_conf *rc, bool *err)
 {
 	struct ares_addr_port_node *list = NULL, **tail = &list, *s;
-	char host[INET6_ADDRSTRLEN + 8];
-	const char *p, *colon;
-	size_t i, len;
-	int port;
+	uint16_t port;
+	size_t i;
 
 	*err = false;
 	for (i = 0; i < rc->nnameservers; i++) {
-		p = rc->nameservers[i];
-		port = 53;
-		if (*p == '[' && (colon = strchr(p, ']')) != NULL) {
-			len = (size_t)(colon - p - 1);
-			p++;
-			if (colon[1] == ':')
-				port = atoi(colon + 2);
-		} else if ((colon = strchr(p, ':')) != NULL &&
-		    strchr(colon + 1, ':') == NULL) {
-			len = (size_t)(colon - p);
-			port = atoi(colon + 1);
-		} else
-			len = strlen(p);
-		if (len >= sizeof(host) || (s = calloc(1, sizeof(*s))) == NULL) {
-			*err = len < sizeof(host);
-			if (!*err) {
-				log_warn("dns: cannot use name server %s",
-				    rc->nameservers[i]);
-				continue;
-			}
+		if ((s = calloc(1, sizeof(*s))) == NULL) {
+			*err = true;
 			break;
 		}
-		memcpy(host, p, len);
-		host[len] = '\0';
-		s->udp_port = s->tcp_port = port;
-		if (inet_pton(AF_INET, host, &s->addr.addr4) == 1)
-			s->family = AF_INET;
-		else if (inet_pton(AF_INET6, host, &s->addr.addr6) == 1)
-			s->family = AF_INET6;
-		else {
+		if (ig_parse_nameserver(rc->nameservers[i], &s->family,
+		    &s->addr, &port) == -1) {
 			log_warn("dns: cannot use name server %s",
 			    rc->nameservers[i]);
 			free(s);
 			continue;
 		}
+		s->udp_port = s->tcp_port = port;
 		*tail = s;
 		tail = &s->next;
 	}

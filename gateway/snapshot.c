@@ -105,9 +105,9 @@ snapshot_create(struct ig_config *conf, char **err)
 	}
 	sh->npools = conf->npools;
 	for (i = 0; i < conf->npools; i++)
-		if (conf->pools[i].tls_enabled && ((sh->pool_tls[i] =
-		    tls_client_ctx(&conf->pools[i], err)) == NULL ||
-		    (sh->pool_tls_fp[i] = tls_client_fp(&conf->pools[i])) == 0))
+		if (conf->pools[i].tls_enabled && (sh->pool_tls[i] =
+		    tls_client_ctx(&conf->pools[i], &sh->pool_tls_fp[i],
+		    err)) == NULL)
 			goto fail;
 	if (conf->ntenants > 0 && (sh->auth = ig_auth_create(conf->tenants,
 	    conf->ntenants, err)) == NULL)

@@ -55,9 +55,40 @@ fail:
 	return NULL;
 }
 
-/* A client context for a pool's backends; NULL with *err on failure. */
+/*
+ * FNV-1a of the CA file's bytes into *FP, never 0 (0: the file could not
+ * be read); the system's store is 1.
+ */
+static uint64_t
+tls_ca_fp(const char *ca)
+{
+	unsigned char buf[8192];
+	uint64_t h = 14695981039346656037ULL;
+	size_t n, i;
+	FILE *f;
+
+	if (ca == NULL)
+		return 1;
+	if ((f = fopen(ca, "rb")) == NULL)
+		return 0;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		for (i = 0; i < n; i++)
+			h = (h ^ buf[i]) * 1099511628211ULL;
+	if (ferror(f))
+		h = 0;
+	else if (h == 0)
+		h = 2;
+	fclose(f);
+	return h;
+}
+
+/*
+ * A client context for a pool's backends, and into *FP a fingerprint of
+ * what it trusts (tls_ca_fp): pooled connections are kept by it, so that
+ * a reload that changes the CA opens new ones. NULL with *err on failure.
+ */
 SSL_CTX *
-tls_client_ctx(const struct ig_pool_conf *pc, char **err)
+tls_client_ctx(const struct ig_pool_conf *pc, uint64_t *fp, char **err)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
@@ -74,38 +105,13 @@ tls_client_ctx(const struct ig_pool_conf *pc, char **err)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	return ctx;
-}
-
-/*
- * A fingerprint of what a pool's client context trusts (FNV-1a over the
- * CA file's bytes, or the system's store), never 0; 0 when the file
- * cannot be read. Pooled connections are keyed by it, so that a reload
- * that changes the CA opens new ones.
- */
-uint64_t
-tls_client_fp(const struct ig_pool_conf *pc)
-{
-	static const char sys[] = "system CA store";
-	unsigned char buf[8192];
-	uint64_t h = 14695981039346656037ULL;
-	size_t n, i;
-	FILE *f;
-
-	if (pc->tls_ca == NULL) {
-		for (i = 0; i < sizeof(sys) - 1; i++)
-			h = (h ^ (unsigned char)sys[i]) * 1099511628211ULL;
-		return h != 0 ? h : 1;
+	if ((*fp = tls_ca_fp(pc->tls_ca)) == 0) {
+		if (asprintf(err, "TLS CA %s: cannot be read", pc->tls_ca) == -1)
+			*err = NULL;
+		SSL_CTX_free(ctx);
+		return NULL;
 	}
-	if ((f = fopen(pc->tls_ca, "rb")) == NULL)
-		return 0;
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		for (i = 0; i < n; i++)
-			h = (h ^ buf[i]) * 1099511628211ULL;
-	if (ferror(f))
-		h = 0;
-	fclose(f);
-	return h != 0 ? h : 1;
+	return ctx;
 }
 
 /* An SSL for one backend connection: SNI and host name verification. */

@@ -218,28 +218,26 @@ static void
 catalog_mark_joins(struct ig_catalog *cat, const struct ig_catalog *pub,
     uint64_t build)
 {
-	const struct ig_pool *q;
-	struct ig_pool *p;
+	const struct ig_pool *p, *q;
 	size_t i, j;
-	int pass;
 
-	for (pass = 0; pass < 2; pass++)
-		for (i = 0; i < cat->npools; i++) {
-			p = &cat->pools[i];
-			if (p->conf->health_path == NULL)
-				continue;
-			q = pass == 0 ? catalog_pool_named(pub, p) : NULL;
-			for (j = 0; j < p->nbackends; j++) {
-				struct ig_backend *b = &p->backends[j];
-
-				if (pass == 0)
-					ig_bstate_mark(b->state, build, q != NULL &&
-					    !catalog_pool_has(q, b->name) &&
-					    !ig_bstate_checked(b->state));
-				else if (ig_bstate_joins(b->state, build))
-					ig_bstate_pending(b->state);
-			}
-		}
+	if (pub == NULL)	/* the start: every pool is new */
+		return;
+	for (i = 0; i < cat->npools; i++) {
+		p = &cat->pools[i];
+		if (p->conf->health_path == NULL)
+			continue;
+		q = catalog_pool_named(pub, p);
+		for (j = 0; j < p->nbackends; j++)
+			ig_bstate_mark(p->backends[j].state, build, q != NULL &&
+			    !catalog_pool_has(q, p->backends[j].name) &&
+			    !ig_bstate_checked(p->backends[j].state));
+	}
+	for (i = 0; i < cat->npools; i++)
+		for (j = 0; j < cat->pools[i].nbackends; j++)
+			if (ig_bstate_joins(cat->pools[i].backends[j].state,
+			    build))
+				ig_bstate_pending(cat->pools[i].backends[j].state);
 }
 
 struct ig_catalog *

@@ -211,4 +211,13 @@ const struct ig_model_conf *ig_config_model(const struct ig_config *, const char
 /* "250ms", "5s", "2m", "1h" -> milliseconds; -1 on a malformed value. */
 int		 ig_parse_duration(const char *, uint64_t *ms);
 
+/*
+ * A name server of resolver.nameservers: an IPv4 or IPv6 address with an
+ * optional port ("10.96.0.10", "10.96.0.10:53", "[fd00::a]:53") into
+ * *FAMILY (AF_INET, AF_INET6), ADDR (an in_addr or in6_addr) and *PORT
+ * (53 when none is given); -1 when S is not one.
+ */
+int		 ig_parse_nameserver(const char *s, int *family, void *addr,
+		    uint16_t *port);
+
 #endif

@@ -109,15 +109,9 @@ class DNSServer:
                     return
                 with self.lock:
                     self.tcp_queries += 1
-                try:
-                    reply = self._answer(q, limit=None)
-                except (IndexError, struct.error, UnicodeDecodeError):
-                    return
-                if reply is None:
-                    continue
-                if self.delay:
-                    time.sleep(self.delay)
-                c.sendall(struct.pack("!H", len(reply)) + reply)
+                reply = self._reply(q, limit=None)
+                if reply is not None:
+                    c.sendall(struct.pack("!H", len(reply)) + reply)
         except OSError:
             pass
         finally:
@@ -131,18 +125,23 @@ class DNSServer:
                 continue
             except OSError:
                 return
-            try:
-                reply = self._answer(data)
-            except (IndexError, struct.error, UnicodeDecodeError):
-                continue
+            reply = self._reply(data)
             if reply is None:
                 continue
-            if self.delay:
-                time.sleep(self.delay)
             try:
                 self.sock.sendto(reply, peer)
             except OSError:
                 pass
+
+    def _reply(self, q, limit=512):
+        """The answer to Q after the delay; None: none (dropped, bad)."""
+        try:
+            reply = self._answer(q, limit)
+        except (IndexError, struct.error, UnicodeDecodeError):
+            return None
+        if reply is not None and self.delay:
+            time.sleep(self.delay)
+        return reply
 
     def _answer(self, q, limit=512):
         qid, flags, qdcount = struct.unpack("!HHH", q[:6])

@@ -30,6 +30,18 @@ HEALTH = """
 """
 
 
+# models m on pool p, mq on pool q
+TWO_POOL_MODELS = """
+models:
+  - name: m
+    pool: p
+    upstream_model: sim-model
+  - name: mq
+    pool: q
+    upstream_model: sim-model
+"""
+
+
 def up(g, port, pool="p"):
     return metrics(g).get('infergate_backend_up{pool="%s",backend='
                           '"127.0.0.1:%d"}' % (pool, port))
@@ -356,20 +368,8 @@ def test_an_address_shared_with_a_pool_the_reload_adds_is_not_held_back(
     # served at once, before NEW's first check passes
     ready = sim()
     new = SlowCheckBackend(1.5)
-    models = """
-models:
-  - name: m
-    pool: p
-    upstream_model: sim-model
-  - name: mq
-    pool: q
-    upstream_model: sim-model
-"""
     try:
-        g = gateway(config([ready.port], workdir, SLOW_HEALTH,
-                           models=models.replace(
-                               "  - name: mq\n    pool: q\n"
-                               "    upstream_model: sim-model\n", "")))
+        g = gateway(config([ready.port], workdir, SLOW_HEALTH))
         wait_up(g, ready.port, 1)
         with open(g.config_path) as f:
             text = f.read()
@@ -459,17 +459,8 @@ def test_checks_count_only_in_their_own_pool(sim, gateway, workdir):
     # Pool p checks a path the backend does not serve (down for p); pool q
     # shares the address without checks and keeps using it.
     s = sim()
-    models = """
-models:
-  - name: m
-    pool: p
-    upstream_model: sim-model
-  - name: mq
-    pool: q
-    upstream_model: sim-model
-"""
     g = gateway(config([s.port], workdir, HEALTH.replace("/v1/models", "/nope")
-                       + "    when_empty: fail\n", models=models,
+                       + "    when_empty: fail\n", models=TWO_POOL_MODELS,
                        extra_pools=pool_yaml("q", s.port)))
     wait_up(g, s.port, 0)
     assert post(g)[0] == 503

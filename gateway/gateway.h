@@ -99,8 +99,9 @@ struct ig_snapshot {
 	struct ig_catalog *catalog;
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
 	uint64_t	*pool_tls_fp;	/* per pool index: tls_client_ctx()'s */
+	struct ssl_ctx_st **listen_tls;	/* per listen index; NULL: plain */
 	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
-	struct snap_shared *shared;	/* owns pool_tls and auth */
+	struct snap_shared *shared;	/* owns the TLS contexts and auth */
 };
 
 struct ig_snapshot *snapshot_create(struct ig_config *conf, char **err);
@@ -474,14 +475,25 @@ struct ssl_ctx_st *tls_client_ctx(const struct ig_pool_conf *, uint64_t *fp,
 struct ssl_st	*tls_client_ssl(struct ssl_ctx_st *, const struct ig_pool_conf *,
 		    const struct ig_backend *);
 
-/* A listening socket of a worker: plain, or TLS with its context. */
+/*
+ * A listening socket of a worker: plain, or TLS. A TLS listener's
+ * handshakes take the context of the current snapshot's listen entry of
+ * the same address (a reload re-reads certificate and key); TLS is the
+ * start's context, for a config that no longer has one there.
+ */
 struct ig_listener {
 	struct ig_worker *w;
 	struct ssl_ctx_st *tls;
+	const char	*address;	/* as the start's config wrote it */
+	size_t		 index;		/* in the start's listen list */
 	struct evconnlistener *l;
 	struct event	*resume;	/* accepting again after a pause */
 	uint64_t	 warned_ns;	/* the last accept error logged */
 };
+
+struct ssl_ctx_st *listener_tls(const struct ig_listener *,
+		    const struct ig_snapshot *);	/* worker.c */
+void		 workers_listen_check(const struct ig_config *);	/* worker.c */
 
 /* admin.c */
 int		 admin_start(struct event_base *, const char *address, char **err);

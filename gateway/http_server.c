@@ -981,8 +981,10 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	int one = 1;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	snap = snapshot_current();
 	if (il->tls != NULL) {
-		if ((ssl = SSL_new(il->tls)) == NULL || SSL_set_fd(ssl, fd) != 1)
+		if ((ssl = SSL_new(listener_tls(il, snap))) == NULL ||
+		    SSL_set_fd(ssl, fd) != 1)
 			goto fail;
 		SSL_set_accept_state(ssl);
 		SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
@@ -1010,7 +1012,6 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	c->parser.data = c;
 	c->state = HS_IDLE;
 	c->scanning = true;
-	snap = snapshot_current();
 	c->in_max = snap->conf->limits.max_header_bytes + 65536;
 	hs_timer_arm(c, snap->conf->limits.keepalive_timeout_ms);
 	snapshot_unref(snap);
@@ -1022,6 +1023,7 @@ hs_listener_cb(struct evconnlistener *l, int fd, struct sockaddr *sa,
 	WSTAT_ADD(w, ST_CONN_OPEN, 1);
 	return;
 fail:
+	snapshot_unref(snap);
 	free(c);
 	SSL_free(ssl);
 	evutil_closesocket(fd);

@@ -153,6 +153,7 @@ signal_reload_cb(evutil_socket_t sig, short what, void *arg)
 		admin_reloads_failed++;
 		return;
 	}
+	workers_listen_check(snap->conf);
 	if (warm_snap != NULL)
 		snapshot_unref(warm_snap);	/* replaced by this one */
 	warm_snap = NULL;
@@ -261,7 +262,18 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	if (test_only) {
-		ig_config_unref(conf);
+		/* what a start or a reload builds from it too: the TLS
+		 * certificates, keys and CAs read, static backends' hosts
+		 * resolved, the tenants' key table */
+		if ((snap = snapshot_create(conf, &err)) == NULL) {
+			fprintf(stderr, "infergate: %s\n", err ? err :
+			    "out of memory");
+			fprintf(stderr, "infergate: configuration file %s test "
+			    "failed\n", config_path);
+			free(err);
+			return 1;
+		}
+		snapshot_unref(snap);
 		printf("infergate: configuration file %s test is successful\n",
 		    config_path);
 		return 0;

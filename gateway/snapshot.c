@@ -1,6 +1,7 @@
 /*
  * Snapshots: a loaded config and everything built from it (the routing
- * catalog, the pools' TLS contexts, the tenants' key table),
+ * catalog, the pools' and the listeners' TLS contexts, the tenants' key
+ * table),
  * reference-counted as one. A snapshot derived when DNS changed a pool's
  * addresses has a catalog of its own and shares the rest (struct
  * snap_shared) with the one it was derived from. The
@@ -26,7 +27,7 @@ static __thread struct ig_snapshot *snap_cached;
 
 /*
  * What a derived snapshot shares with the one it was derived from: the
- * pools' TLS contexts and the tenants' key table, freed with the last
+ * TLS contexts and the tenants' key table, freed with the last
  * snapshot that uses them (not with the first snapshot, whose catalog
  * would otherwise keep every address it had).
  */
@@ -35,6 +36,8 @@ struct snap_shared {
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
 	uint64_t	*pool_tls_fp;
 	size_t		 npools;
+	struct ssl_ctx_st **listen_tls;	/* per listen index; NULL: plain */
+	size_t		 nlisten;
 	struct ig_auth	*auth;
 };
 
@@ -50,6 +53,9 @@ snap_shared_unref(struct snap_shared *sh)
 		SSL_CTX_free(sh->pool_tls[i]);
 	free(sh->pool_tls);
 	free(sh->pool_tls_fp);
+	for (i = 0; sh->listen_tls != NULL && i < sh->nlisten; i++)
+		SSL_CTX_free(sh->listen_tls[i]);
+	free(sh->listen_tls);
 	ig_auth_free(sh->auth);
 	free(sh);
 }
@@ -75,6 +81,7 @@ snap_new(struct ig_config *conf, struct snap_shared *sh,
 	s->shared = sh;
 	s->pool_tls = sh->pool_tls;
 	s->pool_tls_fp = sh->pool_tls_fp;
+	s->listen_tls = sh->listen_tls;
 	s->auth = sh->auth;
 	/* the published one (none at start), which may not be BASE (a
 	 * reload warming its DNS names derives from its own snapshot) */
@@ -99,11 +106,19 @@ snapshot_create(struct ig_config *conf, char **err)
 		atomic_init(&sh->refcnt, 1);
 	if (sh == NULL || (sh->pool_tls = calloc(conf->npools + 1,
 	    sizeof(*sh->pool_tls))) == NULL || (sh->pool_tls_fp =
-	    calloc(conf->npools + 1, sizeof(*sh->pool_tls_fp))) == NULL) {
+	    calloc(conf->npools + 1, sizeof(*sh->pool_tls_fp))) == NULL ||
+	    (sh->listen_tls = calloc(conf->nlisten + 1,
+	    sizeof(*sh->listen_tls))) == NULL) {
 		*err = strdup("out of memory");
 		goto fail;
 	}
 	sh->npools = conf->npools;
+	sh->nlisten = conf->nlisten;
+	for (i = 0; i < conf->nlisten; i++)
+		if (conf->listen[i].tls_certificate != NULL &&
+		    (sh->listen_tls[i] = tls_server_ctx(&conf->listen[i],
+		    err)) == NULL)
+			goto fail;
 	for (i = 0; i < conf->npools; i++)
 		if (conf->pools[i].tls_enabled && (sh->pool_tls[i] =
 		    tls_client_ctx(&conf->pools[i], &sh->pool_tls_fp[i],

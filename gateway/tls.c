@@ -5,10 +5,13 @@
  * checked against tls.server_name). Contexts are built once at start and
  * shared read-only by the workers (SSL_new is thread-safe on a context).
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -55,37 +58,114 @@ fail:
 	return NULL;
 }
 
-/*
- * FNV-1a of the CA file's bytes into *FP, never 0 (0: the file could not
- * be read); the system's store is 1.
- */
-static uint64_t
-tls_ca_fp(const char *ca)
+#define TLS_CA_MAX	(16 * 1024 * 1024)	/* bytes of a tls.ca file */
+
+/* F's bytes (at most MAX) in a malloc'ed buffer; NULL with errno. */
+static char *
+tls_read_all(FILE *f, size_t max, size_t *lenp)
 {
-	unsigned char buf[8192];
+	size_t len = 0, size = 0, n;
+	char *buf = NULL, *nb;
+
+	for (;;) {
+		if (len == size) {
+			size = size ? size * 2 : 65536;
+			if (size > max + 1)
+				size = max + 1;
+			if (len == size) {
+				free(buf);
+				errno = EFBIG;
+				return NULL;
+			}
+			if ((nb = realloc(buf, size)) == NULL) {
+				free(buf);
+				errno = ENOMEM;
+				return NULL;
+			}
+			buf = nb;
+		}
+		n = fread(buf + len, 1, size - len, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		free(buf);
+		errno = EIO;
+		return NULL;
+	}
+	*lenp = len;
+	return buf;
+}
+
+/*
+ * Loads the CA file CA into CTX's store from one read of its bytes, and
+ * into *FP their FNV-1a, never 0 or 1 (1: the system's store): what is
+ * trusted and what the pool key says are the same bytes even when the
+ * file is replaced during a reload. Certificates and CRLs, as
+ * SSL_CTX_load_verify_locations() takes them; -1 with *err on failure.
+ */
+static int
+tls_load_ca(SSL_CTX *ctx, const char *ca, uint64_t *fp, char **err)
+{
+	STACK_OF(X509_INFO) *infos = NULL;
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
 	uint64_t h = 14695981039346656037ULL;
-	size_t n, i;
+	char *buf = NULL;
+	size_t len = 0, i;
+	int ncerts = 0, rc = -1;
+	BIO *bio = NULL;
 	FILE *f;
 
-	if (ca == NULL)
-		return 1;
-	if ((f = fopen(ca, "rb")) == NULL)
-		return 0;
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		for (i = 0; i < n; i++)
-			h = (h ^ buf[i]) * 1099511628211ULL;
-	if (ferror(f))
-		h = 0;
-	else if (h == 0)
-		h = 2;
+	if ((f = fopen(ca, "rb")) == NULL) {
+		if (asprintf(err, "TLS CA %s: %s", ca, strerror(errno)) == -1)
+			*err = NULL;
+		return -1;
+	}
+	if ((buf = tls_read_all(f, TLS_CA_MAX, &len)) == NULL) {
+		if (asprintf(err, "TLS CA %s: %s", ca, errno == EFBIG ?
+		    "larger than 16 MiB" : strerror(errno)) == -1)
+			*err = NULL;
+		goto out;
+	}
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)buf[i]) * 1099511628211ULL;
+	*fp = h < 2 ? h + 2 : h;
+	if ((bio = BIO_new_mem_buf(buf, (int)len)) == NULL ||
+	    (infos = PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL)) == NULL) {
+		tls_error(err, "TLS CA", ca);
+		goto out;
+	}
+	for (i = 0; i < (size_t)sk_X509_INFO_num(infos); i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, (int)i);
+
+		if ((xi->x509 != NULL && X509_STORE_add_cert(store, xi->x509) != 1) ||
+		    (xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1)) {
+			tls_error(err, "TLS CA", ca);
+			goto out;
+		}
+		ncerts += xi->x509 != NULL;
+	}
+	if (ncerts == 0) {
+		ERR_clear_error();
+		if (asprintf(err, "TLS CA %s: no certificate in it", ca) == -1)
+			*err = NULL;
+		goto out;
+	}
+	rc = 0;
+out:
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	BIO_free(bio);
+	free(buf);
 	fclose(f);
-	return h;
+	return rc;
 }
 
 /*
  * A client context for a pool's backends, and into *FP a fingerprint of
- * what it trusts (tls_ca_fp): pooled connections are kept by it, so that
- * a reload that changes the CA opens new ones. NULL with *err on failure.
+ * what it trusts (tls_load_ca; the system's store is 1): pooled
+ * connections are kept by it, so that a reload that changes the CA opens
+ * new ones. NULL with *err on failure.
  */
 SSL_CTX *
 tls_client_ctx(const struct ig_pool_conf *pc, uint64_t *fp, char **err)
@@ -98,16 +178,14 @@ tls_client_ctx(const struct ig_pool_conf *pc, uint64_t *fp, char **err)
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	if ((pc->tls_ca != NULL &&
-	    SSL_CTX_load_verify_locations(ctx, pc->tls_ca, NULL) != 1) ||
-	    (pc->tls_ca == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1)) {
-		tls_error(err, "TLS CA", pc->tls_ca);
-		SSL_CTX_free(ctx);
-		return NULL;
-	}
-	if ((*fp = tls_ca_fp(pc->tls_ca)) == 0) {
-		if (asprintf(err, "TLS CA %s: cannot be read", pc->tls_ca) == -1)
-			*err = NULL;
+	*fp = 1;
+	if (pc->tls_ca != NULL) {
+		if (tls_load_ca(ctx, pc->tls_ca, fp, err) == -1) {
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		tls_error(err, "TLS CA", NULL);
 		SSL_CTX_free(ctx);
 		return NULL;
 	}

@@ -47,7 +47,9 @@ worker_blocks_drop(struct wblock_cache *bc)
 static struct ig_worker	*workers;
 static size_t		 nworkers;
 
-static struct ssl_ctx_st **listen_tls;	/* per listen conf, shared */
+/* The start's listen entries: TLS context (a reference) and address. */
+static struct ssl_ctx_st **listen_tls;
+static char		**listen_addr;
 static size_t		 nlisten_tls;
 
 /* At most this many free blocks of a kind are kept per worker. */
@@ -248,6 +250,70 @@ worker_main(void *arg)
 }
 
 /*
+ * The listen entry of CONF that the start's entry J is (the same address
+ * as written; at the same index first); -1 when CONF has none.
+ */
+static ssize_t
+listen_entry(const struct ig_config *conf, const char *address, size_t j)
+{
+	size_t k;
+
+	if (j < conf->nlisten && strcmp(conf->listen[j].address, address) == 0)
+		return (ssize_t)j;
+	for (k = 0; k < conf->nlisten; k++)
+		if (strcmp(conf->listen[k].address, address) == 0)
+			return (ssize_t)k;
+	return -1;
+}
+
+/* The context for a handshake on IL now (see struct ig_listener). */
+struct ssl_ctx_st *
+listener_tls(const struct ig_listener *il, const struct ig_snapshot *snap)
+{
+	ssize_t k;
+
+	if (il->tls == NULL)
+		return NULL;
+	k = listen_entry(snap->conf, il->address, il->index);
+	if (k >= 0 && snap->listen_tls[k] != NULL)
+		return snap->listen_tls[k];
+	return il->tls;
+}
+
+/*
+ * A reload's listen list against the running listeners: what it cannot
+ * change before a restart is said (an address added or gone, TLS turned
+ * on or off); certificates and keys it changes apply to new handshakes.
+ */
+void
+workers_listen_check(const struct ig_config *conf)
+{
+	size_t j, k;
+	ssize_t e;
+
+	for (j = 0; j < nlisten_tls; j++) {
+		if ((e = listen_entry(conf, listen_addr[j], j)) == -1)
+			log_warn("reload: listener %s is no longer configured; "
+			    "it is closed on restart", listen_addr[j]);
+		else if ((conf->listen[e].tls_certificate != NULL) !=
+		    (listen_tls[j] != NULL))
+			log_warn("reload: listener %s: TLS is turned %s on "
+			    "restart; until then it stays %s", listen_addr[j],
+			    listen_tls[j] != NULL ? "off" : "on",
+			    listen_tls[j] != NULL ? "TLS, with its last "
+			    "certificate" : "plain");
+	}
+	for (k = 0; k < conf->nlisten; k++) {
+		for (j = 0; j < nlisten_tls; j++)
+			if (strcmp(conf->listen[k].address, listen_addr[j]) == 0)
+				break;
+		if (j == nlisten_tls)
+			log_warn("reload: listener %s is opened on restart",
+			    conf->listen[k].address);
+	}
+}
+
+/*
  * Creates the workers and their listeners, then starts the threads. All
  * sockets are bound before any thread runs, so an address in use is an
  * error of this call.
@@ -259,13 +325,17 @@ workers_start(struct ig_snapshot *snap, char **err)
 	size_t i, j;
 
 	nworkers = conf->workers ? conf->workers : 1;
-	if ((listen_tls = calloc(conf->nlisten + 1, sizeof(*listen_tls))) == NULL)
+	if ((listen_tls = calloc(conf->nlisten + 1, sizeof(*listen_tls))) ==
+	    NULL || (listen_addr = calloc(conf->nlisten + 1,
+	    sizeof(*listen_addr))) == NULL)
 		goto nomem;
 	nlisten_tls = conf->nlisten;
-	for (j = 0; j < conf->nlisten; j++)
-		if (conf->listen[j].tls_certificate != NULL &&
-		    (listen_tls[j] = tls_server_ctx(&conf->listen[j], err)) == NULL)
-			goto fail;
+	for (j = 0; j < conf->nlisten; j++) {
+		if ((listen_addr[j] = strdup(conf->listen[j].address)) == NULL)
+			goto nomem;
+		if ((listen_tls[j] = snap->listen_tls[j]) != NULL)
+			SSL_CTX_up_ref(listen_tls[j]);
+	}
 	if ((workers = calloc(nworkers, sizeof(*workers))) == NULL)
 		goto nomem;
 	for (i = 0; i < nworkers; i++) {
@@ -291,6 +361,8 @@ workers_start(struct ig_snapshot *snap, char **err)
 		for (j = 0; j < conf->nlisten; j++) {
 			w->listeners[j].w = w;
 			w->listeners[j].tls = listen_tls[j];
+			w->listeners[j].address = listen_addr[j];
+			w->listeners[j].index = j;
 			w->listeners[j].l = worker_listen(w, &w->listeners[j],
 			    conf->listen[j].address, err);
 			if (w->listeners[j].l == NULL)
@@ -391,10 +463,15 @@ workers_free(void)
 	}
 	free(workers);
 	workers = NULL;
-	for (i = 0; listen_tls != NULL && i < nlisten_tls; i++)
+	for (i = 0; i < nlisten_tls; i++) {
 		SSL_CTX_free(listen_tls[i]);
+		free(listen_addr[i]);
+	}
 	free(listen_tls);
+	free(listen_addr);
 	listen_tls = NULL;
+	listen_addr = NULL;
+	nlisten_tls = 0;
 	nworkers = 0;
 }
 

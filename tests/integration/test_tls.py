@@ -5,7 +5,9 @@ import os
 import signal
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
+from http.client import HTTPSConnection
 
 import pytest
 
@@ -13,14 +15,19 @@ from conftest import GATEWAY, http, metrics, sim_stats, wait_metric
 from test_proxy import gw_config, CHAT
 
 
-@pytest.fixture
-def cert(workdir):
-    crt, key = os.path.join(workdir, "srv.crt"), os.path.join(workdir, "srv.key")
+def make_cert(workdir, name):
+    crt = os.path.join(workdir, name + ".crt")
+    key = os.path.join(workdir, name + ".key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                     "-keyout", key, "-out", crt, "-days", "2", "-subj",
                     "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                    check=True, capture_output=True, timeout=30)
     return crt, key
+
+
+@pytest.fixture
+def cert(workdir):
+    return make_cert(workdir, "srv")
 
 
 def tls_listener_config(sim_port, crt, key, workdir):
@@ -32,6 +39,7 @@ def tls_listener_config(sim_port, crt, key, workdir):
 
 def https(url, body, cafile):
     ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = True
     req = urllib.request.Request(url, data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
@@ -157,3 +165,116 @@ def test_a_server_name_longer_than_dns_allows_is_refused(workdir):
     assert p.returncode == 1
     assert b"server_name" in p.stderr
     assert b"at most 253 bytes" in p.stderr
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_a_reload_rotates_the_listener_certificate(sim, gateway, workdir):
+    # certificate and key files rewritten (cert-manager's renewal), then
+    # SIGHUP: new handshakes get the new certificate, a connection made
+    # before keeps going, and a pair that does not match is refused
+    s = sim()
+    crt, key = make_cert(workdir, "srv")
+    old_pem = os.path.join(workdir, "old.pem")
+    write(old_pem, read(crt))
+    new_crt, new_key = make_cert(workdir, "next")
+    g = gateway(tls_listener_config(s.port, crt, key, workdir))
+    url = "https://localhost:%d/v1/chat/completions" % g.port
+    ctx = ssl.create_default_context(cafile=old_pem)
+    kept = HTTPSConnection("localhost", g.port, context=ctx, timeout=10)
+
+    def on_kept():
+        kept.request("POST", "/v1/chat/completions", json.dumps(CHAT),
+                     {"Content-Type": "application/json"})
+        r = kept.getresponse()
+        r.read()
+        return r.status
+
+    assert on_kept() == 200
+    write(crt, read(new_crt))
+    write(key, read(new_key))
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reloads_total", 1)
+    assert https(url, CHAT, new_crt)[0] == 200
+    with pytest.raises(urllib.error.URLError) as e:
+        https(url, CHAT, old_pem)
+    assert isinstance(e.value.reason, ssl.SSLCertVerificationError)
+    assert on_kept() == 200
+    kept.close()
+    # a key that is not the certificate's: the reload is refused and the
+    # certificate of the last good one is still served
+    write(key, read(make_cert(workdir, "stray")[1]))
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reload_failures_total", 1)
+    assert "TLS key" in g.output()
+    assert https(url, CHAT, new_crt)[0] == 200
+
+
+def test_a_reload_that_turns_listener_tls_off_says_it_waits_for_restart(
+        sim, gateway, workdir, cert):
+    s = sim()
+    g = gateway(tls_listener_config(s.port, *cert, workdir))
+    cfg = read(g.config_path)
+    write(g.config_path, cfg[:cfg.index("    tls:\n      certificate")] +
+          cfg[cfg.index("    tls:\n      certificate"):].split("\n", 3)[3])
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reloads_total", 1)
+    assert "TLS is turned off on restart" in g.output()
+    url = "https://localhost:%d/v1/chat/completions" % g.port
+    assert https(url, CHAT, cert[0])[0] == 200
+
+
+def test_a_ca_bundle_trusts_every_certificate_in_it(sim, gateway, workdir,
+                                                    cert):
+    # the backend's certificate second in the file, after another CA's
+    s = sim()
+    front = gateway(tls_listener_config(s.port, *cert, workdir))
+    other = make_cert(workdir, "other")[0]
+    bundle = os.path.join(workdir, "bundle.pem")
+    write(bundle, read(other) + read(cert[0]))
+    edge = gateway(gw_config([front.port], workdir, pool_extra=(
+        '    tls:\n      ca: "%s"\n      server_name: localhost\n' % bundle),
+        models="models:\n  - name: m\n    pool: p\n"))
+    st, _, body = http("POST", edge.url + "/v1/chat/completions",
+                       dict(CHAT, model="m"))
+    assert st == 200, body
+
+
+def config_test(workdir, text):
+    cfg = os.path.join(workdir, "check.yaml")
+    write(cfg, text.replace("{port}", "1").replace("{admin_port}", "2"))
+    return subprocess.run([GATEWAY, "-t", "-c", cfg], capture_output=True,
+                          timeout=10)
+
+
+def test_config_test_reads_what_a_start_reads(workdir, cert):
+    # -t builds what a start or reload does, so that "test is successful"
+    # before a SIGHUP means the reload takes
+    p = config_test(workdir, tls_listener_config(1, *cert, workdir))
+    assert p.returncode == 0, p.stderr
+    notcert = os.path.join(workdir, "notcert.pem")
+    write(notcert, "# no certificate here\n")
+    for text, said in [
+        (gw_config([1], workdir, pool_extra=(
+            '    tls:\n      ca: "%s"\n' % notcert)),
+         b"TLS CA %s: no certificate in it" % notcert.encode()),
+        (gw_config([1], workdir, pool_extra=(
+            '    tls:\n      ca: "%s"\n' % (notcert + ".missing"))),
+         b"No such file or directory"),
+        (tls_listener_config(1, cert[0], make_cert(workdir, "k2")[1],
+                             workdir), b"TLS key"),
+        (tls_listener_config(1, notcert, cert[1], workdir),
+         b"TLS certificate"),
+    ]:
+        p = config_test(workdir, text)
+        assert p.returncode == 1, text
+        assert said in p.stderr, p.stderr
+        assert b"test failed" in p.stderr

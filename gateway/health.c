@@ -82,6 +82,7 @@ static void
 hc_done(struct hc_check *c, bool ok, const char *why)
 {
 	static const struct timeval zero = { 0, 0 };
+	bool first;
 
 	if (c->finished)
 		return;
@@ -94,6 +95,7 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 	c->probe->busy = false;
 	if (c->scrape || why == hc_no_socket)	/* ours: not a result */
 		return;
+	first = !ig_bstate_checked(c->b);
 	if (ig_bstate_check(c->b, ok, c->healthy_after, c->unhealthy_after)) {
 		if (ok) {
 			log_info("backend %s: up (health check)", c->name);
@@ -101,7 +103,9 @@ hc_done(struct hc_check *c, bool ok, const char *why)
 		} else
 			log_warn("backend %s: down (health check: %s)", c->name,
 			    why);
-	}
+	} else if (first && !ok)	/* a joining one: never up, say it once */
+		log_warn("backend %s: not up yet (first health check: %s)",
+		    c->name, why);
 }
 
 /* The one teardown of a check (not on a list). */

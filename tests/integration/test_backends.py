@@ -274,6 +274,16 @@ def test_health_state_survives_reload_and_new_backend_is_checked(
         assert post(g)[0] == 200
     assert sim_stats(loading)["requests"] == 0
     assert up(g, ready.port) == 1
+    # it was never up, so it never goes down: its first failed check is
+    # what the log says of it, once
+    said = "backend 127.0.0.1:%d: not up yet (first health check" % loading.port
+    deadline = time.monotonic() + 5
+    while said not in g.output():
+        assert time.monotonic() < deadline, g.output()
+        time.sleep(0.05)
+    time.sleep(0.3)     # further failed checks (every 100 ms) say nothing
+    assert g.output().count(said) == 1
+    assert "127.0.0.1:%d: down" % loading.port not in g.output()
 
 
 class SlowCheckBackend:

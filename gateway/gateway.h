@@ -100,6 +100,10 @@ struct ig_snapshot {
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
 	uint64_t	*pool_tls_fp;	/* per pool index: tls_client_ctx()'s */
 	struct ssl_ctx_st **listen_tls;	/* per listen index; NULL: plain */
+	/* per running listener (the start's listen index): the context of
+	 * its handshakes (workers_listen_tls); NULL: plain */
+	struct ssl_ctx_st **run_tls;
+	size_t		 nrun;
 	struct ig_auth	*auth;		/* NULL: no tenants, no authentication */
 	struct snap_shared *shared;	/* owns the TLS contexts and auth */
 };
@@ -477,14 +481,12 @@ struct ssl_st	*tls_client_ssl(struct ssl_ctx_st *, const struct ig_pool_conf *,
 
 /*
  * A listening socket of a worker: plain, or TLS. A TLS listener's
- * handshakes take the context of the current snapshot's listen entry of
- * the same address (a reload re-reads certificate and key); TLS is the
- * start's context, for a config that no longer has one there.
+ * handshakes take the current snapshot's run_tls context for it (a
+ * reload re-reads certificate and key); TLS is the start's.
  */
 struct ig_listener {
 	struct ig_worker *w;
 	struct ssl_ctx_st *tls;
-	const char	*address;	/* as the start's config wrote it */
 	size_t		 index;		/* in the start's listen list */
 	struct evconnlistener *l;
 	struct event	*resume;	/* accepting again after a pause */
@@ -493,6 +495,9 @@ struct ig_listener {
 
 struct ssl_ctx_st *listener_tls(const struct ig_listener *,
 		    const struct ig_snapshot *);	/* worker.c */
+int		 workers_listen_tls(const struct ig_config *,
+		    struct ssl_ctx_st **listen_tls, const struct ig_snapshot *prev,
+		    struct ssl_ctx_st ***run_tls, size_t *nrun);	/* worker.c */
 void		 workers_listen_check(const struct ig_config *);	/* worker.c */
 
 /* admin.c */

@@ -38,6 +38,8 @@ struct snap_shared {
 	size_t		 npools;
 	struct ssl_ctx_st **listen_tls;	/* per listen index; NULL: plain */
 	size_t		 nlisten;
+	struct ssl_ctx_st **run_tls;	/* per running listener, see gateway.h */
+	size_t		 nrun;
 	struct ig_auth	*auth;
 };
 
@@ -56,6 +58,9 @@ snap_shared_unref(struct snap_shared *sh)
 	for (i = 0; sh->listen_tls != NULL && i < sh->nlisten; i++)
 		SSL_CTX_free(sh->listen_tls[i]);
 	free(sh->listen_tls);
+	for (i = 0; sh->run_tls != NULL && i < sh->nrun; i++)
+		SSL_CTX_free(sh->run_tls[i]);
+	free(sh->run_tls);
 	ig_auth_free(sh->auth);
 	free(sh);
 }
@@ -82,6 +87,8 @@ snap_new(struct ig_config *conf, struct snap_shared *sh,
 	s->pool_tls = sh->pool_tls;
 	s->pool_tls_fp = sh->pool_tls_fp;
 	s->listen_tls = sh->listen_tls;
+	s->run_tls = sh->run_tls;
+	s->nrun = sh->nrun;
 	s->auth = sh->auth;
 	/* the published one (none at start), which may not be BASE (a
 	 * reload warming its DNS names derives from its own snapshot) */
@@ -124,6 +131,11 @@ snapshot_create(struct ig_config *conf, char **err)
 		    tls_client_ctx(&conf->pools[i], &sh->pool_tls_fp[i],
 		    err)) == NULL)
 			goto fail;
+	if (workers_listen_tls(conf, sh->listen_tls, snapshot_peek(),
+	    &sh->run_tls, &sh->nrun) == -1) {
+		*err = strdup("out of memory");
+		goto fail;
+	}
 	if (conf->ntenants > 0 && (sh->auth = ig_auth_create(conf->tenants,
 	    conf->ntenants, err)) == NULL)
 		goto fail;

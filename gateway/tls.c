@@ -2,8 +2,12 @@
  * TLS contexts: one server context per TLS listener (certificate and key
  * from listen[].tls), one client context per pool with `tls` (CA from
  * pools.*.tls.ca, or the system's; peer verification and the host name
- * checked against tls.server_name). Contexts are built once at start and
- * shared read-only by the workers (SSL_new is thread-safe on a context).
+ * checked against tls.server_name). Contexts are built with each snapshot
+ * (start, reload) on the main thread and shared read-only by the workers
+ * (SSL_new is thread-safe on a context, and holds a reference to it).
+ * Errors are taken off OpenSSL's queue whole: the main thread lives on
+ * after a refused reload, and the next one must not read this one's.
+ * An encrypted key is refused, never prompted for (a reload would block).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,19 +27,28 @@ tls_error(char **err, const char *what, const char *file)
 {
 	char buf[256];
 
-	ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+	ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));	/* the cause */
+	ERR_clear_error();
 	if (asprintf(err, "%s %s: %s", what, file ? file : "", buf) == -1)
 		*err = NULL;
 	return -1;
+}
+
+/* A passphrase is never asked for: an encrypted key fails to load. */
+static int
+tls_no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	return 0;
 }
 
 /* A server context for a TLS listener; NULL with *err on failure. */
 SSL_CTX *
 tls_server_ctx(const struct ig_listen_conf *lc, char **err)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	SSL_CTX *ctx;
 
-	if (ctx == NULL) {
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
 		tls_error(err, "TLS context", NULL);
 		return NULL;
 	}
@@ -43,6 +56,7 @@ tls_server_ctx(const struct ig_listen_conf *lc, char **err)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
 	if (SSL_CTX_use_certificate_chain_file(ctx, lc->tls_certificate) != 1) {
 		tls_error(err, "TLS certificate", lc->tls_certificate);
 		goto fail;
@@ -67,6 +81,7 @@ tls_read_all(FILE *f, size_t max, size_t *lenp)
 	size_t len = 0, size = 0, n;
 	char *buf = NULL, *nb;
 
+	errno = 0;
 	for (;;) {
 		if (len == size) {
 			size = size ? size * 2 : 65536;
@@ -90,8 +105,10 @@ tls_read_all(FILE *f, size_t max, size_t *lenp)
 			break;
 	}
 	if (ferror(f)) {
+		int e = errno ? errno : EIO;
+
 		free(buf);
-		errno = EIO;
+		errno = e;
 		return NULL;
 	}
 	*lenp = len;
@@ -170,9 +187,10 @@ out:
 SSL_CTX *
 tls_client_ctx(const struct ig_pool_conf *pc, uint64_t *fp, char **err)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX *ctx;
 
-	if (ctx == NULL) {
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		tls_error(err, "TLS context", NULL);
 		return NULL;
 	}

@@ -270,14 +270,51 @@ listen_entry(const struct ig_config *conf, const char *address, size_t j)
 struct ssl_ctx_st *
 listener_tls(const struct ig_listener *il, const struct ig_snapshot *snap)
 {
-	ssize_t k;
-
 	if (il->tls == NULL)
 		return NULL;
-	k = listen_entry(snap->conf, il->address, il->index);
-	if (k >= 0 && snap->listen_tls[k] != NULL)
-		return snap->listen_tls[k];
+	if (il->index < snap->nrun && snap->run_tls[il->index] != NULL)
+		return snap->run_tls[il->index];
 	return il->tls;
+}
+
+/*
+ * Into *RUN (NRUN of them, a reference each) the context each running
+ * listener's handshakes take with CONF, whose listen entries' contexts
+ * are LTLS: before the start, CONF's own; then the entry with the
+ * listener's address, else PREV's (the published snapshot: a reload that
+ * drops the entry or its TLS keeps the last certificate, not the
+ * start's); a plain listener stays plain. -1 when out of memory.
+ */
+int
+workers_listen_tls(const struct ig_config *conf, struct ssl_ctx_st **ltls,
+    const struct ig_snapshot *prev, struct ssl_ctx_st ***runp, size_t *nrunp)
+{
+	size_t n = nlisten_tls ? nlisten_tls : conf->nlisten, j;
+	struct ssl_ctx_st **run, *ctx;
+	ssize_t k;
+
+	if ((run = calloc(n + 1, sizeof(*run))) == NULL)
+		return -1;
+	for (j = 0; j < n; j++) {
+		if (nlisten_tls == 0)
+			ctx = ltls[j];
+		else if (listen_tls[j] == NULL)
+			ctx = NULL;
+		else {
+			k = listen_entry(conf, listen_addr[j], j);
+			ctx = k >= 0 ? ltls[k] : NULL;
+			if (ctx == NULL && prev != NULL && j < prev->nrun)
+				ctx = prev->run_tls[j];
+			if (ctx == NULL)
+				ctx = listen_tls[j];
+		}
+		if (ctx != NULL)
+			SSL_CTX_up_ref(ctx);
+		run[j] = ctx;
+	}
+	*runp = run;
+	*nrunp = n;
+	return 0;
 }
 
 /*
@@ -324,7 +361,6 @@ workers_start(struct ig_snapshot *snap, char **err)
 	const struct ig_config *conf = snap->conf;
 	size_t i, j;
 
-	nworkers = conf->workers ? conf->workers : 1;
 	if ((listen_tls = calloc(conf->nlisten + 1, sizeof(*listen_tls))) ==
 	    NULL || (listen_addr = calloc(conf->nlisten + 1,
 	    sizeof(*listen_addr))) == NULL)
@@ -336,8 +372,10 @@ workers_start(struct ig_snapshot *snap, char **err)
 		if ((listen_tls[j] = snap->listen_tls[j]) != NULL)
 			SSL_CTX_up_ref(listen_tls[j]);
 	}
-	if ((workers = calloc(nworkers, sizeof(*workers))) == NULL)
+	if ((workers = calloc(conf->workers ? conf->workers : 1,
+	    sizeof(*workers))) == NULL)
 		goto nomem;
+	nworkers = conf->workers ? conf->workers : 1;
 	for (i = 0; i < nworkers; i++) {
 		struct ig_worker *w = &workers[i];
 
@@ -361,7 +399,6 @@ workers_start(struct ig_snapshot *snap, char **err)
 		for (j = 0; j < conf->nlisten; j++) {
 			w->listeners[j].w = w;
 			w->listeners[j].tls = listen_tls[j];
-			w->listeners[j].address = listen_addr[j];
 			w->listeners[j].index = j;
 			w->listeners[j].l = worker_listen(w, &w->listeners[j],
 			    conf->listen[j].address, err);

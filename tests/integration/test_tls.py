@@ -219,17 +219,30 @@ def test_a_reload_rotates_the_listener_certificate(sim, gateway, workdir):
 
 
 def test_a_reload_that_turns_listener_tls_off_says_it_waits_for_restart(
-        sim, gateway, workdir, cert):
+        sim, gateway, workdir):
+    # the listener stays TLS until a restart, with the certificate of the
+    # last reload that had one (a renewed one, not the start's)
     s = sim()
-    g = gateway(tls_listener_config(s.port, *cert, workdir))
-    cfg = read(g.config_path)
-    write(g.config_path, cfg[:cfg.index("    tls:\n      certificate")] +
-          cfg[cfg.index("    tls:\n      certificate"):].split("\n", 3)[3])
+    crt, key = make_cert(workdir, "srv")
+    old_pem = os.path.join(workdir, "old.pem")
+    write(old_pem, read(crt))
+    new_crt, new_key = make_cert(workdir, "next")
+    g = gateway(tls_listener_config(s.port, crt, key, workdir))
+    write(crt, read(new_crt))
+    write(key, read(new_key))
     g.signal(signal.SIGHUP)
     wait_metric(g, "infergate_reloads_total", 1)
+    cfg = read(g.config_path)
+    at = cfg.index("    tls:\n      certificate")
+    write(g.config_path, cfg[:at] + cfg[at:].split("\n", 3)[3])
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reloads_total", 2)
     assert "TLS is turned off on restart" in g.output()
     url = "https://localhost:%d/v1/chat/completions" % g.port
-    assert https(url, CHAT, cert[0])[0] == 200
+    assert https(url, CHAT, new_crt)[0] == 200
+    with pytest.raises(urllib.error.URLError) as e:
+        https(url, CHAT, old_pem)
+    assert isinstance(e.value.reason, ssl.SSLCertVerificationError)
 
 
 def test_a_ca_bundle_trusts_every_certificate_in_it(sim, gateway, workdir,
@@ -278,3 +291,20 @@ def test_config_test_reads_what_a_start_reads(workdir, cert):
         assert p.returncode == 1, text
         assert said in p.stderr, p.stderr
         assert b"test failed" in p.stderr
+
+
+def test_an_encrypted_key_is_refused_not_prompted_for(workdir, cert):
+    # on a terminal OpenSSL would ask for the passphrase and wait (a
+    # reload would block the main thread): `script` gives -t one
+    key = os.path.join(workdir, "enc.key")
+    subprocess.run(["openssl", "pkey", "-in", cert[1], "-out", key,
+                    "-aes256", "-passout", "pass:secret"], check=True,
+                   capture_output=True, timeout=30)
+    cfg = os.path.join(workdir, "enc.yaml")
+    write(cfg, tls_listener_config(1, cert[0], key, workdir)
+          .replace("{port}", "1").replace("{admin_port}", "2"))
+    p = subprocess.run(["script", "-qec", "%s -t -c %s" % (GATEWAY, cfg),
+                        "/dev/null"], capture_output=True, timeout=10,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, p.stdout
+    assert b"TLS key" in p.stdout and b"test failed" in p.stdout

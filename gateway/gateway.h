@@ -100,6 +100,7 @@ struct ig_snapshot {
 	struct ssl_ctx_st **pool_tls;	/* per pool index; NULL: plain */
 	uint64_t	*pool_tls_fp;	/* per pool index: tls_client_ctx()'s */
 	struct ssl_ctx_st **listen_tls;	/* per listen index; NULL: plain */
+	uint64_t	*listen_fp;	/* per listen index: tls_server_ctx()'s */
 	/* per running listener (the start's listen index): the context of
 	 * its handshakes (workers_listen_tls); NULL: plain */
 	struct ssl_ctx_st **run_tls;
@@ -473,7 +474,9 @@ void		 up_pause(struct ig_request *, bool paused);	/* backpressure */
 /* tls.c */
 struct ssl_ctx_st;
 struct ssl_st;
-struct ssl_ctx_st *tls_server_ctx(const struct ig_listen_conf *, char **err);
+struct ssl_ctx_st *tls_server_ctx(const struct ig_listen_conf *,
+		    struct ssl_ctx_st *prev, uint64_t prev_fp, uint64_t *fp,
+		    char **err);
 struct ssl_ctx_st *tls_client_ctx(const struct ig_pool_conf *, uint64_t *fp,
 		    char **err);
 struct ssl_st	*tls_client_ssl(struct ssl_ctx_st *, const struct ig_pool_conf *,

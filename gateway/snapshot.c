@@ -37,6 +37,7 @@ struct snap_shared {
 	uint64_t	*pool_tls_fp;
 	size_t		 npools;
 	struct ssl_ctx_st **listen_tls;	/* per listen index; NULL: plain */
+	uint64_t	*listen_fp;
 	size_t		 nlisten;
 	struct ssl_ctx_st **run_tls;	/* per running listener, see gateway.h */
 	size_t		 nrun;
@@ -58,6 +59,7 @@ snap_shared_unref(struct snap_shared *sh)
 	for (i = 0; sh->listen_tls != NULL && i < sh->nlisten; i++)
 		SSL_CTX_free(sh->listen_tls[i]);
 	free(sh->listen_tls);
+	free(sh->listen_fp);
 	for (i = 0; sh->run_tls != NULL && i < sh->nrun; i++)
 		SSL_CTX_free(sh->run_tls[i]);
 	free(sh->run_tls);
@@ -87,6 +89,7 @@ snap_new(struct ig_config *conf, struct snap_shared *sh,
 	s->pool_tls = sh->pool_tls;
 	s->pool_tls_fp = sh->pool_tls_fp;
 	s->listen_tls = sh->listen_tls;
+	s->listen_fp = sh->listen_fp;
 	s->run_tls = sh->run_tls;
 	s->nrun = sh->nrun;
 	s->auth = sh->auth;
@@ -102,10 +105,29 @@ snap_new(struct ig_config *conf, struct snap_shared *sh,
 	return s;
 }
 
+/* PUB's listen entry that LC is again (address and files), or -1. */
+static ssize_t
+snap_listen_prev(const struct ig_snapshot *pub, const struct ig_listen_conf *lc)
+{
+	const struct ig_listen_conf *p;
+	size_t k;
+
+	for (k = 0; pub != NULL && k < pub->conf->nlisten; k++) {
+		p = &pub->conf->listen[k];
+		if (p->tls_certificate != NULL && pub->listen_tls[k] != NULL &&
+		    strcmp(p->address, lc->address) == 0 &&
+		    strcmp(p->tls_certificate, lc->tls_certificate) == 0 &&
+		    strcmp(p->tls_key, lc->tls_key) == 0)
+			return (ssize_t)k;
+	}
+	return -1;
+}
+
 /* Builds a snapshot from a loaded config (whose reference it takes). */
 struct ig_snapshot *
 snapshot_create(struct ig_config *conf, char **err)
 {
+	const struct ig_snapshot *pub = snapshot_peek();	/* NULL at start */
 	struct snap_shared *sh;
 	size_t i;
 
@@ -115,23 +137,31 @@ snapshot_create(struct ig_config *conf, char **err)
 	    sizeof(*sh->pool_tls))) == NULL || (sh->pool_tls_fp =
 	    calloc(conf->npools + 1, sizeof(*sh->pool_tls_fp))) == NULL ||
 	    (sh->listen_tls = calloc(conf->nlisten + 1,
-	    sizeof(*sh->listen_tls))) == NULL) {
+	    sizeof(*sh->listen_tls))) == NULL || (sh->listen_fp =
+	    calloc(conf->nlisten + 1, sizeof(*sh->listen_fp))) == NULL) {
 		*err = strdup("out of memory");
 		goto fail;
 	}
 	sh->npools = conf->npools;
 	sh->nlisten = conf->nlisten;
-	for (i = 0; i < conf->nlisten; i++)
-		if (conf->listen[i].tls_certificate != NULL &&
-		    (sh->listen_tls[i] = tls_server_ctx(&conf->listen[i],
-		    err)) == NULL)
+	for (i = 0; i < conf->nlisten; i++) {
+		const struct ig_listen_conf *lc = &conf->listen[i];
+		ssize_t k;
+
+		if (lc->tls_certificate == NULL)
+			continue;
+		k = snap_listen_prev(pub, lc);
+		if ((sh->listen_tls[i] = tls_server_ctx(lc, k >= 0 ?
+		    pub->listen_tls[k] : NULL, k >= 0 ? pub->listen_fp[k] : 0,
+		    &sh->listen_fp[i], err)) == NULL)
 			goto fail;
+	}
 	for (i = 0; i < conf->npools; i++)
 		if (conf->pools[i].tls_enabled && (sh->pool_tls[i] =
 		    tls_client_ctx(&conf->pools[i], &sh->pool_tls_fp[i],
 		    err)) == NULL)
 			goto fail;
-	if (workers_listen_tls(conf, sh->listen_tls, snapshot_peek(),
+	if (workers_listen_tls(conf, sh->listen_tls, pub,
 	    &sh->run_tls, &sh->nrun) == -1) {
 		*err = strdup("out of memory");
 		goto fail;

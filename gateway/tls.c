@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -41,38 +42,7 @@ tls_no_passphrase(char *buf, int size, int rwflag, void *arg)
 	return 0;
 }
 
-/* A server context for a TLS listener; NULL with *err on failure. */
-SSL_CTX *
-tls_server_ctx(const struct ig_listen_conf *lc, char **err)
-{
-	SSL_CTX *ctx;
-
-	ERR_clear_error();
-	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
-		tls_error(err, "TLS context", NULL);
-		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_CIPHER_SERVER_PREFERENCE);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
-	if (SSL_CTX_use_certificate_chain_file(ctx, lc->tls_certificate) != 1) {
-		tls_error(err, "TLS certificate", lc->tls_certificate);
-		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, lc->tls_key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
-		tls_error(err, "TLS key", lc->tls_key);
-		goto fail;
-	}
-	return ctx;
-fail:
-	SSL_CTX_free(ctx);
-	return NULL;
-}
-
-#define TLS_CA_MAX	(16 * 1024 * 1024)	/* bytes of a tls.ca file */
+#define TLS_FILE_MAX	(16 * 1024 * 1024)	/* bytes of a TLS file */
 
 /* F's bytes (at most MAX) in a malloc'ed buffer; NULL with errno. */
 static char *
@@ -115,6 +85,89 @@ tls_read_all(FILE *f, size_t max, size_t *lenp)
 	return buf;
 }
 
+#define FNV_BASIS	14695981039346656037ULL
+
+static uint64_t
+tls_fnv(uint64_t h, const char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)buf[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* FNV-1a of a listener's certificate and key files' bytes; 0: unread. */
+static uint64_t
+tls_pair_fp(const struct ig_listen_conf *lc)
+{
+	const char *path[2] = { lc->tls_certificate, lc->tls_key };
+	uint64_t h = FNV_BASIS;
+	size_t len, i;
+	char *buf;
+	FILE *f;
+
+	for (i = 0; i < 2; i++) {
+		if ((f = fopen(path[i], "rb")) == NULL)
+			return 0;
+		buf = tls_read_all(f, TLS_FILE_MAX, &len);
+		fclose(f);
+		if (buf == NULL)
+			return 0;
+		h = tls_fnv(h, buf, len);
+		h = tls_fnv(h, "\n--\n", 4);	/* the files' boundary */
+		OPENSSL_cleanse(buf, len);	/* a key's bytes */
+		free(buf);
+	}
+	return h == 0 ? 1 : h;
+}
+
+/*
+ * A server context for a TLS listener, and into *FP the fingerprint of
+ * the files it was built from (0 when they changed while it was built:
+ * never reused). PREV, built from files of fingerprint PREV_FP, is
+ * returned (a new reference) when the files are still those, so that a
+ * reload that keeps a certificate keeps its session cache and ticket
+ * keys: clients resume across it. NULL with *err on failure.
+ */
+SSL_CTX *
+tls_server_ctx(const struct ig_listen_conf *lc, SSL_CTX *prev,
+    uint64_t prev_fp, uint64_t *fp, char **err)
+{
+	uint64_t fp0 = tls_pair_fp(lc);
+	SSL_CTX *ctx;
+
+	if (prev != NULL && fp0 != 0 && fp0 == prev_fp) {
+		SSL_CTX_up_ref(prev);
+		*fp = prev_fp;
+		return prev;
+	}
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		tls_error(err, "TLS context", NULL);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
+	if (SSL_CTX_use_certificate_chain_file(ctx, lc->tls_certificate) != 1) {
+		tls_error(err, "TLS certificate", lc->tls_certificate);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, lc->tls_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		tls_error(err, "TLS key", lc->tls_key);
+		goto fail;
+	}
+	*fp = fp0 != 0 && tls_pair_fp(lc) == fp0 ? fp0 : 0;
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
 /*
  * Loads the CA file CA into CTX's store from one read of its bytes, and
  * into *FP their FNV-1a, never 0 or 1 (1: the system's store): what is
@@ -127,9 +180,9 @@ tls_load_ca(SSL_CTX *ctx, const char *ca, uint64_t *fp, char **err)
 {
 	STACK_OF(X509_INFO) *infos = NULL;
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	uint64_t h = 14695981039346656037ULL;
 	char *buf = NULL;
 	size_t len = 0, i;
+	uint64_t h;
 	int ncerts = 0, rc = -1;
 	BIO *bio = NULL;
 	FILE *f;
@@ -139,14 +192,13 @@ tls_load_ca(SSL_CTX *ctx, const char *ca, uint64_t *fp, char **err)
 			*err = NULL;
 		return -1;
 	}
-	if ((buf = tls_read_all(f, TLS_CA_MAX, &len)) == NULL) {
+	if ((buf = tls_read_all(f, TLS_FILE_MAX, &len)) == NULL) {
 		if (asprintf(err, "TLS CA %s: %s", ca, errno == EFBIG ?
 		    "larger than 16 MiB" : strerror(errno)) == -1)
 			*err = NULL;
 		goto out;
 	}
-	for (i = 0; i < len; i++)
-		h = (h ^ (unsigned char)buf[i]) * 1099511628211ULL;
+	h = tls_fnv(FNV_BASIS, buf, len);
 	*fp = h < 2 ? h + 2 : h;
 	if ((bio = BIO_new_mem_buf(buf, (int)len)) == NULL ||
 	    (infos = PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL)) == NULL) {

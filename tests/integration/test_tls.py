@@ -308,3 +308,37 @@ def test_an_encrypted_key_is_refused_not_prompted_for(workdir, cert):
                        stdin=subprocess.DEVNULL)
     assert p.returncode == 1, p.stdout
     assert b"TLS key" in p.stdout and b"test failed" in p.stdout
+
+
+def test_clients_resume_tls_sessions_across_a_reload_that_keeps_the_pair(
+        sim, gateway, workdir, cert):
+    # a reload that leaves certificate and key as they are keeps their
+    # context (session cache, ticket keys): a client resumes instead of a
+    # full handshake; one that renews them does not resume
+    import socket
+    s = sim()
+    g = gateway(tls_listener_config(s.port, *cert, workdir))
+    ctx = ssl.create_default_context(cafile=cert[0])
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2    # the session at once
+
+    def handshake(session=None):
+        raw = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        t = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        reused, sess = t.session_reused, t.session
+        t.close()
+        return reused, sess
+
+    reused, sess = handshake()
+    assert not reused
+    assert handshake(sess)[0]
+    os.utime(g.config_path)
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reloads_total", 1)
+    assert handshake(sess)[0]
+    new_crt, new_key = make_cert(workdir, "next")
+    write(cert[0], read(new_crt))
+    write(cert[1], read(new_key))
+    g.signal(signal.SIGHUP)
+    wait_metric(g, "infergate_reloads_total", 2)
+    ctx.load_verify_locations(new_crt)     # the session's own context
+    assert not handshake(sess)[0]

@@ -67,7 +67,9 @@
  * store timeouts (at least REDIS_STALL_MIN_MS) when an admission times out
  * drops the connection; reconnection backs off from 50 ms to 500 ms. A
  * reply that is only late costs the admissions that timed out (their
- * on_store_failure answers), not the connection. Settlements made while down wait in a bounded queue.
+ * on_store_failure answers), not the connection. A ready connection is
+ * also watched every REDIS_WATCH_MS with a PING, dropped when it or a
+ * batch is unanswered past the same stall limit. Settlements made while down wait in a bounded queue.
  * Requires Redis >= 6.2 (ZMSCORE).
  */
 #include <stdint.h>
@@ -95,6 +97,14 @@
  */
 #define REDIS_STALL_TIMEOUTS	3
 #define REDIS_STALL_MIN_MS	250
+/*
+ * A ready connection is watched this often: a PING is sent when none is
+ * out, and a PING or a batch unanswered for the stall limit drops it, so
+ * that a Redis that stopped answering is noticed while nothing is
+ * admitted too (settlements only, or no traffic), not by the first
+ * admissions after a quiet time.
+ */
+#define REDIS_WATCH_MS		1000
 #define REDIS_QUEUE_MAX		100000
 #define REDIS_BATCH_MAX		256	/* admissions + settlements per call */
 #define REDIS_PENDING_BUCKETS	64
@@ -451,6 +461,8 @@ struct store_redis {
 	size_t		 queued;
 	bool		 freeing;
 	bool		 was_ready;	/* for the log */
+	uint64_t	 timeout_ms;	/* store.redis.timeout */
+	uint64_t	 ping_ms;	/* when the PING out was sent; 0: none */
 };
 
 static void	 redis_connect(struct store_redis *);
@@ -517,6 +529,8 @@ redis_disconnect_cb(const redisAsyncContext *ac, int status)
 	redis_lost(r, ac);
 }
 
+static void	 redis_watch(struct store_redis *);
+
 static void
 redis_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -526,6 +540,8 @@ redis_timer_cb(evutil_socket_t fd, short what, void *arg)
 		redis_connect(r);
 	else if (r->state != R_READY)
 		redis_drop(r, "no answer to connection setup");
+	else
+		redis_watch(r);
 }
 
 /* The settlements that waited for Redis, into this iteration's batches. */
@@ -575,7 +591,8 @@ redis_setup_cb(redisAsyncContext *ac, void *reply, void *priv)
 		r->state = R_READY;
 		r->backoff_ms = REDIS_BACKOFF_MIN_MS;
 		r->stats->reconnects++;
-		evtimer_del(r->timer);
+		r->ping_ms = 0;
+		redis_watch(r);		/* the timer: from setup to watch */
 		log_info("store: redis %s: connected",
 		    r->host != NULL ? r->host : r->path);
 		r->was_ready = true;
@@ -692,6 +709,7 @@ store_redis_create(const struct ig_store_conf *conf, struct event_base *base,
 	r->database = conf->redis_database;
 	r->ttl_ms = conf->lease_ttl_ms != 0 ? conf->lease_ttl_ms : 120000;
 	r->day_offset_s = conf->day_offset_s;
+	r->timeout_ms = conf->redis_timeout_ms;
 	r->backoff_ms = REDIS_BACKOFF_MIN_MS;
 	if (redis_parse_address(r, conf->redis_address, err) == -1) {
 		if (*err == NULL)
@@ -810,25 +828,78 @@ redis_now_ms(const struct store_redis *r)
 	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
-void
-store_redis_timeout(struct store_redis *r, uint64_t timeout_ms)
+/* How long a round trip may wait before the connection is taken for dead. */
+static uint64_t
+redis_stall_limit(uint64_t timeout_ms)
+{
+	uint64_t	 limit = REDIS_STALL_TIMEOUTS * timeout_ms;
+
+	return limit < REDIS_STALL_MIN_MS ? REDIS_STALL_MIN_MS : limit;
+}
+
+/* When the oldest batch in flight was written; UINT64_MAX: none. */
+static uint64_t
+redis_oldest_sent(const struct store_redis *r)
 {
 	struct redis_batch *b;
-	uint64_t	 oldest = UINT64_MAX, limit;
+	uint64_t	 oldest = UINT64_MAX;
 	size_t		 i;
 
-	if (r->state != R_READY || r->ninflight == 0)
-		return;
-	for (i = 0; i < REDIS_PENDING_BUCKETS; i++)
+	for (i = 0; r->ninflight > 0 && i < REDIS_PENDING_BUCKETS; i++)
 		for (b = r->inflight[i]; b != NULL; b = b->next)
 			if (b->sent_ms < oldest)
 				oldest = b->sent_ms;
-	limit = REDIS_STALL_TIMEOUTS * timeout_ms;
-	if (limit < REDIS_STALL_MIN_MS)
-		limit = REDIS_STALL_MIN_MS;
+	return oldest;
+}
+
+void
+store_redis_timeout(struct store_redis *r, uint64_t timeout_ms)
+{
+	uint64_t	 oldest;
+
+	if (r->state != R_READY || r->ninflight == 0)
+		return;
+	oldest = redis_oldest_sent(r);
 	/* A Redis that stopped answering keeps its TCP connection open. */
-	if (redis_now_ms(r) >= oldest + limit)
+	if (redis_now_ms(r) >= oldest + redis_stall_limit(timeout_ms))
 		redis_drop(r, "not answering");
+}
+
+static void
+redis_ping_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct store_redis *r = ac->data;
+
+	if (reply == NULL)
+		redis_lost(r, ac);
+	else if (r->ac == ac)
+		r->ping_ms = 0;
+}
+
+/* The ready connection's watch (REDIS_WATCH_MS); re-arms its timer. */
+static void
+redis_watch(struct store_redis *r)
+{
+	struct timeval	 tv = { REDIS_WATCH_MS / 1000,
+	    (REDIS_WATCH_MS % 1000) * 1000 };
+	uint64_t	 now = redis_now_ms(r), oldest, limit;
+
+	limit = redis_stall_limit(r->timeout_ms);
+	oldest = redis_oldest_sent(r);
+	if ((r->ping_ms != 0 && now >= r->ping_ms + limit) ||
+	    (oldest != UINT64_MAX && now >= oldest + limit)) {
+		redis_drop(r, "not answering");
+		return;
+	}
+	if (r->ping_ms == 0 && r->ac != NULL) {
+		if (redisAsyncCommand(r->ac, redis_ping_cb, NULL, "PING") !=
+		    REDIS_OK) {
+			redis_drop(r, "cannot send");
+			return;
+		}
+		r->ping_ms = now;
+	}
+	evtimer_add(r->timer, &tv);
 }
 
 /* --- the command, formatted in RESP by hand ----------------------------- */

@@ -1045,6 +1045,50 @@ test_stalled(void **state)
 }
 
 /*
+ * A Redis that stops answering while nothing is admitted: the watch's
+ * PING finds it (REDIS_WATCH_MS, then the stall limit), not the first
+ * admissions after the quiet time; it is used again once it answers.
+ */
+static void
+test_stalled_while_idle(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 1 };
+	struct ig_store_stats st;
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	uint64_t	 t0;
+
+	c->conf.on_failure = IG_STORE_FAIL_OPEN;
+	c->conf.redis_timeout_ms = 50;
+	store_open(c);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_false(r.degraded);
+	settle(c, l, 1);
+	spin(c, 100, NULL);
+	redis_signal(SIGSTOP);
+	t0 = now_ms();
+	do {
+		spin(c, 20, NULL);
+		ig_store_stats(c->store, &st);
+	} while (!st.degraded && now_ms() - t0 < 4000);
+	redis_signal(SIGCONT);
+	assert_true(st.degraded);
+	assert_int_equal(st.timeouts, 0);	/* nothing was admitted */
+	t0 = now_ms();
+	do {
+		spin(c, 10, NULL);
+		ig_store_stats(c->store, &st);
+	} while (st.degraded && now_ms() - t0 < 3000);
+	assert_false(st.degraded);
+	l = admit(c, &w, &r);
+	assert_non_null(l);
+	assert_false(r.degraded);
+	settle(c, l, 1);
+}
+
+/*
  * A reply that is only late (Redis stopped for less than the stall
  * limit): the admissions that waited too long get their fallback, the
  * connection stays, and the next admission is answered by Redis.
@@ -1189,6 +1233,7 @@ main(void)
 		REDIS(test_down_open),
 		REDIS(test_down_local),
 		REDIS(test_stalled),
+		REDIS(test_stalled_while_idle),
 		REDIS(test_late_reply),
 	};
 

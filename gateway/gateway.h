@@ -453,9 +453,10 @@ struct up_events {
 		    const struct ig_header *, size_t n);
 	void	(*on_body)(struct ig_request *, const char *, size_t);
 	void	(*on_complete)(struct ig_request *);
-	/* errstr: what failed; before_response: no byte of a response came */
+	/* errstr: what failed; before_response: no byte of a response came;
+	 * sent: a byte of the request was written to the backend */
 	void	(*on_error)(struct ig_request *, const char *errstr,
-		    bool timeout, bool before_response);
+		    bool timeout, bool before_response, bool sent);
 };
 struct up_pool	*up_pools_create(struct ig_worker *);
 void		 up_pools_free(struct up_pool *);

@@ -38,7 +38,8 @@ static void	 proxy_on_headers(struct ig_request *, int,
 		    const struct ig_header *, size_t);
 static void	 proxy_on_body(struct ig_request *, const char *, size_t);
 static void	 proxy_on_complete(struct ig_request *);
-static void	 proxy_on_error(struct ig_request *, const char *, bool, bool);
+static void	 proxy_on_error(struct ig_request *, const char *, bool, bool,
+		    bool);
 static void	 proxy_fail(struct ig_request *, const char *, bool);
 
 static const struct up_events proxy_up_events = {
@@ -705,7 +706,7 @@ proxy_forward(struct ig_request *r)
 			    "file descriptors or memory; retry later");
 			return;
 		}
-		proxy_on_error(r, "cannot connect", false, true);
+		proxy_on_error(r, "cannot connect", false, true, false);
 		return;
 	}
 	if (proxy_head(r, buf, proxy_body_length(r)) == -1 ||
@@ -880,15 +881,20 @@ proxy_retry_allowed(struct ig_request *r)
 }
 
 /*
- * The backend failed. Before any byte of a response the request may be
- * tried again: at once on a fresh connection when a pooled one turned
- * out dead (the keep-alive race), on another backend within the pool's
- * retry allowance. Otherwise the client gets 502/504, or, mid-stream, a
- * final SSE error event and the end of the stream.
+ * The backend failed. A request that never reached it (refused, connect
+ * timeout, TLS handshake, not read) may be tried again on another
+ * backend within the pool's retry allowance; one on a pooled connection
+ * that closed before any byte of a response (the keep-alive race) at
+ * once on a fresh connection. A request the backend may be working on
+ * (sent on a fresh connection, or timed out after it was sent) is never
+ * sent again, as nginx does for a POST that went out: a generation is
+ * not paid for twice, and a request that crashes its backend does not
+ * go on to the next. Otherwise the client gets 502/504, or, mid-stream,
+ * a final SSE error event and the end of the stream.
  */
 static void
 proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
-    bool before_response)
+    bool before_response, bool sent)
 {
 	/* the attempt's settings: its pool may be a newer config's */
 	const struct ig_pool_conf *pc = proxy_attempt_pool(r)->conf;
@@ -914,7 +920,8 @@ proxy_on_error(struct ig_request *r, const char *errstr, bool timeout,
 		proxy_request_free(r);
 		return;
 	}
-	if (before_response && !r->resp_started && in_time) {
+	if (before_response && !r->resp_started && in_time &&
+	    (stale || !sent)) {
 		if (!stale && r->backend != NULL && r->backend->index < 64)
 			r->tried |= 1ULL << r->backend->index;
 		if (stale || (r->attempts <= pc->retries_max_per_request &&

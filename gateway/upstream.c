@@ -52,6 +52,7 @@ struct up_conn {
 	uint64_t	 first_byte_ms;
 	uint64_t	 connect_ms;
 	size_t		 keep_max;	/* the pool's keepalive_connections */
+	size_t		 req_len;	/* the request's bytes, queued by up_start */
 	bool		 connected;
 	bool		 got_bytes;	/* any byte of a response */
 	bool		 headers_done;
@@ -276,6 +277,8 @@ up_finish(struct up_conn *c, const char *errstr, bool timeout)
 {
 	const struct up_events *ev = c->ev;
 	bool before = !c->got_bytes;
+	/* a byte of the request left for the backend: it may be at work */
+	bool sent = evbuffer_get_length(c->io.out) < c->req_len;
 	struct ig_request *r = up_detach(c);
 
 	if (errstr == NULL) {
@@ -288,7 +291,7 @@ up_finish(struct up_conn *c, const char *errstr, bool timeout)
 	}
 	up_conn_free(c);
 	if (r != NULL)
-		ev->on_error(r, errstr, timeout, before);
+		ev->on_error(r, errstr, timeout, before, sent);
 }
 
 static void
@@ -674,6 +677,7 @@ up_start(struct ig_request *r)
 {
 	struct up_conn *c = r->up;
 
+	c->req_len = evbuffer_get_length(c->io.out);
 	up_deadline(c, c->connected ? c->first_byte_ms : c->connect_ms);
 	io_schedule_flush(&c->io);
 }

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import http
+from conftest import free_port, http, sim_stats
 from test_proxy import CHAT, gw_config
 
 BODY = json.dumps({"id": "x", "object": "chat.completion", "created": 1,
@@ -140,3 +140,41 @@ def test_malformed_response_gives_502(backend, name, response):
     err = json.loads(body)["error"]
     assert err["code"] == "upstream_error", err
     assert err["message"].startswith("the backend failed: "), err
+
+
+NO_RETRY_POOL = """    balance: round_robin
+    retries:
+      max_per_request: 1
+    ejection:
+      after: 0
+"""
+
+
+@pytest.mark.parametrize("close,status", [(True, 502), (False, 504)])
+def test_a_request_the_backend_got_is_not_sent_again(sim, gateway, workdir,
+                                                     close, status):
+    # the backend reads the request, then closes without a byte of answer
+    # (a crash) or keeps it past first_byte (a long generation): the
+    # client gets the failure; it never goes on to the next backend, which
+    # would do the work (and, for a crash, crash) again
+    s = sim()
+    b = RawBackend(b"", close)
+    try:
+        g = gateway(gw_config([b.port, s.port], workdir, workers=1,
+                              pool_extra=NO_RETRY_POOL))
+        statuses = sorted(http("POST", g.url + "/v1/chat/completions",
+                               CHAT)[0] for _ in range(2))
+        assert statuses == [200, status]
+        assert sim_stats(s)["requests"] == 1
+    finally:
+        b.stop()
+
+
+def test_a_request_that_never_reached_the_backend_is_retried(sim, gateway,
+                                                             workdir):
+    s = sim()
+    g = gateway(gw_config([free_port(), s.port], workdir, workers=1,
+                          pool_extra=NO_RETRY_POOL))
+    for _ in range(4):
+        assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
+    assert sim_stats(s)["requests"] == 4

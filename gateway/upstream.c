@@ -694,9 +694,21 @@ up_cancel(struct ig_request *r)
 	up_conn_free(c);
 }
 
+/*
+ * Backpressure from a slow client. While the response's reads are paused
+ * the backend is not idle, we are: the idle timeout waits (the request's
+ * deadline still runs, and the client's send timeout bounds a client
+ * that never reads again), and starts over on resume, as nginx drops its
+ * upstream read timer while the client blocks.
+ */
 void
 up_pause(struct ig_request *r, bool paused)
 {
-	if (r->up != NULL)
-		io_pause_read(&r->up->io, paused);
+	struct up_conn *c = r->up;
+
+	if (c == NULL)
+		return;
+	io_pause_read(&c->io, paused);
+	if (c->headers_done && !c->complete)
+		up_deadline(c, paused ? 0 : c->idle_ms);
 }

@@ -377,6 +377,33 @@ def test_slow_client_memory_bounded(setup):
     assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
 
 
+def test_a_client_that_falls_behind_keeps_its_stream(setup):
+    # while the client does not read, the gateway stops reading the
+    # backend (backpressure): that is not the backend being idle, so the
+    # pool's idle timeout (1s here) does not end the stream; the client's
+    # own send timeout is what bounds a client that never reads again.
+    # ~20 MB of events: more than every socket buffer on the way holds
+    s, g = setup(workers=1)
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    c.settimeout(10)
+    c.connect(("127.0.0.1", g.port))
+    c.sendall(request("POST", "/v1/chat/completions",
+                      dict(CHAT, stream=True, max_tokens=100000)))
+    time.sleep(2.5)
+    got = bytearray()
+    deadline = time.monotonic() + 30
+    while not got.endswith(b"0\r\n\r\n") and time.monotonic() < deadline:
+        d = c.recv(1 << 20)
+        if not d:
+            break
+        got += d
+    c.close()
+    assert b"data: [DONE]" in got, bytes(got[-300:])
+    assert b'"error"' not in got
+    assert b"tok99999 " in got
+
+
 def test_reload_keeps_serving(setup, workdir):
     import signal
     s, g = setup()

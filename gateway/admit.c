@@ -350,14 +350,30 @@ admit_sse_event(struct ig_request *r, const char *ev, size_t len)
 	return !(ue.usage && ue.no_choices && !r->info.client_usage);
 }
 
-/* The first "\n\n" in [P, END), by memchr hops; NULL: none. */
+/* A partial event held back longer than this ends the reading of a stream. */
+#define ADMIT_SSE_EVENT_MAX	(1024 * 1024)
+
+/*
+ * The end of the first event in [P, END): a line end followed by an empty
+ * line, lines ending in LF or CRLF (as sse-starlette, and so llama.cpp's
+ * Python server, writes them). Returns where the event's last line end
+ * starts and into *NEXT where the next event starts; NULL: no complete
+ * event yet (a CR last may be the start of a CRLF).
+ */
 static const char *
-admit_blank_line(const char *p, const char *end)
+admit_event_end(const char *p, const char *end, const char **next)
 {
-	while (end - p >= 2 && (p = memchr(p, '\n', end - p - 1)) != NULL) {
-		if (p[1] == '\n')
-			return p;
-		p += 2;		/* p[1] is not '\n': no pair starts there */
+	const char *start = p, *t, *u;
+
+	while (p < end && (t = memchr(p, '\n', end - p)) != NULL) {
+		u = t + 1;
+		if (u == end || (*u == '\r' && u + 1 == end))
+			return NULL;
+		if (*u == '\n' || (*u == '\r' && u[1] == '\n')) {
+			*next = *u == '\n' ? u + 1 : u + 2;
+			return t > start && t[-1] == '\r' ? t - 1 : t;
+		}
+		p = u;
 	}
 	return NULL;
 }
@@ -371,15 +387,15 @@ admit_blank_line(const char *p, const char *end)
 static size_t
 admit_sse_events(struct ig_request *r, const char *data, size_t len)
 {
-	const char *p = data, *end = data + len, *run = data, *e;
+	const char *p = data, *end = data + len, *run = data, *e, *next;
 
-	while (p < end && (e = admit_blank_line(p, end)) != NULL) {
+	while (p < end && (e = admit_event_end(p, end, &next)) != NULL) {
 		if (!admit_sse_event(r, p, e - p)) {
 			if (p > run)
 				hs_response_body(r->conn, run, p - run);
-			run = e + 2;
+			run = next;
 		}
-		p = e + 2;
+		p = next;
 	}
 	if (p > run)
 		hs_response_body(r->conn, run, p - run);
@@ -398,6 +414,10 @@ admit_stream_body(struct ig_request *r, const char *data, size_t len)
 	size_t n, have;
 	char *b;
 
+	if (r->sse_raw) {
+		hs_response_body(r->conn, data, len);
+		return;
+	}
 	if (r->sse == NULL || evbuffer_get_length(r->sse) == 0) {
 		n = admit_sse_events(r, data, len);
 		data += n;
@@ -418,6 +438,15 @@ admit_stream_body(struct ig_request *r, const char *data, size_t len)
 	if ((b = (char *)evbuffer_pullup(r->sse, -1)) == NULL)
 		return;
 	evbuffer_drain(r->sse, admit_sse_events(r, b, have));
+	/* Not events as we know them (or one past any real chunk): passed
+	 * on as they come from now on, unread; the reservation stands. */
+	if (evbuffer_get_length(r->sse) > ADMIT_SSE_EVENT_MAX) {
+		log_info("request %s: an SSE event over %d KiB; the rest of the "
+		    "stream is passed on unread", r->id,
+		    ADMIT_SSE_EVENT_MAX / 1024);
+		hs_response_body_buffer(r->conn, r->sse);
+		r->sse_raw = true;
+	}
 }
 
 /*

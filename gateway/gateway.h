@@ -328,6 +328,7 @@ struct ig_request {
 	const char	*would_refuse;	/* shadow: the limit that would have */
 	const char	*refused_by;	/* the limit that refused */
 	struct evbuffer	*sse;		/* a partial SSE event being read */
+	bool		 sse_raw;	/* the stream is passed on unread */
 	uint64_t	 tokens_sent;	/* content chunks passed to the client */
 	uint64_t	 usage_prompt;	/* from the backend's usage */
 	uint64_t	 usage_completion;

@@ -436,7 +436,7 @@ proxy_drop_request_header(const struct ig_header *h, const struct ig_header *con
 		PN("transfer-encoding"), PN("upgrade"), PN("content-length"),
 		PN("expect"), PN("authorization"), PN("api-key"),
 		PN("x-api-key"), PN("x-request-id"), PN("x-forwarded-for"),
-		PN("forwarded"), PN("x-real-ip") };
+		PN("forwarded"), PN("x-real-ip"), PN("accept-encoding") };
 
 	if (proxy_name_in(h, drop, sizeof(drop) / sizeof(drop[0])))
 		return true;
@@ -474,7 +474,7 @@ proxy_head(struct ig_request *r, struct evbuffer *buf, size_t body_len)
 	struct ig_fmt f;
 	size_t i, need;
 
-	need = 64 + strlen(r->path) + strlen(r->backend->host) +
+	need = 96 + strlen(r->path) + strlen(r->backend->host) +
 	    sizeof(r->id) + sizeof(r->client_ip) +
 	    (r->tenant != NULL ? strlen(r->tenant->id) + 24 : 0);
 	for (i = 0; r->conn != NULL && i < r->nheaders; i++)
@@ -502,7 +502,8 @@ proxy_head(struct ig_request *r, struct evbuffer *buf, size_t body_len)
 		ig_fmt_cstr(&f, r->tenant->id);
 		ig_fmt_lit(&f, "\r\n");
 	}
-	ig_fmt_lit(&f, "X-Request-Id: ");
+	/* bodies are read (usage) and streams get our events: uncompressed */
+	ig_fmt_lit(&f, "Accept-Encoding: identity\r\nX-Request-Id: ");
 	ig_fmt_cstr(&f, r->id);
 	ig_fmt_lit(&f, "\r\nX-Forwarded-For: ");
 	ig_fmt_cstr(&f, r->client_ip);

@@ -1,13 +1,14 @@
 """Backend responses the simulator never sends, from a scripted raw
 backend: close-delimited bodies, trailers, malformed heads. Each gets its
 exact outcome and the gateway keeps serving."""
+import hashlib
 import json
 import socket
 import threading
 
 import pytest
 
-from conftest import free_port, http, sim_stats
+from conftest import access_lines, free_port, http, sim_stats
 from test_proxy import CHAT, gw_config
 
 BODY = json.dumps({"id": "x", "object": "chat.completion", "created": 1,
@@ -178,3 +179,70 @@ def test_a_request_that_never_reached_the_backend_is_retried(sim, gateway,
     for _ in range(4):
         assert http("POST", g.url + "/v1/chat/completions", CHAT)[0] == 200
     assert sim_stats(s)["requests"] == 4
+
+
+KEY = "sk-upstream-http"
+TENANT = ('tenants:\n  - id: t\n    keys: ["sha256:%s"]\n'
+          % hashlib.sha256(KEY.encode()).hexdigest())
+
+
+def sse_response(events, sep):
+    body = b"".join(chunk(e.encode() + sep) for e in events)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
+
+
+CONTENT = ('data: {"id":"x","object":"chat.completion.chunk","created":1,'
+           '"model":"m","choices":[{"index":0,"delta":{"content":"hi"},'
+           '"finish_reason":null}]}')
+USAGE = ('data: {"id":"x","object":"chat.completion.chunk","created":1,'
+         '"model":"m","choices":[],"usage":{"prompt_tokens":3,'
+         '"completion_tokens":7,"total_tokens":10}}')
+
+
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n", b"\n\r\n"])
+def test_sse_events_with_crlf_line_ends_are_read(gateway, workdir, sep):
+    # sse-starlette (llama.cpp's Python server) ends lines with CRLF: the
+    # events are still read one by one, the usage chunk the gateway asked
+    # for is taken out and charged
+    b = RawBackend(sse_response([CONTENT, USAGE, "data: [DONE]"], sep), False)
+    try:
+        g = gateway(gw_config([b.port], workdir, workers=1, extra=TENANT))
+        st, _, body = http("POST", g.url + "/v1/chat/completions",
+                           dict(CHAT, stream=True),
+                           headers={"Authorization": "Bearer " + KEY})
+        assert st == 200
+        assert b'"content":"hi"' in body and b"data: [DONE]" in body
+        assert b'"usage"' not in body
+        line = access_lines(workdir)[-1]
+        assert line["tokens_out"] == 7 and line["usage_estimated"] is False
+    finally:
+        b.stop()
+
+
+def test_an_sse_event_past_1_mib_is_passed_on_unread(gateway, workdir):
+    big = "data: " + "x" * (1536 * 1024)
+    b = RawBackend(sse_response([big, CONTENT, "data: [DONE]"], b"\n\n"),
+                   False)
+    try:
+        g = gateway(gw_config([b.port], workdir, workers=1, extra=TENANT))
+        st, _, body = http("POST", g.url + "/v1/chat/completions",
+                           dict(CHAT, stream=True),
+                           headers={"Authorization": "Bearer " + KEY})
+        assert st == 200
+        assert big.encode() in body and b"data: [DONE]" in body
+        assert "passed on unread" in g.output()
+    finally:
+        b.stop()
+
+
+def test_backends_are_asked_for_identity_encoding(sim, gateway, workdir):
+    # the gateway reads bodies (usage) and writes its own events into
+    # streams: a compressed body would defeat both
+    s = sim()
+    g = gateway(gw_config([s.port], workdir, workers=1))
+    st, _, _ = http("POST", g.url + "/v1/chat/completions", CHAT,
+                    headers={"Accept-Encoding": "gzip, br"})
+    assert st == 200
+    assert sim_stats(s)["last_request"]["headers"]["accept-encoding"] == \
+        "identity"

@@ -15,13 +15,14 @@
 /* The body's members we read, by index into request_names. */
 enum {
 	F_MODEL, F_STREAM, F_MESSAGES, F_PROMPT, F_INPUT, F_STREAM_OPTIONS,
-	F_MAX_TOKENS, F_MAX_COMPLETION_TOKENS, F_N
+	F_MAX_TOKENS, F_MAX_COMPLETION_TOKENS, F_CHOICES, F_BEST_OF, F_N
 };
 
 static const struct json_name request_names[F_N] = {
 	JSON_NAME("model"), JSON_NAME("stream"), JSON_NAME("messages"),
 	JSON_NAME("prompt"), JSON_NAME("input"), JSON_NAME("stream_options"),
 	JSON_NAME("max_tokens"), JSON_NAME("max_completion_tokens"),
+	JSON_NAME("n"), JSON_NAME("best_of"),
 };
 
 static const struct json_name message_names[] = {
@@ -339,12 +340,35 @@ request_cap(const struct json_scan *s, int v, const char *name, bool *has,
 	return 0;
 }
 
+/* A choice count ("n", "best_of"): 1..IG_CHOICES_MAX or null/absent. */
+static int
+request_choices(const struct json_scan *s, int v, const char *name,
+    uint64_t *choices, struct ig_request_error *err)
+{
+	if (request_absent(s, v))
+		return 0;
+	if (json_kind(s, v) != JSON_INT || json_scan_int(s, v) < 1 ||
+	    json_scan_int(s, v) > IG_CHOICES_MAX)
+		return request_refuse(err, name, "'%s' must be an integer from 1 "
+		    "to %d", name, IG_CHOICES_MAX);
+	if ((uint64_t)json_scan_int(s, v) > *choices)
+		*choices = (uint64_t)json_scan_int(s, v);
+	return 0;
+}
+
 static int
 request_caps(const struct request_scan *rs, struct ig_request_info *req,
     struct ig_request_error *err)
 {
 	bool		 has_mt, has_mct = false;
 	uint64_t	 mt = 0, mct = 0;
+
+	req->choices = 1;
+	if (request_choices(&rs->js, rs->f[F_CHOICES], "n", &req->choices,
+	    err) == -1 || (req->endpoint == IG_EP_COMPLETIONS &&
+	    request_choices(&rs->js, rs->f[F_BEST_OF], "best_of",
+	    &req->choices, err) == -1))
+		return -1;
 
 	if (request_cap(&rs->js, rs->f[F_MAX_TOKENS], "max_tokens", &has_mt,
 	    &mt, err) == -1)

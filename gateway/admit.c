@@ -227,7 +227,10 @@ admit_start(struct ig_request *r)
 	ar.limits = r->tenant->limits;
 	ar.shadow = r->tenant->shadow;
 	ar.input_tokens = r->input_est;
-	ar.output_tokens = out.max_tokens;
+	/* max_tokens is per choice: n (or best_of) of them are generated */
+	ar.output_tokens = r->info.choices > 1 && out.max_tokens >
+	    UINT64_MAX / 2 / r->info.choices ? UINT64_MAX / 2 :
+	    out.max_tokens * (r->info.choices > 1 ? r->info.choices : 1);
 	r->t_admit = now_ns();
 	if ((r->admit_op = ig_store_admit(r->worker->store, &ar,
 	    admit_store_cb, r)) == NULL)

@@ -130,6 +130,9 @@ struct ig_span {
  * In the body MODEL is not NUL-terminated: print it with "%.*s" and
  * (int)model_len (bounded, for "%.128s": model_len < 128 ? model_len : 128).
  */
+/* "n" and "best_of" at most this (the OpenAI API's own bound on n). */
+#define IG_CHOICES_MAX	128
+
 struct ig_request_info {
 	enum ig_endpoint endpoint;
 	const char	*model;		/* decoded, model_len bytes */
@@ -137,6 +140,9 @@ struct ig_request_info {
 	bool		 stream;	/* "stream": true, and not embeddings */
 	enum ig_max_field max_field;	/* the field the client used */
 	uint64_t	 max_tokens;	/* the larger of the two when both */
+	/* completions generated: n, or best_of when larger (completions);
+	 * max_tokens is per choice, the reservation is for all of them */
+	uint64_t	 choices;
 	bool		 client_usage;	/* stream_options.include_usage: true */
 	uint64_t	 prompt_bytes;	/* text bytes of the prompt, decoded */
 	uint64_t	 prompt_token_ids;	/* prompts given as token ids */

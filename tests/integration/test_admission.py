@@ -285,6 +285,24 @@ def test_tokens_settled_with_real_usage(env):
     assert second > first - 100, (first, second)
 
 
+def test_n_choices_are_reserved_for_each(env):
+    # max_tokens is per choice: n=3 of 40 reserves 120 output tokens, past
+    # a 100-token minute; n=2 of 20 fits, and the headers count it twice
+    s, g, _ = env(limits="      tokens_per_minute: 100")
+    st, hd, body = http("POST", g.url + "/v1/chat/completions",
+                        chat(max_tokens=40, n=3), headers=auth())
+    assert st == 429, body
+    assert err(body)["code"] == "rate_limit_exceeded"
+    st, hd, body = http("POST", g.url + "/v1/chat/completions",
+                        chat(max_tokens=20, n=2), headers=auth())
+    assert st == 200, body
+    assert int(hd["x-ratelimit-remaining-tokens"]) <= 100 - 40
+    st, _, body = http("POST", g.url + "/v1/chat/completions",
+                       chat(n=129), headers=auth())
+    assert st == 400
+    assert err(body)["param"] == "n" and err(body)["code"] == "invalid_value"
+
+
 def test_daily_budget(env):
     s, g, _ = env(limits="      daily_token_budget: 40")
     codes = []

@@ -114,6 +114,7 @@ oracle_same_info(const struct ig_request_info *a,
 {
 	return a->endpoint == b->endpoint && a->stream == b->stream &&
 	    a->max_field == b->max_field && a->max_tokens == b->max_tokens &&
+	    a->choices == b->choices &&
 	    a->client_usage == b->client_usage &&
 	    a->prompt_bytes == b->prompt_bytes &&
 	    a->prompt_token_ids == b->prompt_token_ids &&

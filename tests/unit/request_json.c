@@ -196,12 +196,36 @@ request_stream(const json_t *body, struct ig_request_info *req,
 	return 0;
 }
 
+/* A choice count ("n", "best_of"): 1..IG_CHOICES_MAX or null/absent. */
+static int
+request_choices(const json_t *body, const char *name, uint64_t *choices,
+    struct ig_request_error *err)
+{
+	const json_t	*j = json_object_get(body, name);
+
+	if (j == NULL || json_is_null(j))
+		return 0;
+	if (!json_is_integer(j) || json_integer_value(j) < 1 ||
+	    json_integer_value(j) > IG_CHOICES_MAX)
+		return request_fail(err, name, "'%s' must be an integer from 1 "
+		    "to %d", name, IG_CHOICES_MAX);
+	if ((uint64_t)json_integer_value(j) > *choices)
+		*choices = (uint64_t)json_integer_value(j);
+	return 0;
+}
+
 static int
 request_caps(const json_t *body, struct ig_request_info *req,
     struct ig_request_error *err)
 {
 	bool		 has_mt, has_mct = false;
 	uint64_t	 mt = 0, mct = 0;
+
+	req->choices = 1;
+	if (request_choices(body, "n", &req->choices, err) == -1 ||
+	    (req->endpoint == IG_EP_COMPLETIONS &&
+	    request_choices(body, "best_of", &req->choices, err) == -1))
+		return -1;
 
 	if (request_cap(body, "max_tokens", &has_mt, &mt, err) == -1)
 		return -1;

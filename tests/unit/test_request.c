@@ -213,6 +213,54 @@ test_request_admission_error(void **state)
 	assert_int_equal(req.close, sizeof(body) - 2);
 }
 
+/* n and best_of: how many completions the reservation is for. */
+static void
+test_request_choices(void **state)
+{
+	static const struct {
+		enum ig_endpoint ep;
+		const char	*extra;
+		int		 rc;
+		uint64_t	 choices;
+		const char	*param;
+	} cases[] = {
+		{ IG_EP_CHAT, "", 0, 1, NULL },
+		{ IG_EP_CHAT, ",\"n\":null", 0, 1, NULL },
+		{ IG_EP_CHAT, ",\"n\":4", 0, 4, NULL },
+		{ IG_EP_CHAT, ",\"n\":128", 0, 128, NULL },
+		{ IG_EP_CHAT, ",\"best_of\":9", 0, 1, NULL },	/* not chat's */
+		{ IG_EP_CHAT, ",\"n\":129", -1, 0, "n" },
+		{ IG_EP_CHAT, ",\"n\":0", -1, 0, "n" },
+		{ IG_EP_CHAT, ",\"n\":2.5", -1, 0, "n" },
+		{ IG_EP_CHAT, ",\"n\":\"2\"", -1, 0, "n" },
+		{ IG_EP_COMPLETIONS, ",\"n\":2,\"best_of\":5", 0, 5, NULL },
+		{ IG_EP_COMPLETIONS, ",\"best_of\":3", 0, 3, NULL },
+		{ IG_EP_COMPLETIONS, ",\"n\":6,\"best_of\":2", 0, 6, NULL },
+		{ IG_EP_COMPLETIONS, ",\"best_of\":1000", -1, 0, "best_of" },
+	};
+	struct ig_request_info req;
+	struct ig_request_error err;
+	char body[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(body, sizeof(body), "{\"model\":\"m\",%s%s}",
+		    cases[i].ep == IG_EP_CHAT ? MSG : "\"prompt\":\"x\"",
+		    cases[i].extra);
+		assert_int_equal(parse(body, cases[i].ep, &req, &err),
+		    cases[i].rc);
+		if (cases[i].rc == 0)
+			assert_int_equal(req.choices, cases[i].choices);
+		else {
+			assert_true(err.admission);
+			assert_string_equal(err.code, "invalid_value");
+			assert_string_equal(err.param, cases[i].param);
+		}
+		assert_null(oracle_check_request(body, strlen(body),
+		    cases[i].ep));
+	}
+}
+
 /* --- what is read ------------------------------------------------------ */
 
 struct info_case {
@@ -979,6 +1027,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_request_errors),
 		cmocka_unit_test(test_request_admission_error),
+		cmocka_unit_test(test_request_choices),
 		cmocka_unit_test(test_request_info),
 		cmocka_unit_test(test_request_model),
 		cmocka_unit_test(test_request_numbers),

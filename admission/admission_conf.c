@@ -133,6 +133,15 @@ check_store(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
 	if (st->type == IG_STORE_REDIS && st->redis_address == NULL)
 		return cy_err_key(ctx, redis ? redis : n, "redis.address",
 		    "required when type is redis");
+	if (st->slices && st->type != IG_STORE_REDIS)
+		return cy_err_key(ctx, cy_get(n, "slices"), "slices",
+		    "only with type redis (the local store answers without "
+		    "a round trip)");
+	if (st->slices && st->slice_period_ms * 3 > st->lease_ttl_ms)
+		return cy_err_key(ctx, cy_get(n, "slice_period") ?
+		    cy_get(n, "slice_period") : cy_get(n, "slices"),
+		    "slice_period", "at most a third of lease_ttl (a slice's "
+		    "slots are renewed at least once a period)");
 	return 0;
 }
 
@@ -167,6 +176,10 @@ static const struct cy_key store_keys[] = {
 	{ .name = "lease_ttl", .type = CY_DURATION, .def = "120s", .min = 1000,
 	  .max = UINT64_MAX, .off = STORE(lease_ttl_ms) },
 	{ .name = "day_offset", .type = CY_CUSTOM, .read = read_day_offset },
+	{ .name = "slices", .type = CY_BOOL, .def = "false",
+	  .off = STORE(slices) },
+	{ .name = "slice_period", .type = CY_DURATION, .def = "1s",
+	  .min = 100, .max = 60000, .off = STORE(slice_period_ms) },
 	{ .name = NULL }
 };
 

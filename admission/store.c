@@ -182,11 +182,7 @@ store_copy2(char *buf, const char *a, size_t alen, const char *b,
 	return b != NULL ? memcpy(buf + alen + 1, b, blen + 1) : NULL;
 }
 
-/*
- * A lease of WHERE reserving RESERVED, with copies of TENANT and
- * REQUEST_ID (either may be NULL: not kept); NULL when out of memory.
- */
-static struct ig_lease *
+struct ig_lease *
 store_lease_new(struct ig_store *s, enum lease_where where,
     const char *tenant, const char *request_id, uint64_t reserved)
 {
@@ -250,6 +246,12 @@ store_release(struct ig_store *s, struct ig_lease *l, uint64_t actual)
 			l->actual = actual;
 			store_redis_settle(s->redis, l);
 			return;		/* it owns L now */
+		}
+		break;
+	case LEASE_SLICE:
+		if (s->redis != NULL) {
+			store_redis_slice_settle(s->redis, l, actual);
+			return;		/* freed there */
 		}
 		break;
 	case LEASE_NONE:
@@ -438,6 +440,7 @@ ig_store_admit(struct ig_store *s, const struct ig_admit_req *req,
     ig_store_admit_cb cb, void *arg)
 {
 	struct ig_store_op *op;
+	int		 taken;
 
 	if ((op = store_op_new(s, req, s->redis != NULL)) == NULL)
 		return NULL;
@@ -447,6 +450,12 @@ ig_store_admit(struct ig_store *s, const struct ig_admit_req *req,
 		store_local_answer(op, LEASE_LOCAL, 1);
 		/* the caller's strings: not to be used after this call */
 		op->req.tenant = op->req.request_id = NULL;
+	} else if ((taken = store_redis_take(s->redis, op)) != 0) {
+		/* from the tenant's slice (store.slices), or out of memory */
+		if (taken == 1)
+			s->stats.slice_admissions++;
+		else
+			ig_policy_store_unavailable(&op->res);
 	} else if (!store_redis_accepting(s->redis))
 		store_fallback(op, "redis not connected");
 	else if (store_redis_admit(s->redis, op) == -1) {
@@ -570,6 +579,7 @@ ig_store_renew(struct ig_store *s, struct ig_lease *l)
 		if (s->redis != NULL)
 			store_redis_renew(s->redis, l);
 		break;
+	case LEASE_SLICE:	/* its slot is renewed with the slice's asks */
 	case LEASE_NONE:
 		break;
 	}
@@ -585,6 +595,13 @@ uint64_t
 ig_lease_reserved(const struct ig_lease *l)
 {
 	return l->reserved;
+}
+
+void
+ig_store_drain(struct ig_store *s)
+{
+	if (s->redis != NULL)
+		store_redis_drain(s->redis);
 }
 
 bool

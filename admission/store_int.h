@@ -16,12 +16,15 @@ struct event;
 struct store_local;
 struct local_lease;
 struct store_redis;
+struct store_slice;
+struct store_slices;
 
 enum lease_where {
 	LEASE_NONE,		/* on_store_failure: open; nothing to settle */
 	LEASE_LOCAL,		/* store.type local */
 	LEASE_FALLBACK,		/* the local fallback of a redis store */
-	LEASE_REDIS
+	LEASE_REDIS,
+	LEASE_SLICE		/* a redis store's slice (store.slices) */
 };
 
 /* A lease of the local store: its slot, valid while the generation holds. */
@@ -46,8 +49,10 @@ struct ig_lease {
 	uint64_t	 reserved;
 	uint64_t	 actual;	/* while a settlement waits for Redis */
 	uint64_t	 sec;		/* Redis: the second it reserved in
-					   (unknown when RELEASE) */
+					   (unknown when RELEASE); SLICE:
+					   its grant's */
 	struct local_handle lh;		/* LOCAL, FALLBACK */
+	struct store_slice *slice;	/* SLICE */
 	const char	*tenant;	/* REDIS: in buf */
 	const char	*request_id;
 	struct ig_lease	*next;		/* the settlement queue */
@@ -96,6 +101,14 @@ void		 store_admit_done(struct ig_store_op *op, int taken,
 
 /* Back to its store's freelist (or freed). */
 void		 store_lease_free(struct ig_lease *);
+
+/*
+ * A lease of WHERE reserving RESERVED, with copies of TENANT and
+ * REQUEST_ID (either may be NULL: not kept); NULL when out of memory.
+ */
+struct ig_lease	*store_lease_new(struct ig_store *, enum lease_where,
+		    const char *tenant, const char *request_id,
+		    uint64_t reserved);
 
 /* --- store_local.c --------------------------------------------------- */
 
@@ -149,5 +162,141 @@ void		 store_redis_timeout(struct store_redis *, uint64_t timeout_ms);
 /* Settles L (l->actual) now or when Redis is back; owns L. */
 void		 store_redis_settle(struct store_redis *, struct ig_lease *);
 void		 store_redis_renew(struct store_redis *, const struct ig_lease *);
+/*
+ * store.slices: admits OP from its tenant's slice without a round trip.
+ * Returns 1 with op->res and op->lease filled (LEASE_SLICE), 0 when the
+ * slice cannot take it (the caller admits it through Redis), -1 when
+ * out of memory.
+ */
+int		 store_redis_take(struct store_redis *, struct ig_store_op *);
+/* A LEASE_SLICE lease ends: its slot and its token delta. Frees L. */
+void		 store_redis_slice_settle(struct store_redis *,
+		    struct ig_lease *l, uint64_t actual);
+/* Drain: every slice gives back what it holds now, not at its expiry. */
+void		 store_redis_drain(struct store_redis *);
+
+/* --- store_slice.c: the slices' bookkeeping (no I/O) ------------------ */
+
+/*
+ * store.slices. A worker holds, per tenant it serves, a slice of the
+ * tenant's limits taken from Redis in advance: concurrency slots (zset
+ * members "<writer>:<i>" in the tenant's leases, renewed with every ask)
+ * and grants of requests and tokens charged to the tenant's minute
+ * window and day in the second they were granted. Admissions that fit
+ * are answered from it at once; the rest go to Redis one by one, as
+ * without slices, and make the slice ask for more. An ask (one per
+ * tenant in flight, carried by the tenant's batch) gives back what
+ * expired, reports the token deltas of the requests it admitted, keeps
+ * the slots in use and asks for what the demand of the last period
+ * wants; the script grants at most half of what is left under each
+ * limit. An ask whose reply was lost is sent again unchanged (same
+ * sequence number: the script runs it at most once).
+ */
+#define SLICE_GRANTS	4	/* grants held at once */
+#define SLICE_DELTAS	32	/* seconds of token deltas waiting */
+
+struct slice_delta {
+	uint64_t	 sec;		/* the grant's second */
+	int64_t		 req, tok;	/* requests, tokens to add */
+};
+
+/* What one ask sends (kept until answered; sent again when lost). */
+struct slice_ask {
+	uint64_t	 seq;
+	uint64_t	 need;		/* slots kept: members 1..need */
+	uint64_t	 want;		/* slots wanted in all (>= need) */
+	uint64_t	 old_held;	/* members need+1..old_held go */
+	uint64_t	 want_req, want_tok;
+	size_t		 ndeltas;
+	struct slice_delta deltas[SLICE_DELTAS + SLICE_GRANTS];
+};
+
+/* What the script answered an ask. */
+struct slice_reply {
+	uint64_t	 now_ms;	/* Redis's clock */
+	uint64_t	 sec;		/* the grant's second */
+	uint64_t	 held;		/* slots held now */
+	uint64_t	 req, tok;	/* granted */
+	uint64_t	 others;	/* leases of everyone else */
+	uint64_t	 win_requests, win_tokens, day_tokens;	/* before it */
+};
+
+struct store_slices *store_slices_new(uint64_t period_ms, uint64_t ttl_ms,
+		    uint64_t day_offset_s);
+void		 store_slices_free(struct store_slices *);
+/* Monotonic milliseconds, as the slices count them. */
+uint64_t	 store_slices_now(void);
+/* TENANT's slice (HASH: its store_redis hash), NULL if none; CREATE
+ * makes one (NULL when out of memory). */
+struct store_slice *store_slices_get(struct store_slices *,
+		    const char *tenant, size_t len, uint64_t hash,
+		    bool create);
+/*
+ * Takes REQ from slice S if it fits: 1 with RES filled (the policy's
+ * answer and headers) and *SEC the grant's second; 0 when it does not
+ * fit (REQ's limits, if new, become S's and its grants go back). Does
+ * not ask itself.
+ */
+int		 store_slice_take(struct store_slices *,
+		    struct store_slice *, const struct ig_admit_req *req,
+		    uint64_t now, struct ig_admit_result *res, uint64_t *sec);
+/* An admission of S's tenant that went to Redis: demand. */
+void		 store_slice_missed(struct store_slice *,
+		    const struct ig_admit_req *req);
+/*
+ * What an admission or a settlement through Redis did to the tenant's
+ * numbers (requests, tokens, leases), for the headers of the admissions
+ * answered from S until its next answer holds it. Not for an admission
+ * answered with S's ask (its answer holds it already).
+ */
+void		 store_slice_redis(struct store_slice *, int64_t req,
+		    int64_t tok, int64_t conc);
+/* S should ask now (nothing out, and running low or none). */
+bool		 store_slice_should_ask(const struct store_slices *,
+		    const struct store_slice *, uint64_t now);
+/* S can carry an ask in its tenant's next batch (none out). */
+bool		 store_slice_can_ask(const struct store_slice *);
+/* S's ask goes in its tenant's next batch (store_slice_ask builds it). */
+void		 store_slice_attached(struct store_slices *, struct store_slice *);
+/*
+ * The ask to send for S, built now (SHRINK: the batch has admissions
+ * going to Redis, so idle slots go first) or the lost one again.
+ */
+const struct slice_ask *store_slice_ask(struct store_slices *,
+		    struct store_slice *, bool shrink, uint64_t now);
+void		 store_slice_answered(struct store_slices *,
+		    struct store_slice *, const struct slice_reply *,
+		    uint64_t now);
+/* The ask's reply was lost: sent again unchanged when Redis is back. */
+void		 store_slice_lost(struct store_slices *, struct store_slice *);
+/* The ask failed in the script: dropped (logged by the caller). */
+void		 store_slice_failed(struct store_slices *, struct store_slice *,
+		    uint64_t now);
+/*
+ * A lease of S ends: ACTUAL tokens of RESERVED (IG_USAGE_UNKNOWN).
+ * Returns true when S should ask now: it got fewer slots than it wanted
+ * (the tenant is at its concurrency limit), so the one freed goes back
+ * at once rather than at S's next ask.
+ */
+bool		 store_slice_settle(struct store_slices *, struct store_slice *,
+		    uint64_t sec, uint64_t reserved, uint64_t actual,
+		    uint64_t now);
+/*
+ * The slices due: expired grants, slots to renew, deltas to report.
+ * Calls FN for each that should ask now (ARG passed on); frees the
+ * slices left with nothing. Returns when the next one is due
+ * (UINT64_MAX: none).
+ */
+uint64_t	 store_slices_run(struct store_slices *, uint64_t now,
+		    void (*fn)(struct store_slice *, void *), void *arg);
+/* The lost asks, to send again (Redis is back). */
+void		 store_slices_lost(struct store_slices *,
+		    void (*fn)(struct store_slice *, void *), void *arg);
+/* From now on every slice gives back what it holds. */
+void		 store_slices_drain(struct store_slices *, uint64_t now);
+/* Something is held or not yet reported. */
+bool		 store_slices_busy(const struct store_slices *);
+/* The tenant of S. */
+const char	*store_slice_tenant(const struct store_slice *, size_t *len);
 
 #endif

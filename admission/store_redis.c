@@ -77,6 +77,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <sys/random.h>
 
 #include <event2/event.h>
 #include <hiredis/async.h>
@@ -111,16 +113,21 @@
 #define REDIS_BATCH_ARGS	10	/* ARGV before the first request id */
 
 /*
- * KEYS: leases, s, gone. ARGV (so that the request ids are one run, for
- * unpack()): [1] lease ttl ms, [2] day offset s, [3] NS settlements, [4]
- * NA admissions, [5] NG groups, [6..9] max concurrent, rpm, tpm, daily
- * budget, [10] shadow ('1'); then the NS settlements' request ids, the NA
- * admissions' request ids; per settlement its group (1..NG; 0: a release,
- * second unknown; '-': no token change) and its token delta (actual -
- * reserved); per admission its reservation; per group a second, its
- * budget day and the sum of its settlements' deltas. Returns {now} plus,
- * with admissions, the numbers and codes described at the top of this
- * file.
+ * KEYS: leases, s, gone (and w:<writer> with a slice's ask). ARGV (so
+ * that the request ids are one run, for unpack()): [1] lease ttl ms, [2]
+ * day offset s, [3] NS settlements, [4] NA admissions, [5] NG groups,
+ * [6..9] max concurrent, rpm, tpm, daily budget, [10] shadow ('1'); then
+ * the NS settlements' request ids, the NA admissions' request ids; per
+ * settlement its group (1..NG; 0: a release, second unknown; '-': no
+ * token change) and its token delta (actual - reserved); per admission
+ * its reservation; per group a second, its budget day and the sum of its
+ * settlements' deltas; then, for a slice's ask (store.slices): the
+ * writer, the ask's sequence number, the slots it keeps (NEED), wants in
+ * all and held before, the requests and tokens it wants, and per delta a
+ * second, its day, requests and tokens to add. Returns {now} plus, with
+ * admissions, the numbers and codes described at the top of this file,
+ * plus, with an ask, its answer: {second, slots held, requests granted,
+ * tokens granted, everyone else's leases, R, T, day tokens before it}.
  *
  * Its cost is mostly per redis.call() and per number written as a string,
  * not per request: field names are built from the strings TIME and the
@@ -130,11 +137,15 @@
 static const char BATCH_LUA[] =
 "local ttl, off = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
 "local ns, na, ng = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+"local mcr, rpm = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+"local tpm, daily = tonumber(ARGV[8]), tonumber(ARGV[9])\n"
+"local shadow = ARGV[10] == '1'\n"
 "local s1 = 11\n"
 "local a1 = s1 + ns\n"
 "local x1 = a1 + na\n"
 "local r1 = x1 + 2 * ns\n"
 "local g1 = r1 + na\n"
+"local k1 = g1 + 3 * ng\n"
 "local t = redis.call('TIME')\n"
 "local secs = t[1]\n"
 "local sec = tonumber(secs)\n"
@@ -160,7 +171,8 @@ static const char BATCH_LUA[] =
 "  rc, tc, dt = tonumber(h[1]) or 0, tonumber(h[2]) or 0,\n"
 "    tonumber(h[3]) or false\n"
 "end\n"
-"local tc1, dt1 = tc, dt\n"
+"local rc1, tc1, dt1 = rc, tc, dt\n"
+"local exp = fmt(now + ttl)\n"
 "local hs = {}\n"
 "local adv = not hi or sec > hi\n"
 "if adv then\n"
@@ -187,15 +199,55 @@ static const char BATCH_LUA[] =
 "  hi = sec\n"
 "  hs[1] = 'hi'; hs[2] = secs\n"
 "end\n"
+"-- RQ requests and TK tokens added to second SS (string) of day DD: to\n"
+"-- its buckets while it is in the window, to the day's tokens; a bucket\n"
+"-- or day that is not there any more is left alone\n"
+"local rmod, tmod, dmod = {}, {}, {}\n"
+"local function apply(ss, dd, rq, tk)\n"
+"  local s = tonumber(ss)\n"
+"  local u, v, w\n"
+"  if ss == secs then u = rc; v = tc else u = rmod[s]; v = tmod[s] end\n"
+"  if dd == days then w = dt else w = dmod[dd] end\n"
+"  if u == nil or v == nil or w == nil then\n"
+"    local x = redis.call('HMGET', KEYS[2], 'r' .. ss, 't' .. ss, 'd' .. dd)\n"
+"    if u == nil then u = tonumber(x[1]) or false end\n"
+"    if v == nil then v = tonumber(x[2]) or false end\n"
+"    if w == nil then w = tonumber(x[3]) or false end\n"
+"  end\n"
+"  if s >= hi - 60 then\n"
+"    if u and rq ~= 0 then\n"
+"      local nu = u + rq\n"
+"      if nu < 0 then nu = 0 end\n"
+"      R = R + nu - u\n"
+"      if ss == secs then rc = nu else rmod[s] = nu end\n"
+"    end\n"
+"    if v and tk ~= 0 then\n"
+"      local nv = v + tk\n"
+"      if nv < 0 then nv = 0 end\n"
+"      T = T + nv - v\n"
+"      if ss == secs then tc = nv else tmod[s] = nv end\n"
+"    end\n"
+"  end\n"
+"  if w and tk ~= 0 then\n"
+"    local nw = w + tk\n"
+"    if nw < 0 then nw = 0 end\n"
+"    if dd == days then dt = nw else dmod[dd] = nw end\n"
+"  end\n"
+"end\n"
+"-- ZADD / ZREM of many members, in calls unpack() can take\n"
+"local function zbulk(cmd, m)\n"
+"  for i = 1, #m, 4000 do\n"
+"    redis.call(cmd, KEYS[1], unpack(m, i, math.min(i + 3999, #m)))\n"
+"  end\n"
+"end\n"
 "local sc = {}\n"
 "if ns + na > 0 then\n"
 "  sc = redis.call('ZMSCORE', KEYS[1], unpack(ARGV, s1, x1 - 1))\n"
 "end\n"
-"local tmod = {}\n"
 "if ns > 0 then\n"
 "  -- a lease still in the zset is settled once: its group's delta stands;\n"
 "  -- a missing one's is taken back out of its group\n"
-"  local gd, gone, extra, nrem = {}, {}, {}, 0\n"
+"  local gd, gone, nrem = {}, {}, 0\n"
 "  for k = 1, ng do gd[k] = tonumber(ARGV[g1 + 3 * k - 1]) end\n"
 "  for i = 1, ns do\n"
 "    local e, grp = sc[i], ARGV[x1 + 2 * i - 2]\n"
@@ -203,8 +255,7 @@ static const char BATCH_LUA[] =
 "      nrem = nrem + 1\n"
 "      if grp == '0' then\n"
 "        local s = math.floor((tonumber(e) - ttl) / 1000)\n"
-"        extra[#extra + 1] = fmt(s); extra[#extra + 1] = fmt(dayof(s))\n"
-"        extra[#extra + 1] = tonumber(ARGV[x1 + 2 * i - 1])\n"
+"        apply(fmt(s), fmt(dayof(s)), 0, tonumber(ARGV[x1 + 2 * i - 1]))\n"
 "      end\n"
 "    elseif grp == '0' then\n"
 "      gone[#gone + 1] = now + ttl; gone[#gone + 1] = ARGV[s1 + i - 1]\n"
@@ -225,57 +276,53 @@ static const char BATCH_LUA[] =
 "    g = now + ttl + 60000\n"
 "    hs[#hs + 1] = 'g'; hs[#hs + 1] = fmt(g)\n"
 "  end\n"
-"  local adds = {}\n"
 "  for k = 1, ng do\n"
-"    if gd[k] ~= 0 then\n"
-"      adds[#adds + 1] = ARGV[g1 + 3 * k - 3]; adds[#adds + 1] = ARGV[g1 + 3 * k - 2]\n"
-"      adds[#adds + 1] = gd[k]\n"
+"    if gd[k] ~= 0 then apply(ARGV[g1 + 3 * k - 3], ARGV[g1 + 3 * k - 2], 0, gd[k]) end\n"
+"  end\n"
+"end\n"
+"-- a worker's slice (store.slices): its ask runs once (a lost reply sends\n"
+"-- it again, same sequence number: KEYS[4] keeps the last one's grant);\n"
+"-- first what it gives back and reports, and its slots in use, renewed\n"
+"-- (the idle ones above NEED go)\n"
+"local sli, wid, seq, need, want, oldh, done, sout = #ARGV >= k1\n"
+"if sli then\n"
+"  wid, seq = ARGV[k1], ARGV[k1 + 1]\n"
+"  need, want, oldh = tonumber(ARGV[k1 + 2]), tonumber(ARGV[k1 + 3]),\n"
+"    tonumber(ARGV[k1 + 4])\n"
+"  local rec = redis.call('GET', KEYS[4])\n"
+"  if rec then\n"
+"    local f = {}\n"
+"    for x in string.gmatch(rec, '%d+') do f[#f + 1] = x end\n"
+"    if f[1] == seq then\n"
+"      done = true\n"
+"      sout = {tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), tonumber(f[5])}\n"
 "    end\n"
 "  end\n"
-"  for i = 1, #extra do adds[#adds + 1] = extra[i] end\n"
-"  local dmod = {}\n"
-"  for i = 1, #adds, 3 do\n"
-"    local ss, dd, d = adds[i], adds[i + 1], adds[i + 2]\n"
-"    local s = tonumber(ss)\n"
-"    local v, w\n"
-"    if ss == secs then v = tc else v = tmod[s] end\n"
-"    if dd == days then w = dt else w = dmod[dd] end\n"
-"    if v == nil or w == nil then\n"
-"      local x = redis.call('HMGET', KEYS[2], 't' .. ss, 'd' .. dd)\n"
-"      if v == nil then v = tonumber(x[1]) or false end\n"
-"      if w == nil then w = tonumber(x[2]) or false end\n"
+"  if not done then\n"
+"    for j = k1 + 7, #ARGV, 4 do\n"
+"      apply(ARGV[j], ARGV[j + 1], tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]))\n"
 "    end\n"
-"    if v and s >= hi - 60 then\n"
-"      local nv = v + d\n"
-"      if nv < 0 then nv = 0 end\n"
-"      T = T + nv - v\n"
-"      if ss == secs then tc = nv else tmod[s] = nv end\n"
-"    end\n"
-"    if w then\n"
-"      local nw = w + d\n"
-"      if nw < 0 then nw = 0 end\n"
-"      if dd == days then dt = nw else dmod[dd] = nw end\n"
-"    end\n"
+"    local m = {}\n"
+"    for i = need + 1, oldh do m[#m + 1] = wid .. ':' .. i end\n"
+"    if #m > 0 then zbulk('ZREM', m) end\n"
+"    m = {}\n"
+"    for i = 1, need do m[#m + 1] = exp; m[#m + 1] = wid .. ':' .. i end\n"
+"    if #m > 0 then zbulk('ZADD', m) end\n"
 "  end\n"
-"  for s, v in pairs(tmod) do hs[#hs + 1] = 't' .. fmt(s); hs[#hs + 1] = fmt(v) end\n"
-"  for dd, w in pairs(dmod) do hs[#hs + 1] = 'd' .. dd; hs[#hs + 1] = fmt(w) end\n"
 "end\n"
 "local out = {now}\n"
 "local taken = false\n"
+"local conc\n"
 "if na > 0 then\n"
-"  local conc = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now), '+inf')\n"
+"  conc = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now), '+inf')\n"
 "  local conc0 = conc\n"
 "  local gone = false\n"
 "  if g and g > now then\n"
 "    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)\n"
 "    gone = redis.call('ZMSCORE', KEYS[3], unpack(ARGV, a1, x1 - 1))\n"
 "  end\n"
-"  local mcr, rpm = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-"  local tpm, daily = tonumber(ARGV[8]), tonumber(ARGV[9])\n"
-"  local shadow = ARGV[10] == '1'\n"
 "  if not dt then dt = 0 end\n"
 "  out[2] = conc; out[3] = R; out[4] = T; out[5] = dt\n"
-"  local exp = fmt(now + ttl)\n"
 "  local add, codes, slowv, win, memo, memok = {}, {}, {}, nil, nil, nil\n"
 "  local C, nadd = {'0', '1', '2', '3', '4', '5', '6', '7'}, 0\n"
 "  local function flushadd()\n"
@@ -314,6 +361,7 @@ static const char BATCH_LUA[] =
 "          if s and s >= sec - 60 then win[p][s] = tonumber(all[i + 1]) end\n"
 "        end\n"
 "      end\n"
+"      for s, v in pairs(rmod) do win.r[s] = v end\n"
 "      for s, v in pairs(tmod) do win.t[s] = v end\n"
 "    end\n"
 "    flushadd()\n"
@@ -361,10 +409,60 @@ static const char BATCH_LUA[] =
 "  out[6] = table.concat(codes)\n"
 "  for i = 1, #slowv do out[6 + i] = slowv[i] end\n"
 "end\n"
-"if taken or tc ~= tc1 then\n"
+"-- then the slice's grant, from what the admissions left: slots up to\n"
+"-- WANT, requests and tokens as asked, each at most half of what is left\n"
+"-- under its limit and an eighth of the limit (so a small limit is taken\n"
+"-- request by request); requests without tokens (or the other way round)\n"
+"-- are of no use, so neither is granted then\n"
+"if sli then\n"
+"  if not conc then conc = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now), '+inf') end\n"
+"  local d = dt or 0\n"
+"  if done then\n"
+"    local o = conc - sout[2]\n"
+"    if o < 0 then o = 0 end\n"
+"    sout = {sec = sout[1], held = sout[2], r = sout[3], t = sout[4], o = o}\n"
+"  else\n"
+"    -- at most half of what is left under LIMIT and an eighth of it\n"
+"    local function cap(limit, used, e)\n"
+"      local c = math.floor((limit - used) / 2)\n"
+"      if e < c then c = e end\n"
+"      if c < 0 then c = 0 end\n"
+"      return c\n"
+"    end\n"
+"    local held, gr, gt = want, tonumber(ARGV[k1 + 5]), tonumber(ARGV[k1 + 6])\n"
+"    if mcr > 0 then\n"
+"      held = need + math.min(want - need, cap(mcr, conc, math.floor(mcr / 8) - need))\n"
+"    end\n"
+"    if held < need then held = need end\n"
+"    if rpm > 0 then gr = math.min(gr, cap(rpm, R, math.floor(rpm / 8))) end\n"
+"    if tpm > 0 then gt = math.min(gt, cap(tpm, T, math.floor(tpm / 8))) end\n"
+"    if daily > 0 then gt = math.min(gt, cap(daily, d, math.floor(daily / 8))) end\n"
+"    if gr == 0 or (gt == 0 and tonumber(ARGV[k1 + 6]) > 0) then gr, gt = 0, 0 end\n"
+"    local m = {}\n"
+"    for i = need + 1, held do m[#m + 1] = exp; m[#m + 1] = wid .. ':' .. i end\n"
+"    if #m > 0 then zbulk('ZADD', m) end\n"
+"    if held > 0 then redis.call('PEXPIRE', KEYS[1], ttl + 60000) end\n"
+"    sout = {sec = sec, held = held, r = gr, t = gt, o = conc - need}\n"
+"    redis.call('SET', KEYS[4], seq .. ' ' .. fmt(sec) .. ' ' .. fmt(held) ..\n"
+"      ' ' .. fmt(gr) .. ' ' .. fmt(gt), 'PX', ttl + 60000)\n"
+"  end\n"
+"  local n = #out\n"
+"  out[n + 1] = sout.sec; out[n + 2] = sout.held; out[n + 3] = sout.r\n"
+"  out[n + 4] = sout.t; out[n + 5] = sout.o; out[n + 6] = R\n"
+"  out[n + 7] = T; out[n + 8] = d\n"
+"  if not done then\n"
+"    R = R + sout.r; rc = rc + sout.r\n"
+"    T = T + sout.t; tc = tc + sout.t\n"
+"    if sout.t > 0 then dt = d + sout.t end\n"
+"  end\n"
+"end\n"
+"if taken or rc ~= rc1 or tc ~= tc1 then\n"
 "  hs[#hs + 1] = 'r' .. secs; hs[#hs + 1] = fmt(rc)\n"
 "  hs[#hs + 1] = 't' .. secs; hs[#hs + 1] = fmt(tc)\n"
 "end\n"
+"for s, v in pairs(rmod) do hs[#hs + 1] = 'r' .. fmt(s); hs[#hs + 1] = fmt(v) end\n"
+"for s, v in pairs(tmod) do hs[#hs + 1] = 't' .. fmt(s); hs[#hs + 1] = fmt(v) end\n"
+"for dd, w in pairs(dmod) do hs[#hs + 1] = 'd' .. dd; hs[#hs + 1] = fmt(w) end\n"
 "if dt and dt ~= dt1 then hs[#hs + 1] = 'd' .. days; hs[#hs + 1] = fmt(dt) end\n"
 "if R ~= R1 then hs[#hs + 1] = 'R'; hs[#hs + 1] = fmt(R) end\n"
 "if T ~= T1 then hs[#hs + 1] = 'T'; hs[#hs + 1] = fmt(T) end\n"
@@ -404,6 +502,7 @@ struct redis_batch {
 	struct ig_tenant_limits limits;
 	bool		 shadow;
 	bool		 eval;		/* re-sent with EVAL after NOSCRIPT */
+	struct store_slice *slice;	/* carries its ask (store.slices) */
 	struct ig_store_op **ops;
 	size_t		 nops, capops;
 	struct ig_lease	**settles;
@@ -463,10 +562,16 @@ struct store_redis {
 	bool		 was_ready;	/* for the log */
 	uint64_t	 timeout_ms;	/* store.redis.timeout */
 	uint64_t	 ping_ms;	/* when the PING out was sent; 0: none */
+	struct store_slices *slices;	/* store.slices, else NULL */
+	struct event	*slice_timer;	/* runs the slices due */
+	uint64_t	 slice_tick_ms;
+	char		 wkey[2 + 16 + 1];	/* "w:<writer>" */
 };
 
 static void	 redis_connect(struct store_redis *);
 static void	 redis_add_settle(struct store_redis *, struct ig_lease *);
+static void	 redis_slice_want(struct store_slice *, void *);
+static void	 redis_slice_timer_arm(struct store_redis *);
 
 static void
 redis_schedule(struct store_redis *r)
@@ -597,6 +702,8 @@ redis_setup_cb(redisAsyncContext *ac, void *reply, void *priv)
 		    r->host != NULL ? r->host : r->path);
 		r->was_ready = true;
 		redis_flush_queue(r);
+		if (r->slices != NULL)
+			store_slices_lost(r->slices, redis_slice_want, r);
 		if (r->npending > 0)
 			event_active(r->flush, EV_WRITE, 1);
 	}
@@ -695,6 +802,39 @@ bad:
 }
 
 static void	 redis_flush_cb(evutil_socket_t, short, void *);
+static void	 redis_slice_timer_cb(evutil_socket_t, short, void *);
+
+/*
+ * store.slices: the slices, their timer (a quarter of the period, at most
+ * 250 ms; armed while there are slices) and this worker's writer name, a
+ * random 64-bit number: its slots are "<writer>:<i>" in a tenant's leases
+ * and its last ask's record "<prefix>:{<tenant>}:w:<writer>".
+ */
+static int
+redis_slices_create(struct store_redis *r, const struct ig_store_conf *conf)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t	 w = 0;
+	int		 i;
+
+	while (w == 0 && getrandom(&w, sizeof(w), 0) != sizeof(w))
+		w = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)r;
+	memcpy(r->wkey, "w:", 2);
+	for (i = 0; i < 16; i++)
+		r->wkey[2 + i] = hex[(w >> (60 - 4 * i)) & 0xf];
+	r->wkey[18] = '\0';
+	r->slice_tick_ms = conf->slice_period_ms / 4;
+	if (r->slice_tick_ms > 250)
+		r->slice_tick_ms = 250;
+	if (r->slice_tick_ms < 10)
+		r->slice_tick_ms = 10;
+	if ((r->slices = store_slices_new(conf->slice_period_ms, r->ttl_ms,
+	    r->day_offset_s)) == NULL ||
+	    (r->slice_timer = evtimer_new(r->base, redis_slice_timer_cb, r)) ==
+	    NULL)
+		return -1;
+	return 0;
+}
 
 struct store_redis *
 store_redis_create(const struct ig_store_conf *conf, struct event_base *base,
@@ -724,6 +864,8 @@ store_redis_create(const struct ig_store_conf *conf, struct event_base *base,
 	    (r->flush = event_new(base, -1, 0, redis_flush_cb, r)) == NULL)
 		goto nomem;
 	r->prefixlen = strlen(r->prefix);
+	if (conf->slices && redis_slices_create(r, conf) == -1)
+		goto nomem;
 	redis_connect(r);
 	return r;
 nomem:
@@ -749,6 +891,7 @@ redis_batch_put(struct store_redis *r, struct redis_batch *b)
 {
 	b->nops = b->nsettles = b->nids = 0;
 	b->has_limits = b->eval = false;
+	b->slice = NULL;
 	b->next = r->free_batches;
 	r->free_batches = b;
 }
@@ -788,6 +931,9 @@ store_redis_free(struct store_redis *r)
 		event_free(r->timer);
 	if (r->flush != NULL)
 		event_free(r->flush);
+	if (r->slice_timer != NULL)
+		event_free(r->slice_timer);
+	store_slices_free(r->slices);
 	if (r->password != NULL)
 		explicit_bzero(r->password, strlen(r->password));
 	free(r->password);
@@ -810,7 +956,8 @@ int
 store_redis_busy(const struct store_redis *r)
 {
 	return r->npending > 0 || r->ninflight > 0 ||
-	    (r->queued > 0 && r->state == R_READY);
+	    ((r->queued > 0 || (r->slices != NULL &&
+	    store_slices_busy(r->slices))) && r->state == R_READY);
 }
 
 int
@@ -994,12 +1141,15 @@ cmd_key(struct store_redis *r, const char *tenant, size_t tl,
 	cmd_put(r, "\r\n", 2);
 }
 
-/* EVALSHA (EVAL when EVAL) of script S with TENANT's keys (NKEYS). */
+/*
+ * EVALSHA (EVAL when EVAL) of script S with TENANT's keys (NKEYS; the
+ * fourth is this writer's record, for a slice's ask).
+ */
 static void
 cmd_script(struct store_redis *r, int s, int eval, int argc,
     const char *tenant, size_t tl, int nkeys)
 {
-	static const char *const names[] = { "leases", "s", "gone" };
+	const char	*names[] = { "leases", "s", "gone", r->wkey };
 	int		 i;
 
 	r->cmdlen = 0;
@@ -1090,6 +1240,53 @@ redis_delta(const struct ig_lease *l)
 }
 
 /*
+ * The slice ask B carries: the one attached to it, or, when B has
+ * admissions for Redis, its tenant's slice's if none is out, so that the
+ * idle slots of this worker go before those admissions are counted (NULL:
+ * none). Built once: a batch written again (NOSCRIPT) sends the same.
+ */
+static const struct slice_ask *
+redis_batch_ask(struct store_redis *r, struct redis_batch *b)
+{
+	struct store_slice *s = b->slice;
+
+	if (r->slices == NULL)
+		return NULL;
+	if (s == NULL && b->nops > 0 && (s = store_slices_get(r->slices,
+	    b->tenant, b->tenantlen, b->hash, false)) != NULL &&
+	    !store_slice_can_ask(s))
+		s = NULL;
+	if (s == NULL)
+		return NULL;
+	if (!b->eval)
+		r->stats->slice_asks++;
+	b->slice = s;
+	return store_slice_ask(r->slices, s, b->nops > 0, store_slices_now());
+}
+
+/* The ask's arguments, at the end of the batch's (BATCH_LUA's layout). */
+static void
+redis_ask_write(struct store_redis *r, const struct slice_ask *a)
+{
+	size_t		 i;
+
+	cmd_arg(r, r->wkey + 2, 16);
+	cmd_num(r, a->seq);
+	cmd_num(r, a->need);
+	cmd_num(r, a->want);
+	cmd_num(r, a->old_held);
+	cmd_num(r, a->want_req);
+	cmd_num(r, a->want_tok);
+	for (i = 0; i < a->ndeltas; i++) {
+		cmd_num(r, a->deltas[i].sec);
+		cmd_num(r, ig_policy_day(a->deltas[i].sec * 1000,
+		    r->day_offset_s));
+		cmd_int(r, a->deltas[i].req);
+		cmd_int(r, a->deltas[i].tok);
+	}
+}
+
+/*
  * Formats B (the argument layout of BATCH_LUA) and hands it to hiredis;
  * -1 if it could not (B untouched).
  */
@@ -1097,6 +1294,7 @@ static int
 redis_batch_write(struct store_redis *r, struct redis_batch *b)
 {
 	const struct ig_tenant_limits *l = &b->limits;
+	const struct slice_ask *ask = NULL;
 	size_t		 i, ng;
 	int		 argc;
 
@@ -1105,7 +1303,10 @@ redis_batch_write(struct store_redis *r, struct redis_batch *b)
 		return -1;
 	argc = REDIS_BATCH_ARGS + 3 * (int)b->nsettles + 2 * (int)b->nops +
 	    3 * (int)ng;
-	cmd_script(r, SCRIPT_BATCH, b->eval, argc, b->tenant, b->tenantlen, 3);
+	if ((ask = redis_batch_ask(r, b)) != NULL)
+		argc += 7 + 4 * (int)ask->ndeltas;
+	cmd_script(r, SCRIPT_BATCH, b->eval, argc, b->tenant, b->tenantlen,
+	    ask != NULL ? 4 : 3);
 	cmd_num(r, r->ttl_ms);
 	cmd_num(r, r->day_offset_s);
 	cmd_num(r, b->nsettles);
@@ -1138,6 +1339,8 @@ redis_batch_write(struct store_redis *r, struct redis_batch *b)
 		    r->day_offset_s));
 		cmd_int(r, r->groups[i].delta);
 	}
+	if (ask != NULL)
+		redis_ask_write(r, ask);
 	if (r->cmdfail || redisAsyncFormattedCommand(r->ac, redis_batch_cb, b,
 	    r->cmd, r->cmdlen) != REDIS_OK)
 		return -1;
@@ -1168,7 +1371,7 @@ redis_enqueue(struct store_redis *r, struct ig_lease *l)
 /*
  * B could not be sent, or its reply says nothing usable: its admissions
  * follow on_store_failure (TAKEN -1: they may have run), its settlements
- * wait for Redis (REQUEUE) or are dropped. Frees B.
+ * and its slice's ask wait for Redis (REQUEUE) or are dropped. Frees B.
  */
 static void
 redis_batch_fail(struct store_redis *r, struct redis_batch *b, int taken,
@@ -1184,6 +1387,14 @@ redis_batch_fail(struct store_redis *r, struct redis_batch *b, int taken,
 	}
 	for (i = 0; i < b->nops; i++)
 		store_admit_done(b->ops[i], taken, NULL, why);
+	if (b->slice != NULL) {
+		if (requeue)
+			store_slice_lost(r->slices, b->slice);
+		else
+			store_slice_failed(r->slices, b->slice,
+			    store_slices_now());
+		redis_slice_timer_arm(r);
+	}
 	redis_batch_put(r, b);
 }
 
@@ -1228,7 +1439,7 @@ redis_batch_send(struct store_redis *r, struct redis_batch *b)
 			store_admit_done(b->ops[i], 0, NULL, "not sent");
 	}
 	b->nops = n;
-	if (b->nops == 0 && b->nsettles == 0)
+	if (b->nops == 0 && b->nsettles == 0 && b->slice == NULL)
 		redis_batch_put(r, b);
 	else if (redis_batch_write(r, b) == -1)
 		redis_batch_fail(r, b, 0, "redis send failed", true);
@@ -1277,6 +1488,40 @@ redis_grow(void *pp, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
+/* A new pending batch for TENANT (LEN, hash H); NULL when out of memory. */
+static struct redis_batch *
+redis_batch_new(struct store_redis *r, const char *tenant, size_t len,
+    size_t h)
+{
+	struct redis_batch *b;
+	char		*nt;
+
+	if ((b = r->free_batches) != NULL)
+		r->free_batches = b->next;
+	else if ((b = calloc(1, sizeof(*b))) == NULL)
+		return NULL;
+	if (len + 1 > b->tenantcap) {
+		if ((nt = realloc(b->tenant, len + 1)) == NULL) {
+			redis_batch_put(r, b);
+			return NULL;
+		}
+		b->tenant = nt;
+		b->tenantcap = len + 1;
+	}
+	memcpy(b->tenant, tenant, len);
+	b->tenant[len] = '\0';
+	b->tenantlen = len;
+	b->hash = h;
+	b->next = r->pending[h % REDIS_PENDING_BUCKETS];
+	r->pending[h % REDIS_PENDING_BUCKETS] = b;
+	r->npending++;
+	if (r->flushing)
+		r->reflush = true;
+	else
+		event_active(r->flush, EV_WRITE, 1);
+	return b;
+}
+
 /*
  * TENANT's pending batch, ready to take one more item named ID (hash H),
  * a new one if needed; NULL when out of memory. The script takes a batch's
@@ -1290,7 +1535,6 @@ redis_batch_get(struct store_redis *r, const char *tenant,
 {
 	struct redis_batch *b;
 	size_t		 len, h = redis_hash(tenant, &len);
-	char		*nt;
 
 	b = redis_batch_find(r->pending, h, tenant, len);
 	if (b != NULL && (redis_batch_holds(b, idh, id) ||
@@ -1299,31 +1543,8 @@ redis_batch_get(struct store_redis *r, const char *tenant,
 		redis_batch_send(r, b);
 		b = NULL;
 	}
-	if (b != NULL)
-		goto done;
-	if ((b = r->free_batches) != NULL)
-		r->free_batches = b->next;
-	else if ((b = calloc(1, sizeof(*b))) == NULL)
+	if (b == NULL && (b = redis_batch_new(r, tenant, len, h)) == NULL)
 		return NULL;
-	if (len + 1 > b->tenantcap) {
-		if ((nt = realloc(b->tenant, len + 1)) == NULL) {
-			redis_batch_put(r, b);
-			return NULL;
-		}
-		b->tenant = nt;
-		b->tenantcap = len + 1;
-	}
-	memcpy(b->tenant, tenant, len + 1);
-	b->tenantlen = len;
-	b->hash = h;
-	b->next = r->pending[h % REDIS_PENDING_BUCKETS];
-	r->pending[h % REDIS_PENDING_BUCKETS] = b;
-	r->npending++;
-	if (r->flushing)
-		r->reflush = true;
-	else
-		event_active(r->flush, EV_WRITE, 1);
-done:
 	if (redis_grow(&b->ids, &b->capids, b->nids, sizeof(*b->ids)) == -1)
 		return NULL;
 	return b;
@@ -1341,7 +1562,9 @@ int
 store_redis_admit(struct store_redis *r, struct ig_store_op *op)
 {
 	struct redis_batch *b;
+	struct store_slice *sl;
 	uint64_t	 h = redis_id_hash(op->req.request_id);
+	size_t		 len, th;
 
 	if ((b = redis_batch_get(r, op->req.tenant, op, op->req.request_id,
 	    h)) == NULL || redis_grow(&b->ops, &b->capops, b->nops,
@@ -1355,8 +1578,121 @@ store_redis_admit(struct store_redis *r, struct ig_store_op *op)
 	b->ids[b->nids].hash = h;
 	b->ids[b->nids++].id = op->req.request_id;
 	b->ops[b->nops++] = op;
+	/* Not from the slice: its demand, and an ask in this batch. */
+	if (r->slices != NULL) {
+		th = redis_hash(op->req.tenant, &len);
+		if ((sl = store_slices_get(r->slices, op->req.tenant, len, th,
+		    true)) != NULL) {
+			store_slice_missed(sl, &op->req);
+			if (b->slice == NULL && store_slice_can_ask(sl)) {
+				store_slice_attached(r->slices, sl);
+				b->slice = sl;
+			}
+			redis_slice_timer_arm(r);
+		}
+	}
 	redis_batch_check(r, b);
 	return 0;
+}
+
+/* --- slices (store.slices) ---------------------------------------------- */
+
+/* The slice timer runs while there are slices. */
+static void
+redis_slice_timer_arm(struct store_redis *r)
+{
+	struct timeval	 tv = { 0, 0 };
+
+	if (r->slices == NULL || !store_slices_busy(r->slices) ||
+	    evtimer_pending(r->slice_timer, NULL))
+		return;
+	tv.tv_sec = (time_t)(r->slice_tick_ms / 1000);
+	tv.tv_usec = (suseconds_t)(r->slice_tick_ms % 1000) * 1000;
+	evtimer_add(r->slice_timer, &tv);
+}
+
+/* Slice S's ask goes in its tenant's next batch (a new one if need be). */
+static void
+redis_slice_want(struct store_slice *s, void *arg)
+{
+	struct store_redis *r = arg;
+	struct redis_batch *b;
+	const char	*tenant;
+	size_t		 len, h;
+
+	tenant = store_slice_tenant(s, &len);
+	h = redis_hash(tenant, &len);
+	if ((b = redis_batch_find(r->pending, h, tenant, len)) == NULL &&
+	    (b = redis_batch_new(r, tenant, len, h)) == NULL) {
+		store_slice_lost(r->slices, s);	/* tried again later */
+		return;
+	}
+	if (b->slice == NULL) {
+		store_slice_attached(r->slices, s);
+		b->slice = s;
+	}
+}
+
+static void
+redis_slice_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_redis *r = arg;
+
+	store_slices_run(r->slices, store_slices_now(), redis_slice_want, r);
+	redis_slice_timer_arm(r);
+}
+
+int
+store_redis_take(struct store_redis *r, struct ig_store_op *op)
+{
+	struct store_slice *s;
+	struct ig_lease	*l;
+	uint64_t	 now, sec, reserve;
+	size_t		 len, h;
+
+	if (r->slices == NULL)
+		return 0;
+	h = redis_hash(op->req.tenant, &len);
+	if ((s = store_slices_get(r->slices, op->req.tenant, len, h,
+	    false)) == NULL)
+		return 0;
+	now = store_slices_now();
+	if (!store_slice_take(r->slices, s, &op->req, now, &op->res, &sec))
+		return 0;
+	reserve = op->req.input_tokens + op->req.output_tokens;
+	if ((l = store_lease_new(op->store, LEASE_SLICE, NULL, NULL,
+	    reserve)) == NULL) {
+		store_slice_settle(r->slices, s, sec, reserve, 0, now);
+		return -1;
+	}
+	l->slice = s;
+	l->sec = sec;
+	op->lease = l;
+	if (store_slice_should_ask(r->slices, s, now))
+		redis_slice_want(s, r);
+	return 1;
+}
+
+void
+store_redis_slice_settle(struct store_redis *r, struct ig_lease *l,
+    uint64_t actual)
+{
+	if (r->slices != NULL && l->slice != NULL) {
+		if (store_slice_settle(r->slices, l->slice, l->sec,
+		    l->reserved, actual, store_slices_now()))
+			redis_slice_want(l->slice, r);
+		redis_slice_timer_arm(r);
+	}
+	store_lease_free(l);
+}
+
+void
+store_redis_drain(struct store_redis *r)
+{
+	if (r->slices == NULL)
+		return;
+	store_slices_drain(r->slices, store_slices_now());
+	redis_slice_timer_arm(r);
 }
 
 static void
@@ -1380,6 +1716,15 @@ redis_add_settle(struct store_redis *r, struct ig_lease *l)
 void
 store_redis_settle(struct store_redis *r, struct ig_lease *l)
 {
+	struct store_slice *sl;
+	size_t		 len, h;
+
+	if (r->slices != NULL && !l->release) {
+		h = redis_hash(l->tenant, &len);
+		if ((sl = store_slices_get(r->slices, l->tenant, len, h,
+		    false)) != NULL)
+			store_slice_redis(sl, 0, redis_delta(l), -1);
+	}
 	if (r->state != R_READY)
 		redis_enqueue(r, l);
 	else
@@ -1446,40 +1791,63 @@ redis_num(const redisReply *rep, size_t *i, uint64_t *v)
 	return 0;
 }
 
+#define REDIS_ASK_REPLY	8	/* the numbers that answer an ask */
+
 /*
  * The reply has the shape B expects: {now} for settlements only, else
  * {now, leases, R, T, day tokens, codes, the five slow numbers of each code
- * from 4 on}, codes a string of one digit per admission.
+ * from 4 on}, codes a string of one digit per admission; then, with an
+ * ask, its REDIS_ASK_REPLY numbers.
  */
 static int
 redis_batch_valid(const struct redis_batch *b, const redisReply *rep)
 {
 	const redisReply *codes;
-	size_t		 i = 0, k, nslow = 0;
-	uint64_t	 v;
+	size_t		 i, k, nslow = 0, n = 1;
 
-	if (rep->type != REDIS_REPLY_ARRAY || redis_num(rep, &i, &v) == -1)
+	if (rep->type != REDIS_REPLY_ARRAY)
 		return -1;
-	if (b->nops == 0)
-		return 0;
-	for (k = 0; k < 4; k++)
-		if (redis_num(rep, &i, &v) == -1)
+	if (b->nops > 0) {
+		if (rep->elements < 6 || (codes = rep->element[5])->type !=
+		    REDIS_REPLY_STRING || codes->len != b->nops)
 			return -1;
-	if (rep->elements < 6 || (codes = rep->element[5])->type !=
-	    REDIS_REPLY_STRING || codes->len != b->nops)
-		return -1;
-	for (k = 0; k < b->nops; k++) {
-		if (codes->str[k] < '0' || codes->str[k] > '7')
-			return -1;
-		if (codes->str[k] >= '4')
-			nslow++;
+		for (k = 0; k < b->nops; k++) {
+			if (codes->str[k] < '0' || codes->str[k] > '7')
+				return -1;
+			if (codes->str[k] >= '4')
+				nslow++;
+		}
+		n = 6 + 5 * nslow;
 	}
-	if (rep->elements != 6 + 5 * nslow)
+	if (b->slice != NULL)
+		n += REDIS_ASK_REPLY;
+	if (rep->elements != n)
 		return -1;
-	for (i = 6; i < rep->elements; i++)
-		if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+	for (i = 0; i < rep->elements; i++)
+		if (i != 5 && rep->element[i]->type != REDIS_REPLY_INTEGER)
 			return -1;
 	return 0;
+}
+
+/* The ask's answer, the last REDIS_ASK_REPLY numbers of a valid reply. */
+static void
+redis_ask_answer(struct store_redis *r, struct redis_batch *b,
+    const redisReply *rep)
+{
+	struct slice_reply sr;
+	size_t		 i = rep->elements - REDIS_ASK_REPLY;
+
+	sr.now_ms = (uint64_t)rep->element[0]->integer;
+	redis_num(rep, &i, &sr.sec);
+	redis_num(rep, &i, &sr.held);
+	redis_num(rep, &i, &sr.req);
+	redis_num(rep, &i, &sr.tok);
+	redis_num(rep, &i, &sr.others);
+	redis_num(rep, &i, &sr.win_requests);
+	redis_num(rep, &i, &sr.win_tokens);
+	redis_num(rep, &i, &sr.day_tokens);
+	store_slice_answered(r->slices, b->slice, &sr, store_slices_now());
+	redis_slice_timer_arm(r);
 }
 
 /*
@@ -1492,11 +1860,16 @@ redis_batch_answer(struct store_redis *r, struct redis_batch *b,
     const redisReply *rep)
 {
 	struct ig_policy_state st, cur;
+	struct store_slice *sl = NULL;
 	const char	*codes = rep->element[5]->str;
 	uint64_t	 reserve;
 	size_t		 i = 1, k;
 	int		 code;
 
+	/* Its slice's headers count these, unless its ask's answer does. */
+	if (r->slices != NULL && b->slice == NULL)
+		sl = store_slices_get(r->slices, b->tenant, b->tenantlen,
+		    b->hash, false);
 	memset(&cur, 0, sizeof(cur));
 	cur.now_ms = (uint64_t)rep->element[0]->integer;
 	cur.day_reset_ms = ig_policy_day_reset_ms(cur.now_ms, r->day_offset_s);
@@ -1529,6 +1902,8 @@ redis_batch_answer(struct store_redis *r, struct redis_batch *b,
 			cur.win_requests++;
 			cur.win_tokens += reserve;
 			cur.day_tokens += reserve;
+			if (sl != NULL)
+				store_slice_redis(sl, 1, (int64_t)reserve, 1);
 		}
 		store_admit_done(op, code, &st, NULL);
 	}
@@ -1568,6 +1943,8 @@ redis_batch_cb(redisAsyncContext *ac, void *reply, void *priv)
 	for (i = 0; i < b->nsettles; i++)
 		store_lease_free(b->settles[i]);
 	b->nsettles = 0;
+	if (b->slice != NULL)
+		redis_ask_answer(r, b, rep);
 	if (b->nops > 0)
 		redis_batch_answer(r, b, rep);
 	redis_batch_put(r, b);

@@ -129,6 +129,8 @@ admin_admission_metrics(struct evbuffer *b)
 		sum.timeouts += st.timeouts;
 		sum.reconnects += st.reconnects;
 		sum.settles_dropped += st.settles_dropped;
+		sum.slice_admissions += st.slice_admissions;
+		sum.slice_asks += st.slice_asks;
 	}
 	admin_metric(b, "infergate_store_degraded", "gauge",
 	    "1 while the configured store (Redis) is not answering and "
@@ -146,6 +148,14 @@ admin_admission_metrics(struct evbuffer *b)
 	admin_metric(b, "infergate_store_settles_dropped_total", "counter",
 	    "Settlements dropped: queue full while Redis was down.",
 	    sum.settles_dropped);
+	admin_metric(b, "infergate_store_slice_admissions_total", "counter",
+	    "Admissions answered from a worker's slice of the tenant's "
+	    "limits, without a Redis round trip (store.slices).",
+	    sum.slice_admissions);
+	admin_metric(b, "infergate_store_slice_asks_total", "counter",
+	    "Asks of the slices sent to Redis: more of a tenant's limits, "
+	    "what was left given back, usage reported (store.slices).",
+	    sum.slice_asks);
 	admin_store_hist(b);
 }
 

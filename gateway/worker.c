@@ -206,6 +206,8 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 	if (read(w->ctl_fd, &n, sizeof(n)) == -1 || w->drain != NULL)
 		return;
 	worker_close_listeners(w);
+	if (w->store != NULL)
+		ig_store_drain(w->store);
 	w->drain = event_new(w->base, -1, EV_PERSIST, worker_drain_cb, w);
 	if (w->drain == NULL) {
 		event_base_loopbreak(w->base);

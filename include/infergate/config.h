@@ -67,6 +67,8 @@ struct ig_store_conf {
 	uint64_t	 replicas;
 	uint64_t	 lease_ttl_ms;
 	uint64_t	 day_offset_s;	/* start of the budget day after 00:00 UTC */
+	bool		 slices;	/* redis: admit from per-worker slices */
+	uint64_t	 slice_period_ms;	/* a slice's requests and tokens last */
 };
 
 /* --- tenants (admission/) ---------------------------------------------- */

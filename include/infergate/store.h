@@ -83,6 +83,8 @@ struct ig_store_stats {
 	uint64_t	 timeouts;
 	uint64_t	 reconnects;	/* successful (re)connections */
 	uint64_t	 settles_dropped;	/* queue full while Redis was down */
+	uint64_t	 slice_admissions;	/* answered from a slice */
+	uint64_t	 slice_asks;	/* asks of the slices sent to Redis */
 };
 
 /*
@@ -148,10 +150,17 @@ uint64_t	 ig_store_renew_ms(const struct ig_store *);
 uint64_t	 ig_lease_reserved(const struct ig_lease *);
 
 /*
+ * The worker drains: what its slices (store.slices) hold is given back
+ * now rather than when each grant's period ends.
+ */
+void		 ig_store_drain(struct ig_store *);
+
+/*
  * Whether the store still has work in hand: operations waiting for their
- * answer, or settlements not yet written to (or answered by) a Redis that
- * is up. A draining worker waits for it before it frees the store, so
- * that the usage of its last requests is charged.
+ * answer, settlements not yet written to (or answered by) a Redis that
+ * is up, or slices holding something. A draining worker waits for it
+ * before it frees the store, so that the usage of its last requests is
+ * charged and what it held is given back.
  */
 bool		 ig_store_busy(const struct ig_store *);
 

@@ -70,6 +70,9 @@ CONTENDERS = [
     {"name": "infergate-open", "kind": "infergate", "store": "none"},
     {"name": "infergate-local", "kind": "infergate", "store": "local"},
     {"name": "infergate-redis", "kind": "infergate", "store": "redis"},
+    # the Redis store with store.slices: admissions answered from each
+    # worker's slice of the tenant's limits, Redis asked in bulk
+    {"name": "infergate-redis-slices", "kind": "infergate", "store": "slices"},
 ]
 
 MODEL = "bench-model"
@@ -621,7 +624,7 @@ backend be
         elif self.kind == "infergate":
             if not os.access(env.gateway, os.X_OK):
                 raise Unavailable("%s not built" % env.gateway)
-            if self.spec.get("store") == "redis":
+            if self.spec.get("store") in ("redis", "slices"):
                 self.redis = start_redis(env)
                 self.procs.append(self.redis)
             port = free_port()
@@ -702,10 +705,12 @@ def infergate_config(port, admin_port, backend_port, store, redis_port,
            "log:", "  level: warn", '  access_log: "off"', '  error_log: "-"',
            "limits:", "  keepalive_timeout: 600s",
            "  max_requests_per_connection: 100000000"]
-    if store == "redis":
+    if store in ("redis", "slices"):
         out += ["store:", "  type: redis", "  redis:",
                 '    address: "127.0.0.1:%d"' % redis_port, "    timeout: 50ms",
                 "  on_store_failure: closed"]
+        if store == "slices":
+            out += ["  slices: true"]
     else:
         out += ["store:", "  type: local"]
     n_pools = max(1, n_models // 20)

@@ -4,7 +4,7 @@
  *
  *   storeload [-r host:port] [-p redis-pid] [-n requests] [-c in-flight]
  *             [-b per-iteration] [-t tenants] [-C max-concurrent]
- *             [-R requests-per-minute]
+ *             [-R requests-per-minute] [-S]
  *
  * Keeps C admissions in flight (one tenant, or T round-robin), settles each
  * admitted request as soon as its answer arrives and admits the next one,
@@ -13,7 +13,8 @@
  * store behaves when a loop iteration carries few requests; 0 (the
  * default) completes every answer at once. Without -r the local store is
  * used. The limits are the bench's (every check runs, none refuses)
- * unless -C or -R set one low, to measure refusals.
+ * unless -C or -R set one low, to measure refusals. -S turns
+ * store.slices on (period 1s).
  *
  * Prints the driver's own CPU per request (the gateway side: the store,
  * hiredis, libevent) and, with -p or through INFO, redis-server's CPU per
@@ -23,6 +24,7 @@
  * Built by `make storeload` (build/bench/storeload); not part of make test.
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +213,7 @@ main(int argc, char **argv)
 	double		 c0, c1, r0 = -1, r1 = -1;
 	char		*err = NULL;
 	int		 ch;
+	bool		 slices = false;
 
 	memset(&ld, 0, sizeof(ld));
 	ld.want = 200000;
@@ -220,7 +223,7 @@ main(int argc, char **argv)
 	ld.limits.requests_per_minute = 100000000;
 	ld.limits.tokens_per_minute = 1000000000000ULL;
 	ld.limits.daily_token_budget = 1000000000000ULL;
-	while ((ch = getopt(argc, argv, "r:p:n:c:b:t:C:R:")) != -1) {
+	while ((ch = getopt(argc, argv, "r:p:n:c:b:t:C:R:S")) != -1) {
 		switch (ch) {
 		case 'r': addr = optarg; break;
 		case 'p': pid = atol(optarg); break;
@@ -236,11 +239,13 @@ main(int argc, char **argv)
 			ld.limits.requests_per_minute =
 			    strtoull(optarg, NULL, 10);
 			break;
+		case 'S': slices = true; break;
 		default:
 			fprintf(stderr, "usage: storeload [-r host:port] "
 			    "[-p redis-pid] [-n requests] [-c in-flight] "
 			    "[-b per-iteration] [-t tenants] "
-			    "[-C max-concurrent] [-R requests-per-minute]\n");
+			    "[-C max-concurrent] [-R requests-per-minute] "
+			    "[-S]\n");
 			return 2;
 		}
 	}
@@ -256,6 +261,8 @@ main(int argc, char **argv)
 	conf.on_failure = IG_STORE_FAIL_CLOSED;
 	conf.replicas = 1;
 	conf.lease_ttl_ms = 120000;
+	conf.slices = slices;
+	conf.slice_period_ms = 1000;
 	ld.base = event_base_new();
 	ld.drain = evtimer_new(ld.base, load_drain, &ld);
 	if ((ld.store = ig_store_create(&conf, ld.base, &err)) == NULL) {
@@ -289,12 +296,23 @@ main(int argc, char **argv)
 
 		event_base_loopexit(ld.base, &tick);
 		event_base_dispatch(ld.base);
+		/* as a draining worker: what the slices hold goes back */
+		ig_store_drain(ld.store);
+		for (i = 0; i < 250 && ig_store_busy(ld.store); i++) {
+			tick.tv_usec = 20000;
+			event_base_loopexit(ld.base, &tick);
+			event_base_dispatch(ld.base);
+		}
 		r1 = pid > 0 ? cpu_pid_us(pid) : cpu_info_us(addr);
 	}
 	printf("requests %" PRIu64 " admitted %" PRIu64 " refused %" PRIu64
 	    " degraded %" PRIu64 "\n", ld.answered, ld.admitted, ld.refused,
 	    ld.degraded);
 	printf("driver cpu %.3f us/request\n", (c1 - c0) / (double)ld.answered);
+	ig_store_stats(ld.store, &st);
+	if (slices)
+		printf("slices: %" PRIu64 " admissions, %" PRIu64 " asks\n",
+		    st.slice_admissions, st.slice_asks);
 	if (r0 >= 0 && r1 >= 0)
 		printf("redis cpu %.3f us/request\n",
 		    (r1 - r0) / (double)ld.answered);

@@ -43,9 +43,10 @@ def test_bench_quick():
             assert res["s4"]["contenders"][name]["ok"] > 0
         # infergate itself is measured in every scenario, without errors
         for s in ("s1", "s2", "s3", "s4"):
-            for name in ("infergate-local", "infergate-redis"):
+            for name in ("infergate-local", "infergate-redis",
+                         "infergate-redis-slices"):
                 assert name in res[s]["contenders"], (s, name, res[s]["unavailable"])
-        for name in ("infergate-local", "infergate-redis"):
+        for name in ("infergate-local", "infergate-redis", "infergate-redis-slices"):
             assert res["s1"]["contenders"][name]["rps"]["median"] > 0
             assert res["s1"]["contenders"][name]["errors"] == 0
         # scenario 3's instrument: the simulator's stamps came through every

@@ -110,6 +110,15 @@ static const struct bad bad_configs[] = {
 	  "@:3:10: pools.small.backends: required key is missing" },
 	{ L "store:\n  type: redis\n", NULL,
 	  "@:3:3: store.redis.address: required when type is redis" },
+	{ L "store:\n  slices: true\n", NULL,
+	  "@:3:11: store.slices: only with type redis (the local store "
+	  "answers without a round trip)" },
+	{ L "store:\n  type: redis\n  redis: {address: \"127.0.0.1:1\"}\n"
+	  "  slices: true\n  lease_ttl: 2s\n", NULL,
+	  "@:5:11: store.slice_period: at most a third of lease_ttl (a "
+	  "slice's slots are renewed at least once a period)" },
+	{ L "store:\n  slice_period: 50ms\n", NULL,
+	  "@:3:17: store.slice_period: must be between 100ms and 1m" },
 	{ L P "models:\n  - name: m\n", NULL,
 	  "@:6:5: models[0]: either pool or route is required" },
 	/* addresses */
@@ -410,6 +419,8 @@ test_defaults(void **state)
 	assert_int_equal(cfg->store.replicas, 1);
 	assert_int_equal(cfg->store.lease_ttl_ms, 120000);
 	assert_int_equal(cfg->store.day_offset_s, 0);
+	assert_false(cfg->store.slices);
+	assert_int_equal(cfg->store.slice_period_ms, 1000);
 	assert_int_equal(cfg->npools, 0);
 	assert_int_equal(cfg->nmodels, 0);
 	assert_int_equal(cfg->ntenants, 0);
@@ -462,6 +473,8 @@ test_full(void **state)
 	assert_int_equal(cfg->store.replicas, 3);
 	assert_int_equal(cfg->store.lease_ttl_ms, 60000);
 	assert_int_equal(cfg->store.day_offset_s, 8 * 3600);
+	assert_true(cfg->store.slices);
+	assert_int_equal(cfg->store.slice_period_ms, 500);
 
 	assert_int_equal(cfg->npools, 2);
 	p = ig_config_pool(cfg, "small");

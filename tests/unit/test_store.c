@@ -25,6 +25,7 @@
 #include <hiredis/hiredis.h>
 
 #include "infergate/store.h"
+#include "../../admission/store_int.h"	/* a lease's kind */
 
 /* --- redis-server ------------------------------------------------------ */
 
@@ -140,8 +141,9 @@ group_teardown(void **state)
 
 /* --- the fixture: one store on one event base -------------------------- */
 
-enum kind { KIND_LOCAL, KIND_REDIS };
+enum kind { KIND_LOCAL, KIND_REDIS, KIND_SLICES };
 static enum kind kind_local = KIND_LOCAL, kind_redis = KIND_REDIS;
+static enum kind kind_slices = KIND_SLICES;	/* redis, store.slices */
 
 struct ctx {
 	enum kind	 kind;
@@ -184,7 +186,9 @@ static void
 conf_init(struct ctx *c, enum kind k)
 {
 	memset(&c->conf, 0, sizeof(c->conf));
-	c->conf.type = k == KIND_REDIS ? IG_STORE_REDIS : IG_STORE_LOCAL;
+	c->conf.type = k == KIND_LOCAL ? IG_STORE_LOCAL : IG_STORE_REDIS;
+	c->conf.slices = k == KIND_SLICES;
+	c->conf.slice_period_ms = 100;
 	snprintf(c->addr, sizeof(c->addr), "127.0.0.1:%d", redis_port);
 	c->conf.redis_address = c->addr;
 	c->conf.redis_key_prefix = "igtest";
@@ -204,7 +208,7 @@ store_open(struct ctx *c)
 	c->store = ig_store_create(&c->conf, c->base, &err);
 	if (c->store == NULL)
 		fail_msg("ig_store_create: %s", err);
-	if (c->kind != KIND_REDIS)
+	if (c->kind == KIND_LOCAL)
 		return;
 	do {	/* connected and scripts loaded */
 		spin(c, 5, NULL);
@@ -259,9 +263,10 @@ struct want {
 	const char	*request_id;	/* NULL: a new one */
 };
 
-/* One admission, waited for. Returns the lease (NULL when refused). */
+/* One admission on STORE, waited for. Returns the lease (NULL: refused). */
 static struct ig_lease *
-admit(struct ctx *c, const struct want *w, struct ig_admit_result *res)
+admit_on(struct ctx *c, struct ig_store *store, const struct want *w,
+    struct ig_admit_result *res)
 {
 	struct ig_admit_req req;
 	struct waiter	 wt = { 0 };
@@ -276,7 +281,7 @@ admit(struct ctx *c, const struct want *w, struct ig_admit_result *res)
 	req.shadow = w->shadow;
 	req.input_tokens = w->input;
 	req.output_tokens = w->output;
-	op = ig_store_admit(c->store, &req, on_admit, &wt);
+	op = ig_store_admit(store, &req, on_admit, &wt);
 	assert_non_null(op);
 	assert_int_equal(wt.calls, 0);	/* never from inside admit */
 	spin(c, 3000, &wt.calls);
@@ -286,11 +291,17 @@ admit(struct ctx *c, const struct want *w, struct ig_admit_result *res)
 	return wt.lease;
 }
 
+static struct ig_lease *
+admit(struct ctx *c, const struct want *w, struct ig_admit_result *res)
+{
+	return admit_on(c, c->store, w, res);
+}
+
 static void
 settle(struct ctx *c, struct ig_lease *l, uint64_t actual)
 {
 	ig_store_settle(c->store, l, actual);
-	if (c->kind == KIND_REDIS)
+	if (c->kind != KIND_LOCAL)
 		spin(c, 20, NULL);	/* fire and forget: let it land */
 }
 
@@ -1197,6 +1208,316 @@ test_keys(void **state)
 	redisFree(rc);
 }
 
+/* --- store.slices ------------------------------------------------------ */
+
+/* A second store (another worker) on the same base, connected. */
+static struct ig_store *
+store_second(struct ctx *c)
+{
+	struct ig_store_stats st;
+	struct ig_store	*s;
+	char		*err = NULL;
+	uint64_t	 end = now_ms() + 3000;
+
+	if ((s = ig_store_create(&c->conf, c->base, &err)) == NULL)
+		fail_msg("ig_store_create: %s", err);
+	do {
+		spin(c, 5, NULL);
+		ig_store_stats(s, &st);
+	} while (st.degraded && now_ms() < end);
+	return s;
+}
+
+/* Drains STORE (a worker's exit): what its slices hold goes back. */
+static void
+store_drained(struct ctx *c, struct ig_store *s)
+{
+	uint64_t	 end = now_ms() + 3000;
+
+	ig_store_drain(s);
+	while (ig_store_busy(s) && now_ms() < end)
+		spin(c, 5, NULL);
+	assert_false(ig_store_busy(s));
+}
+
+/* The tenant's numbers in Redis: R, T, today's tokens, live leases. */
+static void
+tenant_numbers(struct ctx *c, uint64_t *req, uint64_t *tok, uint64_t *day,
+    uint64_t *leases)
+{
+	redisContext	*rc = redis_sync();
+	redisReply	*rep;
+	uint64_t	 d = (uint64_t)time(NULL) / 86400, now;
+
+	assert_non_null(rc);
+	rep = redisCommand(rc, "HMGET igtest:{%s}:s R T d%llu", c->tenant,
+	    (unsigned long long)d);
+	assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+	*req = rep->element[0]->str ? strtoull(rep->element[0]->str, NULL,
+	    10) : 0;
+	*tok = rep->element[1]->str ? strtoull(rep->element[1]->str, NULL,
+	    10) : 0;
+	*day = rep->element[2]->str ? strtoull(rep->element[2]->str, NULL,
+	    10) : 0;
+	freeReplyObject(rep);
+	rep = redisCommand(rc, "TIME");
+	assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+	now = strtoull(rep->element[0]->str, NULL, 10) * 1000 +
+	    strtoull(rep->element[1]->str, NULL, 10) / 1000;
+	freeReplyObject(rep);
+	/* live ones: those expired but not yet swept are not */
+	rep = redisCommand(rc, "ZCOUNT igtest:{%s}:leases (%llu +inf",
+	    c->tenant, (unsigned long long)now);
+	*leases = (uint64_t)rep->integer;
+	freeReplyObject(rep);
+	redisFree(rc);
+}
+
+/*
+ * Once the slice holds a grant, admissions are answered without Redis:
+ * they go on while it is stopped, and none is degraded.
+ */
+static void
+test_slice_without_round_trip(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 3, .output = 2,
+	    .limits.max_concurrent_requests = 1000,
+	    .limits.requests_per_minute = 1000000,
+	    .limits.tokens_per_minute = 100000000 };
+	struct ig_store_stats st0, st1;
+	struct ig_admit_result r;
+	struct ig_lease	*l[20];
+	struct many	 m;
+	int		 i, k;
+
+	c->conf.slice_period_ms = 1000;
+	store_open(c);
+	/* demand: the first go through Redis, their asks size the slice */
+	for (k = 0; k < 4; k++) {
+		admit_many(c, &w, 16, &m, NULL);
+		for (i = 0; i < 16; i++)
+			ig_store_settle(c->store, m.w[i].lease, 5);
+		spin(c, 30, NULL);
+	}
+	ig_store_stats(c->store, &st0);
+	assert_true(st0.slice_asks >= 1);
+	redis_signal(SIGSTOP);
+	for (i = 0; i < 20; i++) {
+		l[i] = admit(c, &w, &r);
+		assert_non_null(l[i]);
+		assert_false(r.degraded);
+		assert_int_equal(r.rl.limit_requests, 1000000);
+	}
+	ig_store_stats(c->store, &st1);
+	assert_int_equal(st1.slice_admissions - st0.slice_admissions, 20);
+	assert_int_equal(st1.fallbacks, st0.fallbacks);
+	redis_signal(SIGCONT);
+	for (i = 0; i < 20; i++)
+		ig_store_settle(c->store, l[i], 5);
+	store_drained(c, c->store);
+}
+
+/*
+ * Two workers' slices and the admissions they send to Redis never take
+ * more than the limit between them; after both drain, Redis holds the
+ * real usage (requests, tokens, no lease).
+ */
+static void
+test_slice_two_workers_rpm(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 2, .output = 2,
+	    .limits.requests_per_minute = 40 };
+	struct ig_admit_result r;
+	struct ig_store	*s2;
+	struct ig_lease	*l;
+	uint64_t	 req, tok, day, leases;
+	int		 i, admitted = 0;
+
+	store_open(c);
+	s2 = store_second(c);
+	for (i = 0; i < 100; i++) {
+		l = admit_on(c, i % 2 ? s2 : c->store, &w, &r);
+		if (l == NULL) {
+			assert_refused(&r, IG_LIMIT_RPM, 429,
+			    "rate_limit_exceeded");
+			continue;
+		}
+		admitted++;
+		ig_store_settle(i % 2 ? s2 : c->store, l, 3);
+	}
+	assert_int_equal(admitted, 40);
+	store_drained(c, c->store);
+	store_drained(c, s2);
+	tenant_numbers(c, &req, &tok, &day, &leases);
+	assert_int_equal(req, 40);
+	assert_int_equal(tok, 40 * 3);
+	assert_int_equal(day, 40 * 3);
+	assert_int_equal(leases, 0);
+	ig_store_free(s2);
+}
+
+/*
+ * The same for concurrency; a slot one worker's slice frees is of use to
+ * the other soon after, not a period later (at the limit a slice gives a
+ * freed slot back at once).
+ */
+static void
+test_slice_two_workers_concurrency(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 16 };
+	struct ig_admit_result r;
+	struct ig_store	*s2;
+	struct ig_lease	*a[32], *b[32], *x = NULL;
+	uint64_t	 req, tok, day, leases, end;
+	int		 i, na = 0, nb = 0, k = -1;
+
+	c->conf.slice_period_ms = 1000;	/* idle slots would wait that long */
+	store_open(c);
+	s2 = store_second(c);
+	/* the first worker's demand: its slice takes slots (16 / 8 = 2) */
+	for (i = 0; i < 12; i++) {
+		a[na++] = admit(c, &w, &r);
+		assert_non_null(a[na - 1]);
+		spin(c, 10, NULL);
+	}
+	/* the second takes what is left, and no more */
+	for (i = 0; i < 20; i++) {
+		if ((b[nb] = admit_on(c, s2, &w, &r)) != NULL)
+			nb++;
+		else
+			assert_int_equal(r.limit, IG_LIMIT_CONCURRENCY);
+	}
+	assert_int_equal(na + nb, 16);
+	for (i = 0; i < na; i++)
+		if (a[i]->where == LEASE_SLICE)
+			k = i;
+	assert_true(k >= 0);
+	assert_null(admit_on(c, s2, &w, &r));
+	ig_store_settle(c->store, a[k], 1);
+	a[k] = NULL;
+	end = now_ms() + 500;
+	while (x == NULL && now_ms() < end) {
+		x = admit_on(c, s2, &w, &r);
+		if (x == NULL)
+			spin(c, 10, NULL);
+	}
+	assert_non_null(x);
+	ig_store_settle(s2, x, 1);
+	for (i = 0; i < na; i++)
+		if (a[i] != NULL)
+			ig_store_settle(c->store, a[i], 1);
+	for (i = 0; i < nb; i++)
+		ig_store_settle(s2, b[i], 1);
+	store_drained(c, c->store);
+	store_drained(c, s2);
+	tenant_numbers(c, &req, &tok, &day, &leases);
+	assert_int_equal(leases, 0);
+	assert_int_equal(req, 17);
+	ig_store_free(s2);
+}
+
+/* Many requests, mostly from the slice: Redis ends with the exact usage. */
+static void
+test_slice_exact_usage(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 20, .output = 10,
+	    .limits.max_concurrent_requests = 1000,
+	    .limits.requests_per_minute = 1000000,
+	    .limits.tokens_per_minute = 1000000000,
+	    .limits.daily_token_budget = 1000000000 };
+	struct ig_store_stats st;
+	struct many	 m;
+	uint64_t	 req, tok, day, leases;
+	int		 i, k;
+
+	store_open(c);
+	for (k = 0; k < 10; k++) {
+		admit_many(c, &w, 16, &m, NULL);
+		for (i = 0; i < 16; i++) {
+			assert_true(m.w[i].res.admitted);
+			ig_store_settle(c->store, m.w[i].lease,
+			    i == 0 ? IG_USAGE_UNKNOWN : 7);
+		}
+		spin(c, 10, NULL);
+	}
+	ig_store_stats(c->store, &st);
+	assert_true(st.slice_admissions > 80);
+	store_drained(c, c->store);
+	tenant_numbers(c, &req, &tok, &day, &leases);
+	assert_int_equal(req, 160);
+	/* one in 16 kept its reservation (usage unknown) */
+	assert_int_equal(tok, 10 * (30 + 15 * 7));
+	assert_int_equal(day, tok);
+	assert_int_equal(leases, 0);
+}
+
+/*
+ * An ask whose reply is lost after it ran (the connection dropped while
+ * Redis was stopped) is sent again, and the script runs it once: what it
+ * granted is charged once and given back once.
+ */
+static void
+test_slice_lost_ask_runs_once(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1 };
+	struct ig_store_stats st0, st;
+	struct ig_admit_result r;
+	struct ig_lease	*l[16];
+	struct many	 m;
+	uint64_t	 req, tok, day, leases, t0;
+	int		 i;
+
+	c->conf.on_failure = IG_STORE_FAIL_OPEN;
+	c->conf.redis_timeout_ms = 50;
+	c->conf.slice_period_ms = 2000;
+	store_open(c);
+	/* four through Redis; their ask grants 4 x 2000 / 500 + 1 = 17 */
+	admit_many(c, &w, 4, &m, NULL);
+	for (i = 0; i < 4; i++)
+		l[i] = m.w[i].lease;
+	spin(c, 50, NULL);
+	ig_store_stats(c->store, &st0);
+	redis_signal(SIGSTOP);
+	/* from the grant; past half of it the next ask goes, and stalls */
+	for (i = 4; i < 14; i++) {
+		l[i] = admit(c, &w, &r);
+		assert_non_null(l[i]);
+		assert_false(r.degraded);
+	}
+	ig_store_stats(c->store, &st);
+	assert_int_equal(st.slice_admissions, st0.slice_admissions + 10);
+	assert_int_equal(st.slice_asks, st0.slice_asks + 1);
+	/* dropped, not answering (the watch: within about a second) */
+	t0 = now_ms();
+	do {
+		spin(c, 10, NULL);
+		ig_store_stats(c->store, &st);
+	} while (!st.degraded && now_ms() - t0 < 3000);
+	assert_true(st.degraded);
+	redis_signal(SIGCONT);		/* the lost ask runs now */
+	t0 = now_ms();
+	do {
+		spin(c, 10, NULL);
+		ig_store_stats(c->store, &st);
+	} while ((st.degraded || st.slice_asks < st0.slice_asks + 2) &&
+	    now_ms() - t0 < 3000);
+	assert_false(st.degraded);
+	assert_true(st.slice_asks >= st0.slice_asks + 2);	/* sent again */
+	for (i = 0; i < 14; i++)
+		ig_store_settle(c->store, l[i], 1);
+	store_drained(c, c->store);
+	/* the grant of the ask that ran twice was charged once */
+	tenant_numbers(c, &req, &tok, &day, &leases);
+	assert_int_equal(req, 14);
+	assert_int_equal(tok, 14);
+	assert_int_equal(leases, 0);
+}
+
 #define BOTH(f)								\
 	cmocka_unit_test_prestate_setup_teardown(f, ctx_setup,		\
 	    ctx_teardown, &kind_local),					\
@@ -1205,25 +1526,31 @@ test_keys(void **state)
 #define REDIS(f)							\
 	cmocka_unit_test_prestate_setup_teardown(f, ctx_setup,		\
 	    ctx_teardown, &kind_redis)
+#define SLICES(f)							\
+	cmocka_unit_test_prestate_setup_teardown(f, ctx_setup,		\
+	    ctx_teardown, &kind_slices)
+#define ALL(f)	BOTH(f), SLICES(f)
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		BOTH(test_concurrency),
-		BOTH(test_rpm),
-		BOTH(test_tpm),
-		BOTH(test_daily),
-		BOTH(test_settle_lowers_remaining),
-		BOTH(test_lease_idempotent),
-		BOTH(test_lease_expiry),
-		BOTH(test_cancel),
-		BOTH(test_shadow),
-		BOTH(test_order),
-		BOTH(test_batch_in_order),
+		ALL(test_concurrency),
+		ALL(test_rpm),
+		ALL(test_tpm),
+		ALL(test_daily),
+		ALL(test_settle_lowers_remaining),
+		ALL(test_lease_idempotent),
+		ALL(test_lease_expiry),
+		ALL(test_cancel),
+		ALL(test_shadow),
+		ALL(test_order),
+		ALL(test_batch_in_order),
+		/* a batch sent early (the same id twice) while the slice's ask is
+		 * out sees its grant counted: not run with slices */
 		BOTH(test_batch_same_id),
-		BOTH(test_batch_settle_then_admit),
-		BOTH(test_expired_lease_settles_nothing),
+		ALL(test_batch_settle_then_admit),
+		ALL(test_expired_lease_settles_nothing),
 		REDIS(test_waits_for_connection),
 		REDIS(test_window_slides),
 		REDIS(test_lost_replies_release_tokens),
@@ -1235,6 +1562,11 @@ main(void)
 		REDIS(test_stalled),
 		REDIS(test_stalled_while_idle),
 		REDIS(test_late_reply),
+		SLICES(test_slice_without_round_trip),
+		SLICES(test_slice_two_workers_rpm),
+		SLICES(test_slice_two_workers_concurrency),
+		SLICES(test_slice_exact_usage),
+		SLICES(test_slice_lost_ask_runs_once),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -60,6 +60,11 @@
  * made) to get each admission's numbers, and ig_policy_decide() builds
  * each answer from them.
  *
+ * Slices (store.slices; store_slice.c keeps their books): a batch may
+ * carry its tenant's slice's ask (KEYS[4] is then the writer's record):
+ * its deltas and slots before the admissions, its grant after them.
+ * Admissions that fit a slice never come here (store_redis_take).
+ *
  * Connection: connect, AUTH, SELECT, SCRIPT LOAD; ready only when all of
  * that answered. Admissions made meanwhile wait in their batches (within
  * the store timeout). A lost reply, a setup step that does not answer

@@ -17,6 +17,9 @@
  *          degraded), local (a process-local store with every limit divided
  *          by store.replicas, degraded). It reconnects with backoff (at most
  *          500 ms between attempts) and is used again as soon as it answers.
+ *          With store.slices, each worker answers the admissions that fit
+ *          its slice of the tenant's limits (taken from Redis in advance)
+ *          at once, and the rest as above.
  *
  * Threads: one ig_store per worker thread, used only from that thread.
  * Callbacks are always delivered from the worker's event loop, never from

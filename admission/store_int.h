@@ -162,6 +162,8 @@ void		 store_redis_timeout(struct store_redis *, uint64_t timeout_ms);
 /* Settles L (l->actual) now or when Redis is back; owns L. */
 void		 store_redis_settle(struct store_redis *, struct ig_lease *);
 void		 store_redis_renew(struct store_redis *, const struct ig_lease *);
+/* The batch script's text (tests/unit/test_store.c runs it by hand). */
+const char	*store_redis_batch_script(void);
 /*
  * store.slices: admits OP from its tenant's slice without a round trip.
  * Returns 1 with op->res and op->lease filled (LEASE_SLICE), 0 when the
@@ -269,9 +271,17 @@ void		 store_slice_answered(struct store_slices *,
 		    uint64_t now);
 /* The ask's reply was lost: sent again unchanged when Redis is back. */
 void		 store_slice_lost(struct store_slices *, struct store_slice *);
-/* The ask failed in the script: dropped (logged by the caller). */
+/*
+ * The ask's reply was an error (logged by the caller): sent again, a
+ * period later, up to three times, then dropped.
+ */
 void		 store_slice_failed(struct store_slices *, struct store_slice *,
 		    uint64_t now);
+/* S's limits and shadow (false: it has none yet). */
+bool		 store_slice_limits(const struct store_slice *,
+		    struct ig_tenant_limits *, bool *shadow);
+/* S was attached to a batch that will not carry its ask after all. */
+void		 store_slice_detached(struct store_slices *, struct store_slice *);
 /*
  * A lease of S ends: ACTUAL tokens of RESERVED (IG_USAGE_UNKNOWN).
  * Returns true when S should ask now: it got fewer slots than it wanted

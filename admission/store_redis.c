@@ -286,9 +286,10 @@ static const char BATCH_LUA[] =
 "  end\n"
 "end\n"
 "-- a worker's slice (store.slices): its ask runs once (a lost reply sends\n"
-"-- it again, same sequence number: KEYS[4] keeps the last one's grant);\n"
-"-- first what it gives back and reports, and its slots in use, renewed\n"
-"-- (the idle ones above NEED go)\n"
+"-- it again, same sequence number: KEYS[4] keeps the last one's grant; a\n"
+"-- late copy of an older ask, the data of a dropped connection, runs\n"
+"-- not at all); first what it gives back and reports, and its slots in\n"
+"-- use, renewed (the idle ones above NEED go)\n"
 "local sli, wid, seq, need, want, oldh, done, sout = #ARGV >= k1\n"
 "if sli then\n"
 "  wid, seq = ARGV[k1], ARGV[k1 + 1]\n"
@@ -297,10 +298,13 @@ static const char BATCH_LUA[] =
 "  local rec = redis.call('GET', KEYS[4])\n"
 "  if rec then\n"
 "    local f = {}\n"
-"    for x in string.gmatch(rec, '%d+') do f[#f + 1] = x end\n"
-"    if f[1] == seq then\n"
+"    for x in string.gmatch(rec, '%d+') do f[#f + 1] = tonumber(x) end\n"
+"    if f[1] == tonumber(seq) then\n"
 "      done = true\n"
-"      sout = {tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), tonumber(f[5])}\n"
+"      sout = {f[2], f[3], f[4], f[5]}\n"
+"    elseif f[1] > tonumber(seq) then\n"
+"      done = true\n"
+"      sout = {sec, f[3], 0, 0}\n"
 "    end\n"
 "  end\n"
 "  if not done then\n"
@@ -417,8 +421,7 @@ static const char BATCH_LUA[] =
 "-- then the slice's grant, from what the admissions left: slots up to\n"
 "-- WANT, requests and tokens as asked, each at most half of what is left\n"
 "-- under its limit and an eighth of the limit (so a small limit is taken\n"
-"-- request by request); requests without tokens (or the other way round)\n"
-"-- are of no use, so neither is granted then\n"
+"-- request by request)\n"
 "if sli then\n"
 "  if not conc then conc = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now), '+inf') end\n"
 "  local d = dt or 0\n"
@@ -442,14 +445,18 @@ static const char BATCH_LUA[] =
 "    if rpm > 0 then gr = math.min(gr, cap(rpm, R, math.floor(rpm / 8))) end\n"
 "    if tpm > 0 then gt = math.min(gt, cap(tpm, T, math.floor(tpm / 8))) end\n"
 "    if daily > 0 then gt = math.min(gt, cap(daily, d, math.floor(daily / 8))) end\n"
-"    if gr == 0 or (gt == 0 and tonumber(ARGV[k1 + 6]) > 0) then gr, gt = 0, 0 end\n"
+"    -- requests without tokens (or the other way round) are of no use,\n"
+"    -- nor either without a slot: such a grant would only count\n"
+"    if gr == 0 or (gt == 0 and tonumber(ARGV[k1 + 6]) > 0) or\n"
+"        (mcr > 0 and held == 0) then gr, gt = 0, 0 end\n"
 "    local m = {}\n"
 "    for i = need + 1, held do m[#m + 1] = exp; m[#m + 1] = wid .. ':' .. i end\n"
 "    if #m > 0 then zbulk('ZADD', m) end\n"
 "    if held > 0 then redis.call('PEXPIRE', KEYS[1], ttl + 60000) end\n"
 "    sout = {sec = sec, held = held, r = gr, t = gt, o = conc - need}\n"
+"    -- kept a day at least: a dropped connection's data can come late\n"
 "    redis.call('SET', KEYS[4], seq .. ' ' .. fmt(sec) .. ' ' .. fmt(held) ..\n"
-"      ' ' .. fmt(gr) .. ' ' .. fmt(gt), 'PX', ttl + 60000)\n"
+"      ' ' .. fmt(gr) .. ' ' .. fmt(gt), 'PX', math.max(ttl + 60000, 86400000))\n"
 "  end\n"
 "  local n = #out\n"
 "  out[n + 1] = sout.sec; out[n + 2] = sout.held; out[n + 3] = sout.r\n"
@@ -494,6 +501,12 @@ enum { SCRIPT_BATCH, SCRIPT_RENEW, NSCRIPTS };
 static const char *const redis_scripts[NSCRIPTS] = {
 	BATCH_LUA, RENEW_LUA
 };
+
+const char *
+store_redis_batch_script(void)
+{
+	return BATCH_LUA;
+}
 
 enum redis_state { R_DOWN, R_CONNECTING, R_LOADING, R_READY };
 
@@ -1254,6 +1267,8 @@ static const struct slice_ask *
 redis_batch_ask(struct store_redis *r, struct redis_batch *b)
 {
 	struct store_slice *s = b->slice;
+	struct ig_tenant_limits limits;
+	bool		 shadow;
 
 	if (r->slices == NULL)
 		return NULL;
@@ -1263,6 +1278,26 @@ redis_batch_ask(struct store_redis *r, struct redis_batch *b)
 		s = NULL;
 	if (s == NULL)
 		return NULL;
+	/*
+	 * The script caps the grant by the batch's limits: an ask alone
+	 * takes its slice's; one beside admissions of other limits (a
+	 * reload) waits for a batch of its own.
+	 */
+	if (!store_slice_limits(s, &limits, &shadow) || (b->has_limits &&
+	    (b->shadow != shadow || memcmp(&b->limits, &limits,
+	    sizeof(limits)) != 0))) {
+		if (b->slice != NULL) {
+			b->slice = NULL;
+			store_slice_detached(r->slices, s);
+			redis_slice_timer_arm(r);
+		}
+		return NULL;
+	}
+	if (!b->has_limits) {
+		b->has_limits = true;
+		b->limits = limits;
+		b->shadow = shadow;
+	}
 	if (!b->eval)
 		r->stats->slice_asks++;
 	b->slice = s;

@@ -30,6 +30,7 @@
 #include "store_int.h"
 
 #define SLICES_BUCKETS_MIN	64
+#define SLICE_TRIES		3	/* error replies before an ask is dropped */
 #define SLICE_WANT_MAX		(UINT64_C(1) << 40)
 
 struct slice_grant {
@@ -86,6 +87,7 @@ struct store_slice {
 	bool		 resend;	/* the ask was lost: it goes again */
 	bool		 uncertain;	/* an ask out, or lost: NEED bounds */
 	bool		 tight;		/* got fewer slots than it wanted */
+	unsigned	 tries;		/* error replies to the ask out */
 	struct slice_ask ask;
 };
 
@@ -244,33 +246,37 @@ slice_add(uint64_t base, int64_t a, int64_t b)
 }
 
 /*
- * REQ requests and TOK tokens for second SEC, into the next ask. Full,
- * it goes into the nearest second's entry: only seconds that left the
- * window long ago are that many apart, and their day is what counts.
+ * REQ requests and TOK tokens for second SEC, into the next ask. When
+ * all the entries are taken (only while asks cannot go: Redis away), it
+ * goes into the oldest of its day at or before SEC: into a bucket that
+ * may have left the window (then only the day takes it), never into a
+ * newer one it would wrongly lower. With none, it is dropped: what was
+ * given back stays counted, the safe side.
  */
 static void
-slice_delta(struct store_slice *s, uint64_t sec, int64_t req, int64_t tok,
-    uint64_t now)
+slice_delta(const struct store_slices *ss, struct store_slice *s,
+    uint64_t sec, int64_t req, int64_t tok, uint64_t now)
 {
 	struct slice_delta *d = NULL;
-	uint64_t	 dist, best = UINT64_MAX;
+	uint64_t	 day = ig_policy_day(sec * 1000, ss->day_offset_s);
 	size_t		 i;
 
 	if (req == 0 && tok == 0)
 		return;
-	for (i = 0; i < s->ndeltas; i++) {
-		dist = s->deltas[i].sec > sec ? s->deltas[i].sec - sec :
-		    sec - s->deltas[i].sec;
-		if (dist < best) {
-			best = dist;
+	for (i = 0; i < s->ndeltas && d == NULL; i++)
+		if (s->deltas[i].sec == sec)
 			d = &s->deltas[i];
-		}
-	}
-	if (best != 0 && s->ndeltas < SLICE_DELTAS) {
+	if (d == NULL && s->ndeltas < SLICE_DELTAS) {
 		d = &s->deltas[s->ndeltas++];
 		d->sec = sec;
 		d->req = d->tok = 0;
 	}
+	for (i = 0; i < s->ndeltas && d == NULL; i++)
+		if (s->deltas[i].sec <= sec && ig_policy_day(s->deltas[i].sec *
+		    1000, ss->day_offset_s) == day)
+			d = &s->deltas[i];
+	if (d == NULL)
+		return;
 	if (s->ndeltas == 1 && d->req == 0 && d->tok == 0)
 		s->deltas_since = now;
 	d->req += req;
@@ -279,11 +285,12 @@ slice_delta(struct store_slice *s, uint64_t sec, int64_t req, int64_t tok,
 
 /* Grant I is given back: what is left of it goes into the next ask. */
 static void
-slice_give_back(struct store_slice *s, size_t i, uint64_t now)
+slice_give_back(const struct store_slices *ss, struct store_slice *s,
+    size_t i, uint64_t now)
 {
 	struct slice_grant *g = &s->grants[i];
 
-	slice_delta(s, g->sec, -(int64_t)g->req, -(int64_t)g->tok, now);
+	slice_delta(ss, s, g->sec, -(int64_t)g->req, -(int64_t)g->tok, now);
 	memmove(g, g + 1, (s->ngrants - i - 1) * sizeof(*g));
 	s->ngrants--;
 }
@@ -296,7 +303,7 @@ slice_expire(struct store_slices *ss, struct store_slice *s, uint64_t now)
 
 	while (i < s->ngrants) {
 		if (ss->draining || s->grants[i].expires <= now)
-			slice_give_back(s, i, now);
+			slice_give_back(ss, s, i, now);
 		else
 			i++;
 	}
@@ -367,7 +374,7 @@ slice_limits(struct store_slices *ss, struct store_slice *s,
 	s->limits = req->limits;
 	s->shadow = req->shadow;
 	while (s->ngrants > 0)
-		slice_give_back(s, 0, now);
+		slice_give_back(ss, s, 0, now);
 	slice_schedule(ss, s, now);
 }
 
@@ -526,7 +533,7 @@ store_slice_ask(struct store_slices *ss, struct store_slice *s, bool shrink,
 	 * applies them before the admissions) and the ask grants anew.
 	 */
 	while (shrink && s->ngrants > 0)
-		slice_give_back(s, 0, now);
+		slice_give_back(ss, s, 0, now);
 	memset(a, 0, offsetof(struct slice_ask, deltas));
 	a->seq = ++ss->seq;
 	a->old_held = s->held;
@@ -562,11 +569,12 @@ store_slice_answered(struct store_slices *ss, struct store_slice *s,
     const struct slice_reply *rep, uint64_t now)
 {
 	struct slice_grant *g;
-	uint64_t	 unused_req = 0, unused_tok = 0, age;
+	uint64_t	 unused_req = 0, unused_tok = 0, age, left;
 	size_t		 i;
 
 	s->state = SLICE_IDLE;
 	s->uncertain = false;
+	s->tries = 0;
 	s->tight = rep->held < s->ask.want;
 	s->held = rep->held;
 	s->renewed = now;
@@ -588,15 +596,19 @@ store_slice_answered(struct store_slices *ss, struct store_slice *s,
 		 * (the reply was lost) is that much older.
 		 */
 		age = slice_sub(rep->now_ms / 1000, rep->sec) * 1000;
+		/* Its tokens are its day's: not used in the next one. */
+		left = slice_sub((ig_policy_day(rep->sec * 1000,
+		    ss->day_offset_s) + 1) * 86400000 + ss->day_offset_s *
+		    1000, rep->now_ms);
 		if (s->ngrants == SLICE_GRANTS)
-			slice_give_back(s, 0, now);
+			slice_give_back(ss, s, 0, now);
 		g = &s->grants[s->ngrants++];
 		g->sec = rep->sec;
-		g->expires = now + slice_sub(ss->period, age);
+		g->expires = now + slice_min(slice_sub(ss->period, age), left);
 		g->req = g->req0 = rep->req;
 		g->tok = g->tok0 = rep->tok;
-		if (age >= ss->period || ss->draining)
-			slice_give_back(s, s->ngrants - 1, now);
+		if (g->expires <= now || ss->draining)
+			slice_give_back(ss, s, s->ngrants - 1, now);
 	}
 	slice_schedule(ss, s, now);
 }
@@ -618,11 +630,38 @@ void
 store_slice_failed(struct store_slices *ss, struct store_slice *s,
     uint64_t now)
 {
+	/*
+	 * Most error replies (BUSY, LOADING, READONLY, OOM at the first
+	 * write) mean the script did not run: the same ask goes again, its
+	 * record keeps it from running twice. Three in a row, it is dropped
+	 * with what it reported (given back grants stay counted).
+	 */
+	if (s->state == SLICE_SENT && ++s->tries < SLICE_TRIES) {
+		s->resend = true;
+	} else {
+		s->resend = false;
+		s->uncertain = false;
+		s->tries = 0;
+	}
 	s->state = SLICE_IDLE;
-	s->resend = false;
-	s->uncertain = false;
 	s->not_before = now + ss->period;
 	slice_schedule(ss, s, now);
+}
+
+bool
+store_slice_limits(const struct store_slice *s,
+    struct ig_tenant_limits *limits, bool *shadow)
+{
+	*limits = s->limits;
+	*shadow = s->shadow;
+	return s->has_limits;
+}
+
+void
+store_slice_detached(struct store_slices *ss, struct store_slice *s)
+{
+	s->state = SLICE_IDLE;
+	slice_schedule(ss, s, store_slices_now());
 }
 
 bool
@@ -632,7 +671,7 @@ store_slice_settle(struct store_slices *ss, struct store_slice *s,
 	if (s->inflight > 0)
 		s->inflight--;
 	if (actual != IG_USAGE_UNKNOWN) {
-		slice_delta(s, sec, 0, (int64_t)actual - (int64_t)reserved,
+		slice_delta(ss, s, sec, 0, (int64_t)actual - (int64_t)reserved,
 		    now);
 		s->acc_cur.tok += (int64_t)actual - (int64_t)reserved;
 	}

@@ -261,6 +261,7 @@ struct want {
 	struct ig_tenant_limits limits;
 	bool		 shadow;
 	const char	*request_id;	/* NULL: a new one */
+	const char	*tenant;	/* NULL: the test's */
 };
 
 /* One admission on STORE, waited for. Returns the lease (NULL: refused). */
@@ -275,7 +276,7 @@ admit_on(struct ctx *c, struct ig_store *store, const struct want *w,
 
 	snprintf(id, sizeof(id), "req-%d", ++c->seq);
 	memset(&req, 0, sizeof(req));
-	req.tenant = c->tenant;
+	req.tenant = w->tenant != NULL ? w->tenant : c->tenant;
 	req.request_id = w->request_id != NULL ? w->request_id : id;
 	req.limits = w->limits;
 	req.shadow = w->shadow;
@@ -1518,6 +1519,214 @@ test_slice_lost_ask_runs_once(void **state)
 	assert_int_equal(leases, 0);
 }
 
+/* HGET of the tenant's counters hash, as a number (0 when absent). */
+static uint64_t
+tenant_field(const char *tenant, const char *field)
+{
+	redisContext	*rc = redis_sync();
+	redisReply	*rep;
+	uint64_t	 v;
+
+	assert_non_null(rc);
+	rep = redisCommand(rc, "HGET igtest:{%s}:s %s", tenant, field);
+	v = rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
+	freeReplyObject(rep);
+	redisFree(rc);
+	return v;
+}
+
+/*
+ * An ask that goes alone (no admission beside it) carries its slice's
+ * limits, not those of whatever batch the struct served before (here
+ * another tenant's, with no rate limit): its grants stay under the limit.
+ */
+static void
+test_slice_ask_alone_has_its_limits(void **state)
+{
+	struct ctx	*c = *state;
+	char		 other[80];
+	struct want	 x = { .input = 1, .tenant = other,
+	    .limits.tokens_per_minute = 1000000000 };
+	struct want	 y = { .input = 1, .output = 1,
+	    .limits.requests_per_minute = 200 };
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	struct many	 m;
+	int		 i, k, admitted = 0;
+
+	snprintf(other, sizeof(other), "%s-x", c->tenant);
+	store_open(c);
+	for (k = 0; k < 30; k++) {
+		if ((l = admit(c, &x, &r)) != NULL)
+			ig_store_settle(c->store, l, 1);
+		admit_many(c, &y, 8, &m, NULL);
+		for (i = 0; i < 8; i++)
+			if (m.w[i].lease != NULL) {
+				admitted++;
+				ig_store_settle(c->store, m.w[i].lease, 2);
+			}
+		spin(c, 5, NULL);
+		assert_true(tenant_field(c->tenant, "R") <= 200);
+	}
+	assert_int_equal(admitted, 200);
+	store_drained(c, c->store);
+	assert_int_equal(tenant_field(c->tenant, "R"), 200);
+}
+
+/*
+ * A concurrency limit under 8 gives a slice no slot, and a slice without
+ * a slot admits nothing: it is granted no requests or tokens either
+ * (they would only count against the admissions through Redis).
+ */
+static void
+test_slice_no_slot_no_grant(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 1, .limits.max_concurrent_requests = 4,
+	    .limits.requests_per_minute = 80 };
+	struct ig_admit_result r;
+	struct ig_store_stats st;
+	struct ig_lease	*l;
+	int		 i;
+
+	store_open(c);
+	for (i = 0; i < 20; i++) {
+		l = admit(c, &w, &r);
+		assert_non_null(l);
+		settle(c, l, 1);
+	}
+	ig_store_stats(c->store, &st);
+	assert_int_equal(st.slice_admissions, 0);
+	assert_int_equal(tenant_field(c->tenant, "R"), 20);
+}
+
+/*
+ * A grant's tokens are its day's: one made just before the budget day
+ * rolls is not used after it (they would count against the day before).
+ */
+static void
+test_slice_grant_ends_with_its_day(void **state)
+{
+	struct ctx	*c = *state;
+	struct want	 w = { .input = 6, .output = 4,
+	    .limits.max_concurrent_requests = 1000,
+	    .limits.requests_per_minute = 1000000,
+	    .limits.daily_token_budget = 1000000000 };
+	struct ig_admit_result r;
+	struct ig_lease	*l;
+	struct many	 m;
+	redisContext	*rc;
+	redisReply	*rep;
+	uint64_t	 t = (uint64_t)time(NULL), day, used;
+	int		 i, k;
+
+	/* the budget day rolls 2 s from now (at a second's start) */
+	c->conf.day_offset_s = (t + 2) % 86400;
+	c->conf.slice_period_ms = 10000;
+	store_open(c);
+	for (k = 0; k < 3; k++) {
+		admit_many(c, &w, 8, &m, NULL);
+		for (i = 0; i < 8; i++)
+			ig_store_settle(c->store, m.w[i].lease, 10);
+		spin(c, 20, NULL);
+	}
+	while ((uint64_t)time(NULL) < t + 2)
+		spin(c, 20, NULL);
+	spin(c, 300, NULL);
+	day = ((uint64_t)time(NULL) - c->conf.day_offset_s) / 86400;
+	for (i = 0; i < 10; i++) {
+		l = admit(c, &w, &r);
+		assert_non_null(l);
+		ig_store_settle(c->store, l, 10);
+	}
+	store_drained(c, c->store);
+	rc = redis_sync();
+	assert_non_null(rc);
+	rep = redisCommand(rc, "HGET igtest:{%s}:s d%llu", c->tenant,
+	    (unsigned long long)day);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	used = strtoull(rep->str, NULL, 10);
+	freeReplyObject(rep);
+	redisFree(rc);
+	assert_int_equal(used, 10 * 10);
+}
+
+/* The batch script with only ASK (writer feed...): its reply. */
+static redisReply *
+script_ask(redisContext *rc, const char *tenant, const char *seq,
+    const char *want_req, const char *delta_sec, const char *delta)
+{
+	char		 keys[4][128], day[24];
+	const char	*argv[32];
+	size_t		 n = 0;
+
+	snprintf(keys[0], sizeof(keys[0]), "igtest:{%s}:leases", tenant);
+	snprintf(keys[1], sizeof(keys[1]), "igtest:{%s}:s", tenant);
+	snprintf(keys[2], sizeof(keys[2]), "igtest:{%s}:gone", tenant);
+	snprintf(keys[3], sizeof(keys[3]), "igtest:{%s}:w:feedfeedfeedfeed",
+	    tenant);
+	argv[n++] = "EVAL";
+	argv[n++] = store_redis_batch_script();
+	argv[n++] = "4";
+	argv[n++] = keys[0]; argv[n++] = keys[1];
+	argv[n++] = keys[2]; argv[n++] = keys[3];
+	/* ttl, day offset, no settlement, admission or group; rpm 1000 */
+	argv[n++] = "120000"; argv[n++] = "0"; argv[n++] = "0";
+	argv[n++] = "0"; argv[n++] = "0"; argv[n++] = "0";
+	argv[n++] = "1000"; argv[n++] = "0"; argv[n++] = "0";
+	argv[n++] = "0";
+	/* the ask: writer, seq, no slot, requests and tokens wanted */
+	argv[n++] = "feedfeedfeedfeed"; argv[n++] = seq;
+	argv[n++] = "0"; argv[n++] = "0"; argv[n++] = "0";
+	argv[n++] = want_req; argv[n++] = want_req;
+	if (delta_sec != NULL) {
+		snprintf(day, sizeof(day), "%llu", (unsigned long long)
+		    (strtoull(delta_sec, NULL, 10) / 86400));
+		argv[n++] = delta_sec; argv[n++] = day;
+		argv[n++] = delta; argv[n++] = delta;
+	}
+	return redisCommandArgv(rc, (int)n, argv, NULL);
+}
+
+/*
+ * A late copy of an older ask (a dropped connection's data, read after
+ * the asks that followed it ran) runs not at all; the same ask again
+ * answers its first run's grant.
+ */
+static void
+test_slice_stale_ask_runs_not(void **state)
+{
+	struct ctx	*c = *state;
+	redisContext	*rc = redis_sync();
+	redisReply	*rep;
+	char		 sec[24];
+
+	assert_non_null(rc);
+	rep = script_ask(rc, c->tenant, "2", "10", NULL, NULL);
+	assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(rep->elements, 1 + 8);
+	snprintf(sec, sizeof(sec), "%lld", rep->element[1]->integer);
+	assert_int_equal(rep->element[3]->integer, 10);	/* granted */
+	freeReplyObject(rep);
+	assert_int_equal(tenant_field(c->tenant, "R"), 10);
+	/* the next gives it back and is granted as much */
+	rep = script_ask(rc, c->tenant, "3", "10", sec, "-10");
+	assert_int_equal(rep->element[3]->integer, 10);
+	freeReplyObject(rep);
+	assert_int_equal(tenant_field(c->tenant, "R"), 10);
+	/* the same again: its first grant, nothing run */
+	rep = script_ask(rc, c->tenant, "3", "10", sec, "-10");
+	assert_int_equal(rep->element[3]->integer, 10);
+	freeReplyObject(rep);
+	assert_int_equal(tenant_field(c->tenant, "R"), 10);
+	/* the older one, late: nothing */
+	rep = script_ask(rc, c->tenant, "2", "10", NULL, NULL);
+	assert_int_equal(rep->element[3]->integer, 0);
+	freeReplyObject(rep);
+	assert_int_equal(tenant_field(c->tenant, "R"), 10);
+	redisFree(rc);
+}
+
 #define BOTH(f)								\
 	cmocka_unit_test_prestate_setup_teardown(f, ctx_setup,		\
 	    ctx_teardown, &kind_local),					\
@@ -1567,6 +1776,10 @@ main(void)
 		SLICES(test_slice_two_workers_concurrency),
 		SLICES(test_slice_exact_usage),
 		SLICES(test_slice_lost_ask_runs_once),
+		SLICES(test_slice_ask_alone_has_its_limits),
+		SLICES(test_slice_no_slot_no_grant),
+		SLICES(test_slice_grant_ends_with_its_day),
+		SLICES(test_slice_stale_ask_runs_not),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

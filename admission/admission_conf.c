@@ -617,3 +617,42 @@ admission_conf_free(struct ig_config *cfg)
 		cfg->store.redis_password = NULL;
 	}
 }
+
+static int
+store_strcmp(const char *a, const char *b)
+{
+	return strcmp(a != NULL ? a : "", b != NULL ? b : "");
+}
+
+const char *
+admission_store_changed(const struct ig_config *ca,
+    const struct ig_config *cb)
+{
+	const struct ig_store_conf *a = &ca->store, *b = &cb->store;
+
+	if (a->type != b->type)
+		return "type";
+	if (store_strcmp(a->redis_address, b->redis_address) != 0)
+		return "redis.address";
+	if (store_strcmp(a->redis_password, b->redis_password) != 0)
+		return "redis.password_file";
+	if (a->redis_database != b->redis_database)
+		return "redis.database";
+	if (a->redis_timeout_ms != b->redis_timeout_ms)
+		return "redis.timeout";
+	if (store_strcmp(a->redis_key_prefix, b->redis_key_prefix) != 0)
+		return "redis.key_prefix";
+	if (a->on_failure != b->on_failure)
+		return "on_store_failure";
+	if (a->replicas != b->replicas)
+		return "replicas";
+	if (a->lease_ttl_ms != b->lease_ttl_ms)
+		return "lease_ttl";
+	if (a->day_offset_s != b->day_offset_s)
+		return "day_offset";
+	if (a->slices != b->slices)
+		return "slices";
+	if (a->slice_period_ms != b->slice_period_ms)
+		return "slice_period";
+	return NULL;
+}

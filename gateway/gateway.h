@@ -504,6 +504,7 @@ int		 workers_listen_tls(const struct ig_config *,
 		    struct ssl_ctx_st **listen_tls, const struct ig_snapshot *prev,
 		    struct ssl_ctx_st ***run_tls, size_t *nrun);	/* worker.c */
 void		 workers_listen_check(const struct ig_config *);	/* worker.c */
+void		 workers_store_check(const struct ig_config *);	/* worker.c */
 
 /* admin.c */
 int		 admin_start(struct event_base *, const char *address, char **err);

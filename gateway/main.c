@@ -154,6 +154,7 @@ signal_reload_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	workers_listen_check(snap->conf);
+	workers_store_check(snap->conf);
 	if (warm_snap != NULL)
 		snapshot_unref(warm_snap);	/* replaced by this one */
 	warm_snap = NULL;

@@ -24,6 +24,7 @@
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
+#include "infergate/admission_conf.h"
 #include "infergate/log.h"
 #include "infergate/store.h"
 #include "gateway.h"
@@ -51,6 +52,9 @@ static size_t		 nworkers;
 static struct ssl_ctx_st **listen_tls;
 static char		**listen_addr;
 static size_t		 nlisten_tls;
+
+/* The start's config: what the workers' stores were made with. */
+static struct ig_config	*start_conf;
 
 /* At most this many free blocks of a kind are kept per worker. */
 #define WORKER_BLOCKS_KEPT	64
@@ -353,6 +357,21 @@ workers_listen_check(const struct ig_config *conf)
 }
 
 /*
+ * A reload's store section against the one the workers' stores were made
+ * with: a change waits for a restart, and is said (once per reload).
+ */
+void
+workers_store_check(const struct ig_config *conf)
+{
+	const char *key;
+
+	if (start_conf != NULL &&
+	    (key = admission_store_changed(start_conf, conf)) != NULL)
+		log_warn("reload: store.%s changed; the store section takes "
+		    "effect on restart, the running one stays until then", key);
+}
+
+/*
  * Creates the workers and their listeners, then starts the threads. All
  * sockets are bound before any thread runs, so an address in use is an
  * error of this call.
@@ -368,6 +387,7 @@ workers_start(struct ig_snapshot *snap, char **err)
 	    sizeof(*listen_addr))) == NULL)
 		goto nomem;
 	nlisten_tls = conf->nlisten;
+	start_conf = ig_config_ref(snap->conf);
 	for (j = 0; j < conf->nlisten; j++) {
 		if ((listen_addr[j] = strdup(conf->listen[j].address)) == NULL)
 			goto nomem;
@@ -512,6 +532,9 @@ workers_free(void)
 	listen_addr = NULL;
 	nlisten_tls = 0;
 	nworkers = 0;
+	if (start_conf != NULL)
+		ig_config_unref(start_conf);
+	start_conf = NULL;
 }
 
 size_t

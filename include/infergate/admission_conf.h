@@ -23,4 +23,11 @@ int	 admission_conf_read(struct cy_ctx *, const struct cy_node *root,
 	    struct ig_config *);
 void	 admission_conf_free(struct ig_config *);
 
+/*
+ * The first `store` key whose value differs between A and B (the
+ * password compared too, never shown), or NULL when they are the same.
+ */
+const char *admission_store_changed(const struct ig_config *a,
+	    const struct ig_config *b);
+
 #endif

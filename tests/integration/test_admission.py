@@ -863,3 +863,41 @@ def test_backend_date_passed_on_once(gateway):
         assert dates == ["Mon, 01 Jan 2024 00:00:00 GMT"]
     finally:
         done()
+
+
+def test_reload_says_store_changes_wait_for_restart(sim, gateway, redis):
+    """The store section is taken at start: a reload that changes it says
+    so (the key it found changed) and the running store goes on counting;
+    a reload that keeps it says nothing."""
+    import signal
+    s = sim()
+    r = redis()
+    g = gateway(config(s.port, "local", limits="      requests_per_minute: 2\n"
+                                               "      max_output_tokens: 64"))
+    for i in range(2):
+        assert http("POST", g.url + "/v1/chat/completions", chat(),
+                    headers=auth())[0] == 200
+
+    def reload(text, version):
+        with open(g.config_path, "w") as f:
+            f.write(text.replace("{port}", str(g.port))
+                        .replace("{admin_port}", str(g.admin_port)))
+        g.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while g.output().count("configuration reloaded") < version:
+            assert time.monotonic() < deadline, g.output()
+            time.sleep(0.02)
+    same = config(s.port, "local", limits="      requests_per_minute: 2\n"
+                                          "      max_output_tokens: 32")
+    reload(same, 1)
+    assert "store." not in g.output()
+    moved = config(s.port, "redis", redis_port=r.port,
+                   limits="      requests_per_minute: 2\n"
+                          "      max_output_tokens: 32")
+    reload(moved, 2)
+    assert "reload: store.type changed; the store section takes effect " \
+           "on restart" in g.output()
+    # still the local store, which has counted the two requests
+    st, _, body = http("POST", g.url + "/v1/chat/completions", chat(),
+                       headers=auth())
+    assert st == 429 and err(body)["code"] == "rate_limit_exceeded"

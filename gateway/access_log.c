@@ -68,7 +68,12 @@ access_log_request(const struct ig_request *r)
 	    ts, now.tv_nsec / 1000000);
 	off = alog_str(buf, off, sizeof(buf), r->id[0] ? r->id : NULL);
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"client\":");
-	off = alog_str(buf, off, sizeof(buf), r->client_ip);
+	off = alog_str(buf, off, sizeof(buf), r->forwarded_ip[0] != '\0' ?
+	    r->forwarded_ip : r->client_ip);
+	if (r->forwarded_ip[0] != '\0') {	/* behind a trusted proxy */
+		off += snprintf(buf + off, sizeof(buf) - off, ",\"peer\":");
+		off = alog_str(buf, off, sizeof(buf), r->client_ip);
+	}
 	off += snprintf(buf + off, sizeof(buf) - off, ",\"method\":");
 	off = alog_str(buf, off, sizeof(buf), r->method_known ?
 	    llhttp_method_name((llhttp_method_t)r->method) : NULL);

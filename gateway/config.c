@@ -223,7 +223,7 @@ ig_parse_nameserver(const char *s, int *family, void *addr, uint16_t *portp)
 	if (*s == '[') {
 		if ((end = strchr(s, ']')) == NULL || (end[1] != '\0' &&
 		    end[1] != ':'))
-			return false;
+			return -1;
 		hl = end - s - 1;
 		s++;
 		port = end[1] == ':' ? end + 2 : NULL;
@@ -250,6 +250,45 @@ ig_parse_nameserver(const char *s, int *family, void *addr, uint16_t *portp)
 		*family = AF_INET6;
 	else
 		return -1;
+	return 0;
+}
+
+int
+ig_parse_cidr(const char *s, struct ig_cidr *out)
+{
+	char addr[64], *end;
+	const char *slash = strchr(s, '/');
+	size_t len = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	unsigned long bits;
+	unsigned i;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || len >= sizeof(addr))
+		return -1;
+	memcpy(addr, s, len);
+	addr[len] = '\0';
+	if (inet_pton(AF_INET, addr, out->addr) == 1)
+		out->family = AF_INET;
+	else if (inet_pton(AF_INET6, addr, out->addr) == 1)
+		out->family = AF_INET6;
+	else
+		return -1;
+	bits = out->family == AF_INET ? 32 : 128;
+	if (slash != NULL) {
+		if (!isdigit((unsigned char)slash[1]))
+			return -1;
+		bits = strtoul(slash + 1, &end, 10);
+		if (*end != '\0' || bits > (out->family == AF_INET ? 32u : 128u))
+			return -1;
+	}
+	out->bits = (unsigned)bits;
+	/* the host bits of "10.1.2.3/8" say nothing: 10.0.0.0/8 */
+	for (i = 0; i < 16; i++) {
+		if (i * 8 >= bits)
+			out->addr[i] = 0;
+		else if (i * 8 + 8 > bits)
+			out->addr[i] &= (uint8_t)(0xff << (8 - (bits - i * 8)));
+	}
 	return 0;
 }
 
@@ -291,6 +330,46 @@ static const struct cy_key resolver_keys[] = {
 	{ .name = NULL }
 };
 
+/* trusted_proxies: a list of "address" or "address/bits", both families. */
+static int
+read_trusted_proxies(struct cy_ctx *ctx, const struct cy_node *n, void *obj)
+{
+	struct ig_config *cfg = obj;
+	size_t i;
+
+	if (n == NULL)
+		return 0;
+	if (n->kind != CY_SEQ)
+		return cy_err(ctx, n, "must be a list of addresses or CIDR "
+		    "blocks");
+	if (n->n == 0)
+		return 0;
+	if ((cfg->trusted_proxies = calloc(n->n,
+	    sizeof(*cfg->trusted_proxies))) == NULL)
+		return cy_err(ctx, n, "out of memory");
+	for (i = 0; i < n->n; i++) {
+		const struct cy_node *e = n->items[i];
+
+		if (e->kind != CY_SCALAR || ig_parse_cidr(e->value,
+		    &cfg->trusted_proxies[i]) == -1)
+			return cy_err(ctx, e, "\"%s\" is not an IP address or a "
+			    "CIDR block (10.0.0.0/8, fd00::/8)",
+			    e->kind == CY_SCALAR ? e->value : "(not a string)");
+		cfg->ntrusted_proxies++;
+	}
+	return 0;
+}
+
+static void
+release_trusted_proxies(void *obj)
+{
+	struct ig_config *cfg = obj;
+
+	free(cfg->trusted_proxies);
+	cfg->trusted_proxies = NULL;
+	cfg->ntrusted_proxies = 0;
+}
+
 static const struct cy_key top_keys[] = {
 	{ .name = "listen", .type = CY_LIST, .flags = CY_REQUIRED, .min = 1,
 	  .off = offsetof(struct ig_config, listen),
@@ -304,6 +383,8 @@ static const struct cy_key top_keys[] = {
 	  .off = offsetof(struct ig_config, shutdown_grace_ms),
 	  .max = UINT64_MAX },
 	{ .name = "resolver", .type = CY_TABLE, .sub = resolver_keys },
+	{ .name = "trusted_proxies", .type = CY_CUSTOM,
+	  .read = read_trusted_proxies, .release = release_trusted_proxies },
 	{ .name = "store", .type = CY_EXTERNAL },	/* admission_conf.c */
 	{ .name = "tenants", .type = CY_EXTERNAL },
 	{ .name = "tenant_files", .type = CY_EXTERNAL },

@@ -260,7 +260,9 @@ struct ig_request {
 	bool		 method_known;	/* the request line's method was read */
 	char		 id[48];	/* X-Request-Id */
 	char		 lease_id[33];	/* our own unique name: the lease's */
-	char		 client_ip[48];
+	char		 client_ip[48];	/* the peer's */
+	char		 forwarded_ip[48];	/* behind trusted proxies; "" */
+	bool		 xff_trusted;	/* the peer is a trusted proxy */
 	const struct ig_header *headers;	/* valid while conn is set */
 	size_t		 nheaders;
 	struct evbuffer	*body;		/* the request body as received */
@@ -446,6 +448,17 @@ bool		 hs_output_full(struct hs_conn *);
 struct ig_auth_memo *hs_auth_memo(struct hs_conn *);	/* see admission.h */
 const struct ig_header *hs_find_header(const struct ig_request *,
 		    const char *name);
+
+/*
+ * client_addr.c: trusted_proxies. client_addr_resolve() sets
+ * r->xff_trusted when the peer is a trusted proxy, and r->forwarded_ip to
+ * the client its X-Forwarded-For names (see client_addr.c for the walk).
+ */
+void		 client_addr_resolve(struct ig_request *);
+bool		 client_addr_is_xff(const struct ig_header *);
+/* ADDR (4 or 16 bytes of FAMILY) is in one of the N blocks of CIDRS. */
+bool		 client_addr_in(const struct ig_cidr *cidrs, size_t n,
+		    int family, const void *addr);
 
 /* upstream.c: connections to backends, pooled per worker per backend */
 struct up_events {

@@ -326,6 +326,7 @@ proxy_request(struct ig_request *r)
 	int rc;
 
 	proxy_request_id(r);
+	client_addr_resolve(r);
 	if (admit_auth(r) == -1)
 		return;
 	if (r->ep == EP_MODELS) {
@@ -506,6 +507,14 @@ proxy_head(struct ig_request *r, struct evbuffer *buf, size_t body_len)
 	ig_fmt_lit(&f, "Accept-Encoding: identity\r\nX-Request-Id: ");
 	ig_fmt_cstr(&f, r->id);
 	ig_fmt_lit(&f, "\r\nX-Forwarded-For: ");
+	/* from a trusted proxy, its list goes on, with the proxy added */
+	for (i = 0; r->xff_trusted && r->conn != NULL && i < r->nheaders; i++)
+		if (client_addr_is_xff(&r->headers[i]) &&
+		    r->headers[i].valuelen > 0) {
+			ig_fmt_mem(&f, r->headers[i].value,
+			    r->headers[i].valuelen);
+			ig_fmt_lit(&f, ", ");
+		}
 	ig_fmt_cstr(&f, r->client_ip);
 	ig_fmt_lit(&f, "\r\nContent-Length: ");
 	ig_fmt_u64(&f, body_len);

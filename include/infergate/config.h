@@ -177,6 +177,13 @@ struct ig_resolver_conf {
 	uint64_t	 attempts;
 };
 
+/* An address block of trusted_proxies (gateway/client_addr.c). */
+struct ig_cidr {
+	int		 family;	/* AF_INET, AF_INET6 */
+	uint8_t		 addr[16];	/* network order, 4 or 16 bytes */
+	unsigned	 bits;		/* the prefix length */
+};
+
 struct ig_config {
 	int		 refcnt;	/* atomic; see ig_config_ref() */
 	char		*path;
@@ -187,6 +194,8 @@ struct ig_config {
 	struct ig_log_conf log;
 	struct ig_limits_conf limits;
 	uint64_t	 shutdown_grace_ms;
+	struct ig_cidr	*trusted_proxies;	/* X-Forwarded-For from these */
+	size_t		 ntrusted_proxies;
 	struct ig_resolver_conf resolver;
 	struct ig_store_conf store;
 	struct ig_pool_conf *pools;
@@ -221,5 +230,12 @@ int		 ig_parse_duration(const char *, uint64_t *ms);
  */
 int		 ig_parse_nameserver(const char *s, int *family, void *addr,
 		    uint16_t *port);
+
+/*
+ * An address or a CIDR block of trusted_proxies ("10.0.0.0/8",
+ * "192.0.2.7", "fd00::/8") into OUT, host bits cleared; -1 when S is not
+ * one.
+ */
+int		 ig_parse_cidr(const char *s, struct ig_cidr *out);
 
 #endif

@@ -12,12 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "infergate/config.h"
+#include "../../gateway/gateway.h"	/* client_addr_in */
 
 #define HASH_A "sha256:82dae6d443609cfcb4e698af21391e5132c679ce83b37086ada791a0fb2a43ee"
 #define HASH_B "sha256:caeadb66c56dfdf14ae8064a3e08caf2968862419c0529b06a1f91f1a27a1a0c"
@@ -110,6 +113,15 @@ static const struct bad bad_configs[] = {
 	  "@:3:10: pools.small.backends: required key is missing" },
 	{ L "store:\n  type: redis\n", NULL,
 	  "@:3:3: store.redis.address: required when type is redis" },
+	{ L "trusted_proxies: [\"10.0.0.0/33\"]\n", NULL,
+	  "@:2:19: trusted_proxies: \"10.0.0.0/33\" is not an IP address or "
+	  "a CIDR block (10.0.0.0/8, fd00::/8)" },
+	{ L "trusted_proxies: [lb.example.com]\n", NULL,
+	  "@:2:19: trusted_proxies: \"lb.example.com\" is not an IP address "
+	  "or a CIDR block (10.0.0.0/8, fd00::/8)" },
+	{ L "trusted_proxies: 10.0.0.0/8\n", NULL,
+	  "@:2:18: trusted_proxies: must be a list of addresses or CIDR "
+	  "blocks" },
 	{ L "store:\n  slices: true\n", NULL,
 	  "@:3:11: store.slices: only with type redis (the local store "
 	  "answers without a round trip)" },
@@ -460,6 +472,19 @@ test_full(void **state)
 	assert_int_equal(cfg->limits.max_requests_per_connection, 0);
 	assert_int_equal(cfg->limits.max_response_bytes, 1024 * 1024);
 	assert_int_equal(cfg->shutdown_grace_ms, 0);
+	/* addresses and blocks, the host bits of a block cleared */
+	assert_int_equal(cfg->ntrusted_proxies, 4);
+	assert_int_equal(cfg->trusted_proxies[0].family, AF_INET);
+	assert_int_equal(cfg->trusted_proxies[0].bits, 8);
+	assert_memory_equal(cfg->trusted_proxies[0].addr, "\x0a\0\0\0", 4);
+	assert_int_equal(cfg->trusted_proxies[1].family, AF_INET6);
+	assert_int_equal(cfg->trusted_proxies[1].bits, 8);
+	assert_int_equal(cfg->trusted_proxies[1].addr[0], 0xfd);
+	assert_int_equal(cfg->trusted_proxies[1].addr[1], 0);
+	assert_int_equal(cfg->trusted_proxies[2].bits, 32);
+	assert_memory_equal(cfg->trusted_proxies[2].addr, "\xc0\0\x02\x07", 4);
+	assert_int_equal(cfg->trusted_proxies[3].bits, 127);
+	assert_int_equal(cfg->trusted_proxies[3].addr[15], 0);
 
 	assert_int_equal(cfg->store.type, IG_STORE_REDIS);
 	assert_string_equal(cfg->store.redis_address, "unix:/run/redis.sock");
@@ -691,6 +716,43 @@ test_durations(void **state)
 	assert_int_equal(ig_parse_duration(NULL, &ms), -1);
 }
 
+/* trusted_proxies' blocks: whole and partial bytes, both families. */
+static void
+test_cidr_match(void **state)
+{
+	static const struct { const char *cidr, *addr; bool in; } cases[] = {
+		{ "10.0.0.0/8", "10.255.1.2", true },
+		{ "10.0.0.0/8", "11.0.0.1", false },
+		{ "172.16.0.0/12", "172.31.255.255", true },
+		{ "172.16.0.0/12", "172.32.0.0", false },
+		{ "192.0.2.7", "192.0.2.7", true },
+		{ "192.0.2.7", "192.0.2.6", false },
+		{ "0.0.0.0/0", "198.51.100.1", true },
+		{ "fd00::/8", "fdff::1", true },
+		{ "fd00::/8", "fe80::1", false },
+		{ "2001:db8::/127", "2001:db8::1", true },
+		{ "2001:db8::/127", "2001:db8::2", false },
+		{ "10.0.0.0/8", "::ffff:10.0.0.1", false },	/* unmapped first */
+	};
+	struct ig_cidr	 c;
+	uint8_t		 a[16];
+	int		 fam;
+	size_t		 i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(ig_parse_cidr(cases[i].cidr, &c), 0);
+		fam = strchr(cases[i].addr, ':') ? AF_INET6 : AF_INET;
+		assert_int_equal(inet_pton(fam, cases[i].addr, a), 1);
+		if (client_addr_in(&c, 1, fam, a) != cases[i].in)
+			fail_msg("%s in %s: %d", cases[i].addr, cases[i].cidr,
+			    !cases[i].in);
+	}
+	assert_int_equal(ig_parse_cidr("10.0.0.0/", &c), -1);
+	assert_int_equal(ig_parse_cidr("10.0.0.0/8x", &c), -1);
+	assert_int_equal(ig_parse_cidr("::/129", &c), -1);
+	assert_int_equal(ig_parse_cidr("/8", &c), -1);
+}
+
 int
 main(void)
 {
@@ -703,6 +765,7 @@ main(void)
 		cmocka_unit_test(test_redis_no_password),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_cidr_match),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -618,41 +618,19 @@ admission_conf_free(struct ig_config *cfg)
 	}
 }
 
-static int
-store_strcmp(const char *a, const char *b)
-{
-	return strcmp(a != NULL ? a : "", b != NULL ? b : "");
-}
-
 const char *
-admission_store_changed(const struct ig_config *ca,
-    const struct ig_config *cb)
+admission_store_changed(const struct ig_config *a,
+    const struct ig_config *b, char *buf, size_t len)
 {
-	const struct ig_store_conf *a = &ca->store, *b = &cb->store;
+	const char *key;
+	const char *pa = a->store.redis_password, *pb = b->store.redis_password;
 
-	if (a->type != b->type)
-		return "type";
-	if (store_strcmp(a->redis_address, b->redis_address) != 0)
-		return "redis.address";
-	if (store_strcmp(a->redis_password, b->redis_password) != 0)
+	if ((key = cy_table_diff(store_keys, a, b, buf, len)) != NULL)
+		return key;
+	/* what the keys read that the table does not hold */
+	if (strcmp(pa != NULL ? pa : "", pb != NULL ? pb : "") != 0)
 		return "redis.password_file";
-	if (a->redis_database != b->redis_database)
-		return "redis.database";
-	if (a->redis_timeout_ms != b->redis_timeout_ms)
-		return "redis.timeout";
-	if (store_strcmp(a->redis_key_prefix, b->redis_key_prefix) != 0)
-		return "redis.key_prefix";
-	if (a->on_failure != b->on_failure)
-		return "on_store_failure";
-	if (a->replicas != b->replicas)
-		return "replicas";
-	if (a->lease_ttl_ms != b->lease_ttl_ms)
-		return "lease_ttl";
-	if (a->day_offset_s != b->day_offset_s)
+	if (a->store.day_offset_s != b->store.day_offset_s)
 		return "day_offset";
-	if (a->slices != b->slices)
-		return "slices";
-	if (a->slice_period_ms != b->slice_period_ms)
-		return "slice_period";
 	return NULL;
 }

@@ -793,6 +793,53 @@ cy_read_table(struct cy_ctx *ctx, const struct cy_node *map,
 	return rc == 0 ? cy_read_keys(ctx, map, keys, obj) : -1;
 }
 
+const char *
+cy_table_diff(const struct cy_key *keys, const void *a, const void *b,
+    char *buf, size_t len)
+{
+	const struct cy_key *k;
+	const char *fa, *fb;
+	size_t n;
+	bool differ;
+
+	for (k = keys; k->name != NULL; k++) {
+		fa = (const char *)a + k->off;
+		fb = (const char *)b + k->off;
+		switch (k->type) {
+		case CY_STRING:
+			differ = strcmp(*(char *const *)fa ? *(char *const *)fa :
+			    "", *(char *const *)fb ? *(char *const *)fb : "") != 0;
+			break;
+		case CY_UINT:
+		case CY_DURATION:
+			differ = *(const uint64_t *)fa != *(const uint64_t *)fb;
+			break;
+		case CY_DOUBLE:
+			differ = *(const double *)fa != *(const double *)fb;
+			break;
+		case CY_BOOL:
+			differ = *(const bool *)fa != *(const bool *)fb;
+			break;
+		case CY_ENUM:
+			differ = *(const int *)fa != *(const int *)fb;
+			break;
+		case CY_TABLE:
+			n = (size_t)snprintf(buf, len, "%s.", k->name);
+			if (n >= len || cy_table_diff(k->sub, a, b, buf + n,
+			    len - n) == NULL)
+				continue;
+			return buf;
+		default:	/* lists, custom and external keys: the caller's */
+			continue;
+		}
+		if (differ) {
+			snprintf(buf, len, "%s", k->name);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
 void
 cy_free_table(const struct cy_key *keys, void *obj)
 {

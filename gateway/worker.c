@@ -364,9 +364,10 @@ void
 workers_store_check(const struct ig_config *conf)
 {
 	const char *key;
+	char buf[64];
 
-	if (start_conf != NULL &&
-	    (key = admission_store_changed(start_conf, conf)) != NULL)
+	if (start_conf != NULL && (key = admission_store_changed(start_conf,
+	    conf, buf, sizeof(buf))) != NULL)
 		log_warn("reload: store.%s changed; the store section takes "
 		    "effect on restart, the running one stays until then", key);
 }

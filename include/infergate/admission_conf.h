@@ -7,6 +7,8 @@
 #ifndef INFERGATE_ADMISSION_CONF_H
 #define INFERGATE_ADMISSION_CONF_H
 
+#include <stddef.h>
+
 struct cy_ctx;
 struct cy_node;
 struct ig_config;
@@ -25,9 +27,10 @@ void	 admission_conf_free(struct ig_config *);
 
 /*
  * The first `store` key whose value differs between A and B (the
- * password compared too, never shown), or NULL when they are the same.
+ * password compared too, never shown), in BUF or a constant, or NULL
+ * when they are the same.
  */
 const char *admission_store_changed(const struct ig_config *a,
-	    const struct ig_config *b);
+	    const struct ig_config *b, char *buf, size_t len);
 
 #endif

@@ -122,6 +122,14 @@ int		 cy_read_table(struct cy_ctx *, const struct cy_node *,
 		    const struct cy_key *, void *obj);
 void		 cy_free_table(const struct cy_key *, void *obj);
 /*
+ * The first key of KEYS (into its CY_TABLE keys, "table.key") whose value
+ * differs between the structs A and B, written into BUF (LEN bytes) and
+ * returned; NULL when all are equal. Lists, CY_CUSTOM and CY_EXTERNAL
+ * keys are the caller's to compare.
+ */
+const char	*cy_table_diff(const struct cy_key *, const void *a,
+		    const void *b, char *buf, size_t len);
+/*
  * Reads keys from map (NULL: defaults only) without refusing the other keys
  * of map: for a module reading its own keys out of a mapping whose table
  * lives elsewhere (the top level). Same returns as cy_read_table().

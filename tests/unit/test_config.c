@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "infergate/admission_conf.h"
 #include "infergate/config.h"
 #include "../../gateway/gateway.h"	/* client_addr_in */
 
@@ -716,6 +717,54 @@ test_durations(void **state)
 	assert_int_equal(ig_parse_duration(NULL, &ms), -1);
 }
 
+/* A reload's store section against the running one: which key changed. */
+static void
+test_store_changed(void **state)
+{
+	static const struct { const char *store, *key; } cases[] = {
+		{ "  type: redis\n  redis: {address: \"127.0.0.1:6379\"}\n", NULL },
+		{ "  type: redis\n  redis: {address: \"127.0.0.1:6380\"}\n",
+		  "redis.address" },
+		{ "  type: redis\n  redis: {address: \"127.0.0.1:6379\", "
+		  "timeout: 9ms}\n", "redis.timeout" },
+		{ "  type: redis\n  redis: {address: \"127.0.0.1:6379\"}\n"
+		  "  slices: true\n", "slices" },
+		{ "  type: redis\n  redis: {address: \"127.0.0.1:6379\"}\n"
+		  "  on_store_failure: open\n", "on_store_failure" },
+		{ "  type: redis\n  redis: {address: \"127.0.0.1:6379\"}\n"
+		  "  day_offset: 1h\n", "day_offset" },
+		{ "  type: local\n", "type" },
+	};
+	char dir[] = "/tmp/igcfg.XXXXXX", buf[64], *path, *text, *err = NULL;
+	struct ig_config *base, *cfg;
+	const char *key;
+	size_t i;
+
+	assert_non_null(mkdtemp(dir));
+	path = xasprintf("%s/main.yaml", dir);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		text = xasprintf(L "store:\n%s", cases[i].store);
+		write_file(path, text);
+		free(text);
+		if ((cfg = ig_config_load(path, &err)) == NULL)
+			fail_msg("%zu: %s", i, err);
+		if (i == 0) {
+			base = cfg;
+			continue;
+		}
+		key = admission_store_changed(base, cfg, buf, sizeof(buf));
+		assert_non_null(key);
+		assert_string_equal(key, cases[i].key);
+		assert_null(admission_store_changed(cfg, cfg, buf,
+		    sizeof(buf)));
+		ig_config_unref(cfg);
+	}
+	ig_config_unref(base);
+	unlink(path);
+	rmdir(dir);
+	free(path);
+}
+
 /* trusted_proxies' blocks: whole and partial bytes, both families. */
 static void
 test_cidr_match(void **state)
@@ -766,6 +815,7 @@ main(void)
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_cidr_match),
+		cmocka_unit_test(test_store_changed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,7 +6,7 @@
 #   make bench      benchmarks side by side with nginx and HAProxy
 #   make storeload  build/bench/storeload, the budget store's load driver
 #   make fuzz       libFuzzer targets (clang) into build/fuzz/, not run;
-#                   tests/fuzz/fuzz_request.c says how to run one
+#                   tests/fuzz/fuzz_request.c and fuzz_config.c say how
 #   make request-cost  instructions per request parse + edit, jansson path
 #                   against the raw-byte one (callgrind counts, no timing)
 #   make install    PREFIX (default /usr/local), SYSCONFDIR, DESTDIR honoured
@@ -101,7 +101,18 @@ $(BUILD)/fuzz/fuzz_request: tests/fuzz/fuzz_request.c $(FUZZ_SRC) \
 	$(FUZZ_CC) -std=gnu11 -O1 -g $(FUZZ_SAN) $(WARN) -D_GNU_SOURCE -Iinclude \
 	    -Itests/unit $(filter %.c,$^) -o $@ -ljansson -lm
 
-fuzz: $(BUILD)/fuzz/fuzz_request
+# The config loader alone: libyaml and every module's key tables.
+FUZZ_CONFIG_SRC := gateway/config.c gateway/conf_yaml.c gateway/log.c \
+                   admission/admission_conf.c admission/policy.c \
+                   routing/routing_conf.c
+
+$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) \
+    $(wildcard include/infergate/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -O1 -g $(FUZZ_SAN) $(WARN) -D_GNU_SOURCE -Iinclude \
+	    $(filter %.c,$^) -o $@ $(shell pkg-config --libs yaml-0.1) -lm
+
+fuzz: $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_config
 
 $(BUILD)/perf/request_cost: $(BUILD)/obj/tests/perf/request_cost.o \
     $(BUILD)/obj/tests/unit/request_json.o $(BUILD)/libinfergate.a

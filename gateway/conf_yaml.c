@@ -107,6 +107,10 @@ cy_ctx_clear(struct cy_ctx *ctx)
 
 /* --- errors and the key path ------------------------------------------ */
 
+static int	 err_vrecord(struct cy_ctx *, const char *, int, int,
+		    const char *, const char *, va_list)
+		    __attribute__((format(printf, 6, 0)));
+
 static int
 err_vrecord(struct cy_ctx *ctx, const char *file, int line, int col,
     const char *key, const char *fmt, va_list ap)
@@ -128,6 +132,10 @@ err_vrecord(struct cy_ctx *ctx, const char *file, int line, int col,
 	}
 	return -1;
 }
+
+static int	 err_vnode(struct cy_ctx *, const struct cy_node *,
+		    const char *, const char *, va_list)
+		    __attribute__((format(printf, 4, 0)));
 
 static int
 err_vnode(struct cy_ctx *ctx, const struct cy_node *n, const char *key,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "infergate/config.h"
+#include "infergate/log.h"
 
 int	 LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
@@ -40,6 +41,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FILE		*fp;
 	char		*err = NULL;
 
+	ig_log_level_cur = IG_LOG_ERROR - 1;	/* the loader's warnings: none */
 	if ((fp = fopen(config_path(), "w")) == NULL)
 		abort();
 	if (size > 0 && fwrite(data, 1, size, fp) != size)

@@ -618,6 +618,29 @@ admission_conf_free(struct ig_config *cfg)
 	}
 }
 
+int
+admission_store_copy(struct ig_config *dst, const struct ig_config *src)
+{
+	const struct ig_store_conf *s = &src->store;
+	struct ig_store_conf *d = &dst->store;
+
+	*d = *s;
+	d->redis_address = d->redis_password_file = d->redis_password =
+	    d->redis_key_prefix = NULL;
+	if ((s->redis_address != NULL &&
+	    (d->redis_address = strdup(s->redis_address)) == NULL) ||
+	    (s->redis_password_file != NULL && (d->redis_password_file =
+	    strdup(s->redis_password_file)) == NULL) ||
+	    (s->redis_password != NULL &&
+	    (d->redis_password = strdup(s->redis_password)) == NULL) ||
+	    (s->redis_key_prefix != NULL &&
+	    (d->redis_key_prefix = strdup(s->redis_key_prefix)) == NULL)) {
+		admission_conf_free(dst);
+		return -1;
+	}
+	return 0;
+}
+
 const char *
 admission_store_changed(const struct ig_config *a,
     const struct ig_config *b, char *buf, size_t len)

@@ -53,8 +53,8 @@ static struct ssl_ctx_st **listen_tls;
 static char		**listen_addr;
 static size_t		 nlisten_tls;
 
-/* The start's config: what the workers' stores were made with. */
-static struct ig_config	*start_conf;
+/* The start's store section, what the workers' stores were made with. */
+static struct ig_config	*start_store;
 
 /* At most this many free blocks of a kind are kept per worker. */
 #define WORKER_BLOCKS_KEPT	64
@@ -366,7 +366,7 @@ workers_store_check(const struct ig_config *conf)
 	const char *key;
 	char buf[64];
 
-	if (start_conf != NULL && (key = admission_store_changed(start_conf,
+	if (start_store != NULL && (key = admission_store_changed(start_store,
 	    conf, buf, sizeof(buf))) != NULL)
 		log_warn("reload: store.%s changed; the store section takes "
 		    "effect on restart, the running one stays until then", key);
@@ -388,7 +388,9 @@ workers_start(struct ig_snapshot *snap, char **err)
 	    sizeof(*listen_addr))) == NULL)
 		goto nomem;
 	nlisten_tls = conf->nlisten;
-	start_conf = ig_config_ref(snap->conf);
+	if ((start_store = calloc(1, sizeof(*start_store))) == NULL ||
+	    admission_store_copy(start_store, conf) == -1)
+		goto nomem;
 	for (j = 0; j < conf->nlisten; j++) {
 		if ((listen_addr[j] = strdup(conf->listen[j].address)) == NULL)
 			goto nomem;
@@ -533,9 +535,10 @@ workers_free(void)
 	listen_addr = NULL;
 	nlisten_tls = 0;
 	nworkers = 0;
-	if (start_conf != NULL)
-		ig_config_unref(start_conf);
-	start_conf = NULL;
+	if (start_store != NULL)
+		admission_conf_free(start_store);
+	free(start_store);
+	start_store = NULL;
 }
 
 size_t

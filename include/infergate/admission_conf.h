@@ -26,6 +26,14 @@ int	 admission_conf_read(struct cy_ctx *, const struct cy_node *root,
 void	 admission_conf_free(struct ig_config *);
 
 /*
+ * The store section of SRC into the empty config DST (its strings
+ * copied; admission_conf_free() releases them, wiping the password).
+ * Returns 0, or -1 when out of memory (DST left empty).
+ */
+int	 admission_store_copy(struct ig_config *dst,
+	    const struct ig_config *src);
+
+/*
  * The first `store` key whose value differs between A and B (the
  * password compared too, never shown), in BUF or a constant, or NULL
  * when they are the same.

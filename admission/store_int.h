@@ -210,7 +210,7 @@ struct slice_ask {
 	uint64_t	 old_held;	/* members need+1..old_held go */
 	uint64_t	 want_req, want_tok;
 	size_t		 ndeltas;
-	struct slice_delta deltas[SLICE_DELTAS + SLICE_GRANTS];
+	struct slice_delta deltas[SLICE_DELTAS];	/* the slice's, moved */
 };
 
 /* What the script answered an ask. */
@@ -306,7 +306,8 @@ void		 store_slices_lost(struct store_slices *,
 void		 store_slices_drain(struct store_slices *, uint64_t now);
 /* Something is held or not yet reported. */
 bool		 store_slices_busy(const struct store_slices *);
-/* The tenant of S. */
-const char	*store_slice_tenant(const struct store_slice *, size_t *len);
+/* The tenant of S, its length and its hash (the one it was got with). */
+const char	*store_slice_tenant(const struct store_slice *, size_t *len,
+		    uint64_t *hash);
 
 #endif

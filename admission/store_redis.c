@@ -1604,7 +1604,6 @@ store_redis_admit(struct store_redis *r, struct ig_store_op *op)
 	struct redis_batch *b;
 	struct store_slice *sl;
 	uint64_t	 h = redis_id_hash(op->req.request_id);
-	size_t		 len, th;
 
 	if ((b = redis_batch_get(r, op->req.tenant, op, op->req.request_id,
 	    h)) == NULL || redis_grow(&b->ops, &b->capops, b->nops,
@@ -1620,9 +1619,8 @@ store_redis_admit(struct store_redis *r, struct ig_store_op *op)
 	b->ops[b->nops++] = op;
 	/* Not from the slice: its demand, and an ask in this batch. */
 	if (r->slices != NULL) {
-		th = redis_hash(op->req.tenant, &len);
-		if ((sl = store_slices_get(r->slices, op->req.tenant, len, th,
-		    true)) != NULL) {
+		if ((sl = store_slices_get(r->slices, b->tenant, b->tenantlen,
+		    b->hash, true)) != NULL) {
 			store_slice_missed(sl, &op->req);
 			if (b->slice == NULL && store_slice_can_ask(sl)) {
 				store_slice_attached(r->slices, sl);
@@ -1658,10 +1656,10 @@ redis_slice_want(struct store_slice *s, void *arg)
 	struct store_redis *r = arg;
 	struct redis_batch *b;
 	const char	*tenant;
-	size_t		 len, h;
+	size_t		 len;
+	uint64_t	 h;
 
-	tenant = store_slice_tenant(s, &len);
-	h = redis_hash(tenant, &len);
+	tenant = store_slice_tenant(s, &len, &h);
 	if ((b = redis_batch_find(r->pending, h, tenant, len)) == NULL &&
 	    (b = redis_batch_new(r, tenant, len, h)) == NULL) {
 		store_slice_lost(r->slices, s);	/* tried again later */

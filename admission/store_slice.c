@@ -219,9 +219,10 @@ store_slices_get(struct store_slices *ss, const char *tenant, size_t len,
 }
 
 const char *
-store_slice_tenant(const struct store_slice *s, size_t *len)
+store_slice_tenant(const struct store_slice *s, size_t *len, uint64_t *hash)
 {
 	*len = s->len;
+	*hash = s->hash;
 	return s->tenant;
 }
 
